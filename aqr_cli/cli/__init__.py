@@ -1,0 +1,1 @@
+"""Typer commands: parse flags, call the library, hand results to an output sink."""

@@ -1,0 +1,85 @@
+"""What every command shares: the user-facing error type, the error wrapper, the output sink.
+
+Commands raise :class:`UserError` (or let an ``AQRInputError``/``OSError`` through) for bad
+input; :func:`run_guarded` turns those into one line on stderr and exit code 1. Data goes to
+stdout, messages and progress to stderr. ``AQR_DEBUG=1`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import typer
+
+
+class UserError(Exception):
+    """An expected failure caused by the user's input; shown as one line, exit code 1."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def fail(message: str, hint: str | None = None) -> None:
+    """Print ``aqr: error: message`` (one line) to stderr and exit 1."""
+    line = f"aqr: error: {_one_line(message)}"
+    if hint:
+        line += f" ({_one_line(hint)})"
+    sys.stderr.write(line + "\n")
+    raise typer.Exit(code=1)
+
+
+def run_guarded(fn: Callable[[], Any]) -> Any:
+    """Run a command body; expected failures become one stderr line and exit code 1."""
+    if os.environ.get("AQR_DEBUG"):
+        return fn()
+    try:
+        return fn()
+    except typer.Exit:
+        raise
+    except UserError as e:
+        fail(str(e), e.hint)
+    except KeyboardInterrupt:
+        sys.stderr.write("aqr: interrupted\n")
+        raise typer.Exit(code=130)
+    except Exception as e:  # noqa: BLE001 - the contract is: never a traceback for a user
+        from aqr_cli.core.errors import AQRInputError
+
+        if isinstance(e, AQRInputError):
+            fail(str(e))
+        if isinstance(e, (OSError, MemoryError)):
+            fail(f"{type(e).__name__}: {e}")
+        fail(f"internal error ({type(e).__name__}: {e})",
+             "this is a bug in aqr; rerun with AQR_DEBUG=1 for the traceback")
+
+
+def emit_json(doc: Any) -> None:
+    """Write one JSON document to stdout."""
+    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+@contextmanager
+def collect_quirks() -> Iterator[list]:
+    """Collect :class:`QuirkWarning`s raised inside the block (other warnings pass through)."""
+    import warnings
+
+    from aqr_cli.core.errors import QuirkWarning
+
+    found: list = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", QuirkWarning)
+        yield found
+    for w in caught:
+        if isinstance(w.message, QuirkWarning):
+            if not any(q.quirk_id == w.message.quirk_id and q.message == w.message.message for q in found):
+                found.append(w.message)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)

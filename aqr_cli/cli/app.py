@@ -1,0 +1,43 @@
+"""The ``aqr`` command line. Keep imports light: ``aqr --help`` must not import torch or matplotlib."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from aqr_cli import __version__
+
+app = typer.Typer(
+    name="aqr",
+    help="Analyse and visualise the AQR (adaptive query reweighting) module of CMT-style "
+         "camera+LiDAR detectors, on CPU, from upstream checkpoints and debug dumps.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"aqr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
+                                           help="Print the version and exit."),
+) -> None:
+    """Analyse and visualise AQR weights, renders and attention biases."""
+
+
+def _register() -> None:
+    # Each command module only imports typer at module level; heavy imports live in the bodies.
+    from aqr_cli.cli import commands  # noqa: F401
+
+
+def main() -> None:
+    _register()
+    app()

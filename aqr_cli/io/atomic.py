@@ -1,0 +1,186 @@
+"""Atomic writes for reports: a file or folder appears whole, or not at all.
+
+Files are written to a temporary sibling and moved into place with ``os.replace``; folders are
+built in a temporary sibling folder and renamed into place on success
+(:func:`staged_output_dir`). On any failure the temporary is removed and the target is left as it
+was. Errors about the destination itself (parent missing and not creatable, not writable, a file
+where a folder should be) are :class:`aqr_cli.io.errors.OutputError`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+from aqr_cli.io.errors import OutputError
+
+
+def _umask() -> int:
+    try:  # Linux: read it without the set-and-restore race of os.umask
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _prepare_parent(path: Path) -> Path:
+    """The parent folder of ``path``, created if missing; OutputError if it cannot be used."""
+    parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise OutputError(f"cannot write {path}: {parent} is not a folder")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: cannot create {parent} ({e.strerror or e})") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {path}: {parent} is not writable")
+    return parent
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb", *,
+                encoding: str | None = None) -> Iterator[IO[Any]]:
+    """Open a temporary sibling of ``path`` for writing; on a clean exit it replaces ``path``.
+
+    ``mode`` is ``'w'`` or ``'wb'``. If the block raises, the temporary is deleted and ``path``
+    is untouched. The file gets the usual permissions (``0o666`` minus the umask).
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open: mode must be 'w' or 'wb', got {mode!r}")
+    target = Path(path)
+    if target.is_dir():
+        raise OutputError(f"cannot write {target}: it is a folder")
+    parent = _prepare_parent(target)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise OutputError(f"cannot write {target}: {e.strerror or e}") from None
+    try:
+        text = mode == "w"
+        with os.fdopen(fd, mode, encoding=(encoding or "utf-8") if text else None,
+                       newline="" if text else None) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; returns the path."""
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, *, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically (no newline translation); returns the path."""
+    with atomic_open(path, "w", encoding=encoding) as f:
+        f.write(text)
+    return Path(path)
+
+
+def atomic_write_json(path: str | os.PathLike, doc: Any, *, indent: int = 2) -> Path:
+    """Write one JSON document (NaN/Inf refused) atomically, with a trailing newline."""
+    text = json.dumps(doc, indent=indent, allow_nan=False) + "\n"
+    return atomic_write_text(path, text)
+
+
+def atomic_save_figure(fig: Any, path: str | os.PathLike, *, dpi: float | None = None) -> Path:
+    """Save a matplotlib Figure as PNG atomically, with byte-identical output for identical input.
+
+    ``metadata={"Software": None}`` drops the version string matplotlib would write. Only
+    ``.png`` paths are accepted.
+    """
+    target = Path(path)
+    if target.suffix.lower() != ".png":
+        raise ValueError(f"atomic_save_figure writes PNG only; got {target.name!r}")
+    buf = io.BytesIO()
+    kwargs: dict[str, Any] = dict(format="png", metadata={"Software": None})
+    if dpi is not None:
+        kwargs["dpi"] = dpi
+    fig.savefig(buf, **kwargs)
+    return atomic_write_bytes(target, buf.getvalue())
+
+
+def atomic_save_npz(path: str | os.PathLike, *, compressed: bool = True, **arrays: Any) -> Path:
+    """Save arrays as ``.npz`` atomically (no pickled objects: object arrays are refused)."""
+    import numpy as np
+
+    plain = {}
+    for name, value in arrays.items():
+        arr = np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
+        if arr.dtype == object:
+            raise ValueError(f"atomic_save_npz: {name!r} is an object array (would need pickle)")
+        plain[name] = arr
+    buf = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buf, **plain)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def _remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def staged_output_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder next to ``out_dir``; on success it becomes ``out_dir``.
+
+    An existing ``out_dir`` is renamed aside, the staged folder renamed into place, and the old
+    one removed, so readers see either the old or the new contents. If the block raises, the
+    staged folder is removed and ``out_dir`` is left exactly as it was. A symlinked ``out_dir`` is
+    resolved first (its target is replaced).
+    """
+    target = Path(out_dir)
+    if target.is_symlink():
+        target = target.resolve()
+    if target.exists() and not target.is_dir():
+        raise OutputError(f"cannot write to {target}: it exists and is not a folder")
+    parent = _prepare_parent(target)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=parent))
+    except OSError as e:
+        raise OutputError(f"cannot write to {target}: {e.strerror or e}") from None
+    try:
+        yield staging
+        os.chmod(staging, 0o777 & ~_umask())
+        _swap_into_place(staging, target, parent)
+    except BaseException:
+        _remove_tree(staging)
+        raise
+
+
+def _swap_into_place(staging: Path, target: Path, parent: Path) -> None:
+    old: Path | None = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=parent))
+        old.rmdir()  # only the unique name is wanted
+        try:
+            os.rename(target, old)
+        except OSError as e:
+            raise OutputError(f"cannot replace {target}: {e.strerror or e}") from None
+    try:
+        os.rename(staging, target)
+    except OSError as e:
+        if old is not None:
+            os.rename(old, target)
+        raise OutputError(f"cannot create {target}: {e.strerror or e}") from None
+    if old is not None:
+        _remove_tree(old)

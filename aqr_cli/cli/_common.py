@@ -15,13 +15,7 @@ from typing import Any, Callable, Iterator
 
 import typer
 
-
-class UserError(Exception):
-    """An expected failure caused by the user's input; shown as one line, exit code 1."""
-
-    def __init__(self, message: str, hint: str | None = None):
-        super().__init__(message)
-        self.hint = hint
+from aqr_cli.errors import UserError  # noqa: F401  (re-exported for commands)
 
 
 def _one_line(text: str) -> str:
@@ -52,9 +46,10 @@ def run_guarded(fn: Callable[[], Any]) -> Any:
         raise typer.Exit(code=130)
     except Exception as e:  # noqa: BLE001 - the contract is: never a traceback for a user
         from aqr_cli.core.errors import AQRInputError
+        from aqr_cli.io.errors import LoadError
 
-        if isinstance(e, AQRInputError):
-            fail(str(e))
+        if isinstance(e, (AQRInputError, LoadError)):
+            fail(str(e), getattr(e, "hint", None))
         if isinstance(e, (OSError, MemoryError)):
             fail(f"{type(e).__name__}: {e}")
         fail(f"internal error ({type(e).__name__}: {e})",

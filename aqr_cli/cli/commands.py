@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from aqr_cli.cli.app import app
+from aqr_cli.cli.app import app  # noqa: F401
 
 for _name in ("inspect_cmd", "render_cmd", "compare_cmd"):
     try:

@@ -576,9 +576,11 @@ class AttentionBiasGenerator(nn.Module):
         for name, sl, n in (("overall", slice(None), hw + n_cam), ("bev", slice(None, k), hw),
                             ("camera", slice(k, None), n_cam)):
             m = mask[..., sl]
-            v, w = vals[..., sl][m], reps[..., sl][m]
+            v = vals[..., sl][m]
+            w = reps[..., sl][m] if bias.is_global else None  # local: every entry counts once
+            n_in = int(w.sum()) if w is not None else v.numel()
             all_e[name] = _summary(v, b * q * n, w)
-            in_w[name] = _summary(v, int(w.sum()), w)
+            in_w[name] = _summary(v, n_in, w)
         return all_e, in_w, "windows"
 
     def _dense_stats(self, bias: torch.Tensor):

@@ -1,0 +1,180 @@
+"""What ``aqr render-weights`` computes for one source: weight maps, bias heatmaps, statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from aqr_cli.analysis.sources import WeightSource
+from aqr_cli.analysis.stats import map_stats, preference_shares, split_dn, weight_stats
+
+METHODS = ("gaussian", "bilinear", "direct", "distance_weighted")
+
+
+@dataclass
+class RenderResult:
+    """Maps [B, ...] for every sample, the sparse bias and the summary of one source."""
+
+    source: WeightSource
+    method: str
+    bev_map: torch.Tensor                # [B, H, W] rendered LiDAR weight map
+    pers_map: torch.Tensor               # [B, V, h, w] rendered camera weight map
+    effective_lidar: torch.Tensor        # [B, Q] LiDAR weights after upstream's [0, 1] clamp
+    methods: dict = field(default_factory=dict)   # method -> (bev [B,H,W], pers [B,V,h,w])
+    bias_bev: torch.Tensor | None = None          # [B, H, W] signed max-|b|
+    bias_pers: torch.Tensor | None = None         # [B, V, h, w] signed max-|b|
+    bias_scale: float = 0.0
+    summary: dict = field(default_factory=dict)
+
+
+def build_renderer(src: WeightSource, method: str):
+    """``WeightRenderer`` of the source's config with ``method``; the checkpoint kernel if stored."""
+    from aqr_cli.core.renderer import WeightRenderer
+
+    kw = {k: v for k, v in src.cfg.renderer_config.items() if k != "type"}
+    kw["render_method"] = method
+    renderer = WeightRenderer(**kw)
+    kernel = src.head_state.get("weight_renderer.gaussian_kernel")
+    if method == "gaussian" and kernel is not None and kernel.shape == renderer.gaussian_kernel.shape:
+        renderer.load_state_dict({"gaussian_kernel": kernel.float()}, strict=True)
+    return renderer
+
+
+def render_maps(src: WeightSource, method: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(bev [B, H, W], pers [B, V, h, w]) of one renderer method; camera maps zero if cells unknown."""
+    renderer = build_renderer(src, method)
+    with torch.no_grad():
+        bev = renderer.render_bev_weights(src.lidar_weights, src.pts_bev)
+        if src.pts_pers is not None:
+            pers = renderer.render_perspective_weights(src.camera_weights, src.pts_pers)
+        else:
+            pers = torch.zeros(src.batch_size, *src.cfg.pers_shape)
+    return bev, pers
+
+
+def build_bias_generator(src: WeightSource, scale: float | None = None):
+    """``AttentionBiasGenerator`` of the config; stored checkpoint buffers when they fit."""
+    from aqr_cli.core.bias import AttentionBiasGenerator
+
+    kw = {k: v for k, v in src.cfg.attention_bias_config.items() if k != "type"}
+    sub = {k[len("attention_bias_generator."):]: v for k, v in src.head_state.items()
+           if k.startswith("attention_bias_generator.")}
+    window_matches = "y_offsets" in sub and sub["y_offsets"].numel() == kw.get("window_size", 15) ** 2
+    gen = AttentionBiasGenerator.from_state_dict(sub, **kw) if window_matches else AttentionBiasGenerator(**kw)
+    if not window_matches and "bias_scale" in sub:
+        gen.bias_scale.data.copy_(sub["bias_scale"].reshape(1).float())
+    if scale is not None:
+        gen.bias_scale.data.fill_(float(scale))
+    return gen
+
+
+def sparse_bias(src: WeightSource, scale: float | None = None):
+    """(SparseBias, generator). Without camera cells the camera weights are zeroed (BEV only)."""
+    gen = build_bias_generator(src, scale)
+    pers = src.pts_pers
+    cw = src.camera_weights
+    if pers is None:
+        pers = torch.zeros(src.batch_size, src.num_queries, 3)
+        cw = torch.zeros_like(cw)
+    else:
+        cw = torch.where(pers[..., 0] < 0, torch.zeros_like(cw), cw)
+        pers = pers.clamp(min=0)
+    with torch.no_grad():
+        return gen.forward_sparse(src.lidar_weights, cw, src.pts_idx, pers), gen
+
+
+def render_source(src: WeightSource, method: str = "gaussian",
+                  bias_scale: float | None = None) -> RenderResult:
+    """Render weight maps (one method or ``'all'``), the bias heatmaps and the summary.
+
+    ``bias_scale`` replaces the raw (checkpoint or config) scale; it is clamped as upstream.
+    """
+    from aqr_cli.core.renderer import WeightRenderer
+
+    methods = {}
+    if method == "all":
+        methods = {m: render_maps(src, m) for m in METHODS}
+        main = src.cfg.renderer_config.get("render_method", "gaussian")
+        bev, pers = methods[main if main in methods else "gaussian"]
+    else:
+        bev, pers = render_maps(src, method)
+    kw = {k: v for k, v in src.cfg.renderer_config.items() if k != "type"}
+    effective = WeightRenderer(**{**kw, "render_method": "direct"}).effective_bev_weights(src.lidar_weights)
+    sb, gen = sparse_bias(src, bias_scale)
+    hb, hp = sb.heatmaps("maxabs")
+    result = RenderResult(source=src, method=method, bev_map=bev, pers_map=pers,
+                          effective_lidar=effective, methods=methods, bias_bev=hb, bias_pers=hp,
+                          bias_scale=gen.effective_scale())
+    result.summary = summarise(result, sb, gen)
+    result.summary["bias"]["scale_raw"] = float(gen.bias_scale.detach().reshape(-1)[0])
+    result.summary["bias"]["scale_from"] = ("--bias-scale" if bias_scale is not None else
+                                           "checkpoint" if src.bias_scale is not None else "config")
+    return result
+
+
+def _per_view(pers: torch.Tensor, cw: torch.Tensor, src: WeightSource) -> list[dict]:
+    out = []
+    for v, name in enumerate(src.camera_names):
+        row = {"view": v, "camera": name, "map_max": float(pers[:, v].max()),
+               "map_mean": float(pers[:, v].mean())}
+        if src.pts_pers is not None:
+            sel = src.pts_pers[..., 0] == v
+            if src.unseen is not None:
+                sel &= ~src.unseen
+            w = cw[sel]
+            row.update(num_queries=int(sel.sum()),
+                       weight_mean=float(w.mean()) if w.numel() else None,
+                       weight_std=float(w.std()) if w.numel() > 1 else None)
+        out.append(row)
+    return out
+
+
+def summarise(res: RenderResult, sb, gen) -> dict:
+    """The ``summary.json`` document of one source (without the quirk list, added by the caller)."""
+    src = res.source
+    lw, cw = src.lidar_weights, src.camera_weights
+    stats = gen.debug_statistics(sb, lw, cw)
+    doc = {
+        "source": {"label": src.label, "kind": src.kind, "settings_from": src.settings_from,
+                   "iteration": src.iteration, "batch_size": src.batch_size,
+                   "queries": split_dn(src.num_queries, src.cfg.num_query), "notes": list(src.notes)},
+        "settings": {
+            "bev_shape": list(src.cfg.bev_shape), "pers_shape": list(src.cfg.pers_shape),
+            "pc_range": list(src.cfg.pc_range), "render_method": res.method,
+            "renderer": _jsonable(src.cfg.renderer_config),
+            "attention_bias": _jsonable(src.cfg.attention_bias_config),
+            "camera_names": list(src.camera_names),
+        },
+        "weights": {"lidar": weight_stats(lw), "camera": weight_stats(cw),
+                    "lidar_after_renderer_clamp": weight_stats(res.effective_lidar)},
+        "preference": preference_shares(lw, cw),
+        "maps": {"bev": map_stats(res.bev_map, res.effective_lidar),
+                 "camera": map_stats(res.pers_map, cw),
+                 "camera_views": _per_view(res.pers_map, cw, src)},
+        "bias": {"scale_raw": src.bias_scale, "scale_effective": res.bias_scale,
+                 "learnable": gen.learnable_scale, "min_scale": gen.min_scale,
+                 "max_scale": gen.max_scale, "window_size": gen.window_size,
+                 "all_features": stats["all_entries"], "in_window": stats["in_window"],
+                 "camera_cells_known": src.pts_pers is not None},
+    }
+    if res.methods:
+        doc["methods"] = {m: {"bev": map_stats(b, res.effective_lidar), "camera": map_stats(p, cw)}
+                          for m, (b, p) in res.methods.items()}
+    if src.stored_maps is not None:
+        doc["fidelity"] = fidelity(res, src)
+    return doc
+
+
+def fidelity(res: RenderResult, src: WeightSource) -> dict:
+    """Max |re-rendered - stored| of a dump's weight maps (camera only when cells are known)."""
+    sb, sp = src.stored_maps
+    out = {"bev_max_abs_diff": float((res.bev_map - sb).abs().max()) if res.bev_map.shape == sb.shape else None,
+           "camera_max_abs_diff": None}
+    if src.pts_pers is not None and res.pers_map.shape == sp.shape:
+        out["camera_max_abs_diff"] = float((res.pers_map - sp).abs().max())
+    return out
+
+
+def _jsonable(d: dict) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}

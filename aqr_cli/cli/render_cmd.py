@@ -1,0 +1,390 @@
+"""``aqr render-weights``: AQR weight maps, camera maps and bias heatmaps as PNG + summary.json.
+
+Only typer is imported at module level; torch and matplotlib load inside the command.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from aqr_cli.cli._common import UserError, emit_json, run_guarded
+from aqr_cli.cli.app import app
+
+METHOD_CHOICES = ("gaussian", "bilinear", "direct", "distance_weighted", "all")
+
+# Output files of one source (documented in the README).
+FILES = {
+    "bev": "bev_weights.png",
+    "camera": "camera_weights.png",
+    "bias": "bias_heatmaps.png",
+    "queries": "query_weights.png",
+    "methods": "render_methods.png",
+    "summary": "summary.json",
+    "arrays": "arrays.npz",
+}
+EVOLUTION_PNG = "evolution.png"
+EVOLUTION_JSON = "evolution.json"
+
+
+@app.command("render-weights")
+def render_weights_command(
+    sources: List[Path] = typer.Argument(
+        None, metavar="[SOURCE...]", show_default=False,
+        help="Checkpoints (their generator runs on a synthetic scene) and/or upstream debug dumps "
+             "(weights_iter_N.pth; a folder or a quoted glob also works)."),
+    out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="Output folder (replaced atomically)."),
+    synthetic: bool = typer.Option(False, "--synthetic", help="Render a seeded synthetic scene (no file needed)."),
+    checkpoint: Optional[Path] = typer.Option(
+        None, "--checkpoint", metavar="CKPT", help="Generator weights for --synthetic/--features; "
+        "renderer and bias settings (and reference points) for dumps."),
+    features: Optional[Path] = typer.Option(
+        None, "--features", metavar="DUMP", help="Re-run --checkpoint's generator on this dump's "
+        "recorded features (needs the full channel count)."),
+    weights: str = typer.Option("generator", "--weights", help="generator: what the AQR generator "
+                                "outputs; scene: the documented synthetic weight model (--synthetic)."),
+    reference: str = typer.Option("800x320", "--reference", help="Reference config when no checkpoint "
+                                  "gives one: 800x320 or 1600x640."),
+    rig: Optional[Path] = typer.Option(None, "--rig", metavar="FILE.json", help="Camera rig (default: "
+                                       "the bundled 800x320 rig, scaled for 1600x640)."),
+    method: Optional[str] = typer.Option(None, "--method", help="Renderer method: gaussian, bilinear, "
+                                         "direct, distance_weighted, or all (side by side). Default: config."),
+    sigma: Optional[float] = typer.Option(None, "--sigma", help="Renderer gaussian_sigma (cells)."),
+    bias_window: Optional[int] = typer.Option(None, "--bias-window", help="Bias window_size (cells)."),
+    bias_scale: Optional[float] = typer.Option(None, "--bias-scale", help="Raw bias_scale to use instead "
+                                               "of the checkpoint's (clamped as upstream when learnable)."),
+    activation: Optional[str] = typer.Option(None, "--activation", help="Weight activation: tanh (HEAD) "
+                                             "or sigmoid (logged runs)."),
+    lam: Optional[str] = typer.Option(None, "--lam", help="Encoder local attention mask: config "
+                                      "(upstream rule), honour, or ignore."),
+    batch_size: int = typer.Option(1, "--batch-size", min=1, max=16, help="Synthetic batch size."),
+    sample: int = typer.Option(0, "--sample", min=0, help="Which sample of the batch to draw."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic scene and random weights."),
+    save_arrays: bool = typer.Option(False, "--save-arrays", help=f"Also write {FILES['arrays']}."),
+    as_json: bool = typer.Option(False, "--json", help="Print summary.json on stdout (a list for "
+                                 "several sources)."),
+    trust: bool = typer.Option(False, "--trust-checkpoint", help="Allow full unpickling of files the "
+                               "safe loader refuses (runs code named in the file)."),
+) -> None:
+    """Run the AQR weight generator (or read a debug dump) and render the BEV weight map, the six
+    camera weight maps, the attention-bias heatmaps and a per-query panel to PNG, with
+    summary.json (weight, map and bias statistics, quirk warnings).
+
+    Example: aqr render-weights --synthetic --weights scene --method all --out aqr_out
+    """
+    opts = dict(out=out, synthetic=synthetic, checkpoint=checkpoint, features=features,
+                weights=weights, reference=reference, rig=rig, method=method, sigma=sigma,
+                bias_window=bias_window, bias_scale=bias_scale, activation=activation, lam=lam,
+                batch_size=batch_size, sample=sample, seed=seed, save_arrays=save_arrays,
+                as_json=as_json, trust=trust)
+    _validate(sources or [], opts)
+    run_guarded(lambda: _run(sources or [], **opts))
+
+
+def _validate(sources: list, o: dict) -> None:
+    """Usage errors (exit 2) for flag combinations that cannot work."""
+    def bad(msg: str, hint: str) -> None:
+        raise typer.BadParameter(msg, param_hint=hint)
+
+    if o["method"] is not None and o["method"] not in METHOD_CHOICES:
+        bad(f"choose from {', '.join(METHOD_CHOICES)}", "--method")
+    if o["weights"] not in ("generator", "scene"):
+        bad("choose generator or scene", "--weights")
+    if o["reference"] not in ("800x320", "1600x640"):
+        bad("choose 800x320 or 1600x640", "--reference")
+    if o["activation"] not in (None, "tanh", "sigmoid"):
+        bad("choose tanh or sigmoid", "--activation")
+    if o["lam"] not in (None, "config", "honour", "ignore"):
+        bad("choose config, honour or ignore", "--lam")
+    if o["features"] is not None and o["checkpoint"] is None:
+        bad("--features needs --checkpoint (the generator to re-run)", "--features")
+    if not sources and not o["synthetic"] and o["features"] is None:
+        bad("give SOURCE paths, --synthetic or --features", "SOURCE")
+    if o["weights"] == "scene" and not o["synthetic"]:
+        bad("--weights scene needs --synthetic (only a synthetic scene has objects to model)", "--weights")
+
+
+def _overrides(o: dict):
+    from aqr_cli.analysis.sources import Overrides
+
+    return Overrides(reference=o["reference"], method=o["method"], sigma=o["sigma"],
+                     bias_window=o["bias_window"], activation=o["activation"],
+                     honour_lam={"honour": True, "ignore": False}.get(o["lam"] or "config"),
+                     batch_size=o["batch_size"], seed=o["seed"], weights=o["weights"])
+
+
+def _expand_sources(paths: list) -> list[Path]:
+    """Files as given; a folder contributes its *.pth/*.safetensors; globs are expanded."""
+    import glob
+
+    out: list[Path] = []
+    for p in paths:
+        s = str(p)
+        if any(ch in s for ch in "*?[") and not p.exists():
+            hits = sorted(Path(h) for h in glob.glob(s))
+            if not hits:
+                raise UserError(f"{s}: no file matches this pattern")
+            out.extend(hits)
+        elif p.is_dir():
+            hits = sorted([*p.glob("*.pth"), *p.glob("*.safetensors")], key=_natural_key)
+            if not hits:
+                raise UserError(f"{p}: folder holds no .pth or .safetensors file")
+            out.extend(hits)
+        else:
+            out.append(p)
+    return out
+
+
+def _natural_key(p: Path):
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
+
+
+def _load_sources(paths: list[Path], o: dict, ov, progress) -> list:
+    """One WeightSource per input (with its quirks), in input order."""
+    from aqr_cli.analysis import sources as S
+    from aqr_cli.cli._common import collect_quirks
+    from aqr_cli.io.checkpoint import load_file
+
+    ck = str(o["checkpoint"]) if o["checkpoint"] else None
+    rig = str(o["rig"]) if o["rig"] else None
+    jobs = []
+    if o["synthetic"]:
+        jobs.append(lambda: S.synthetic(ov, rig, ck, o["trust"]))
+    if o["features"] is not None:
+        jobs.append(lambda: S.from_features(str(o["features"]), ck, ov, o["trust"]))
+    for p in paths:
+        def job(p=p):
+            loaded = load_file(p, trust=o["trust"])
+            if loaded.kind == "debug_dump":
+                return S.from_dump(str(p), ov, ck, o["trust"], loaded=loaded)
+            return S.from_checkpoint(str(p), ov, rig, o["trust"])
+        jobs.append(job)
+    out = []
+    for job in jobs:
+        with collect_quirks() as quirks:
+            src = job()
+        out.append((src, quirks))
+        progress()
+    return out
+
+
+def _run(paths: list, **o) -> None:
+    import torch
+
+    from aqr_cli.io.atomic import staged_output_dir
+
+    torch.set_grad_enabled(False)
+    ov = _overrides(o)
+    files = _expand_sources(paths)
+    n_total = len(files) + int(o["synthetic"]) + int(o["features"] is not None)
+    with _progress(n_total * 2, enabled=not o["as_json"]) as advance:
+        loaded = _load_sources(files, o, ov, advance)
+        names = _subfolders([src for src, _ in loaded]) if len(loaded) > 1 else [""]
+        docs = []
+        with staged_output_dir(o["out"]) as stage:
+            for (src, quirks), sub in zip(loaded, names):
+                docs.append(_render_one(src, quirks, stage / sub if sub else stage, o))
+                advance()
+            if len(loaded) > 1:
+                _write_evolution(docs, names, stage)
+    _report(docs, names, o)
+
+
+def _subfolders(srcs: list) -> list[str]:
+    """Unique folder names from the source labels (file stems)."""
+    seen: dict[str, int] = {}
+    out = []
+    for s in srcs:
+        base = Path(s.label).stem if s.kind != "synthetic" else s.label
+        seen[base] = seen.get(base, 0) + 1
+        out.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
+    return out
+
+
+def _render_one(src, quirks: list, folder: Path, o: dict) -> dict:
+    """Render one source into ``folder``; returns its summary document."""
+    from aqr_cli.analysis.render import render_source
+    from aqr_cli.cli._common import collect_quirks
+    from aqr_cli.io.atomic import atomic_save_npz, atomic_write_json
+
+    if o["sample"] >= src.batch_size:
+        raise UserError(f"{src.label}: --sample {o['sample']} but the batch holds {src.batch_size} "
+                        "sample(s)")
+    folder.mkdir(parents=True, exist_ok=True)
+    with collect_quirks() as more:
+        res = render_source(src, o["method"] or src.cfg.renderer_config.get("render_method", "gaussian"),
+                            bias_scale=o["bias_scale"])
+    all_quirks = quirks + [q for q in more if not any(q.quirk_id == p.quirk_id for p in quirks)]
+    doc = res.summary
+    doc["quirks"] = [_quirk_doc(q) for q in sorted(all_quirks, key=lambda q: _qnum(q.quirk_id))]
+    doc["files"] = _write_figures(res, folder, o["sample"])
+    if o["save_arrays"]:
+        atomic_save_npz(folder / FILES["arrays"], **_arrays(res))
+        doc["files"].append(FILES["arrays"])
+    doc["files"].append(FILES["summary"])
+    atomic_write_json(folder / FILES["summary"], doc)
+    return doc
+
+
+def _qnum(qid: str) -> int:
+    return int(qid[1:]) if qid[1:].isdigit() else 999
+
+
+def _quirk_doc(q) -> dict:
+    detail = {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
+              for k, v in q.detail.items()}
+    return {"id": q.quirk_id, "message": q.message, "detail": detail}
+
+
+def _arrays(res) -> dict:
+    src = res.source
+    out = dict(lidar_weights=src.lidar_weights, camera_weights=src.camera_weights,
+               pts_bev=src.pts_bev, bev_weight_map=res.bev_map, pers_weight_map=res.pers_map,
+               bias_bev_heatmap=res.bias_bev, bias_pers_heatmap=res.bias_pers,
+               lidar_weights_after_renderer_clamp=res.effective_lidar)
+    if src.pts_pers is not None:
+        out["pts_pers"] = src.pts_pers
+    return {k: v.detach().cpu().numpy() for k, v in out.items()}
+
+
+def _write_figures(res, folder: Path, b: int) -> list[str]:
+    """Build and save every figure of one source; returns the file names written."""
+    from aqr_cli.io.atomic import atomic_save_figure
+    from aqr_cli.plots import weights as P
+
+    src = res.source
+    pc = src.cfg.pc_range
+    boxes = src.boxes[b] if src.boxes else None
+    labels = src.box_labels[b] if src.box_labels else None
+    tag = f"{src.label}" + (f", iteration {src.iteration}" if src.iteration is not None else "") + \
+        (f", sample {b}" if src.batch_size > 1 else "")
+    lw, cw = src.lidar_weights[b].numpy(), src.camera_weights[b].numpy()
+    clamp = src.cfg.renderer_config.get("max_weight_clamp", 1.5) \
+        if src.cfg.renderer_config.get("normalize_weights", True) else None
+    figs = {
+        "bev": P.bev_weight_figure(res.bev_map[b].numpy(), lw, src.pts_bev[b].numpy(), pc, boxes=boxes,
+                                   box_labels=labels, clamp=clamp,
+                                   title=f"LiDAR weights, {res.method if res.method != 'all' else 'gaussian'} "
+                                         f"render: {tag}"),
+        "queries": P.query_panel_figure(lw, cw, res.summary["preference"],
+                                        title=f"Per-query AQR weights: {tag}"),
+        "bias": P.bias_heatmap_figure(res.bias_bev[b].numpy(), res.bias_pers[b].numpy(), pc, res.bias_scale,
+                                      camera_names=src.camera_names, boxes=boxes, box_labels=labels,
+                                      title=f"AQR attention bias (window {res.summary['bias']['window_size']}, "
+                                            f"scale {res.bias_scale:.3f}): {tag}"
+                                            + ("" if src.pts_pers is not None else
+                                               "; camera cells unknown (pass --checkpoint)")),
+    }
+    if src.pts_pers is not None:
+        figs["camera"] = P.camera_weight_figure(
+            res.pers_map[b].numpy(), cw, src.pts_pers[b].numpy(), camera_names=src.camera_names,
+            unseen=None if src.unseen is None else src.unseen[b].numpy(), clamp=clamp,
+            title=f"Camera weight maps: {tag}")
+    elif src.stored_maps is not None:
+        figs["camera"] = P.camera_weight_figure(
+            src.stored_maps[1][b].numpy(), cw, _no_pers(cw), camera_names=src.camera_names,
+            clamp=clamp, title=f"Camera weight maps as stored in the dump (camera cells unknown): {tag}")
+    if res.methods:
+        figs["methods"] = P.methods_figure({m: (bb[b].numpy(), pp[b].numpy()) for m, (bb, pp) in
+                                            res.methods.items()}, pc, camera_names=src.camera_names,
+                                           clamp=clamp, title=f"Renderer methods: {tag}")
+    written = []
+    for key, fig in figs.items():
+        atomic_save_figure(fig, folder / FILES[key])
+        written.append(FILES[key])
+    return written
+
+
+def _no_pers(cw):
+    import numpy as np
+
+    return np.full((cw.shape[0], 3), -1.0)
+
+
+def _write_evolution(docs: list, names: list, stage: Path) -> None:
+    from aqr_cli.io.atomic import atomic_save_figure, atomic_write_json
+    from aqr_cli.plots.evolution import evolution_figure
+
+    rows = [_evolution_row(d, n) for d, n in zip(docs, names)]
+    atomic_write_json(stage / EVOLUTION_JSON, rows)
+    atomic_save_figure(evolution_figure(rows), stage / EVOLUTION_PNG)
+
+
+def _evolution_row(doc: dict, name: str) -> dict:
+    w, m, bias = doc["weights"], doc["maps"], doc["bias"]
+    return {"name": name, "iteration": doc["source"]["iteration"],
+            "lidar_mean": w["lidar"]["mean"], "lidar_std": w["lidar"]["std"],
+            "camera_mean": w["camera"]["mean"], "camera_std": w["camera"]["std"],
+            "prefer_lidar": doc["preference"]["prefer_lidar"],
+            "bev_map_max": m["bev"]["max"], "camera_map_max": m["camera"]["max"],
+            "bias_in_window_mean": bias["in_window"]["overall"]["mean"],
+            "bias_in_window_std": bias["in_window"]["overall"]["std"],
+            "bias_scale": bias["scale_effective"]}
+
+
+class _progress:
+    """Rich progress bar on stderr; silent when stderr is not a terminal or with --json."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled = total, enabled and sys.stderr.isatty() and total > 2
+        self.bar = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import Progress
+
+            self.bar = Progress(console=Console(stderr=True), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("rendering", total=self.total)
+        return self.advance
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+        return False
+
+
+def _report(docs: list, names: list, o: dict) -> None:
+    """JSON on stdout with --json; else a Rich table on stdout and quirk lines on stderr."""
+    if o["as_json"]:
+        emit_json(docs[0] if len(docs) == 1 else docs)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console, err = Console(), Console(stderr=True)
+    table = Table(title=f"aqr render-weights -> {o['out']}", title_justify="left")
+    for col in ("source", "Q", "LiDAR mean±std", "camera mean±std", "LiDAR>cam", "BEV max",
+                "bias in-window mean±std", "scale"):
+        table.add_column(col, justify="right" if col != "source" else "left")
+    for d, n in zip(docs, names):
+        w = d["weights"]
+        iw = d["bias"]["in_window"]["overall"]
+        table.add_row(n or d["source"]["label"], str(d["source"]["queries"]["num_queries"]),
+                      f"{w['lidar']['mean']:+.3f}±{w['lidar']['std']:.3f}",
+                      f"{w['camera']['mean']:+.3f}±{w['camera']['std']:.3f}",
+                      f"{100 * d['preference']['prefer_lidar']:.1f}%", f"{d['maps']['bev']['max']:.3f}",
+                      f"{iw['mean']:+.3f}±{iw['std']:.3f}", f"{d['bias']['scale_effective']:.3f}")
+    console.print(table)
+    for d, n in zip(docs, names):
+        prefix = f"[{n}] " if n else ""
+        for note in d["source"]["notes"]:
+            err.print(f"note: {prefix}{note}", highlight=False)
+        for q in d["quirks"]:
+            err.print(f"warning: {prefix}{q['id']}: {q['message']}", highlight=False, style="yellow")
+        fid = d.get("fidelity")
+        if fid:
+            err.print(f"{prefix}re-render vs dump: BEV max |diff| {fid['bev_max_abs_diff']:.2e}"
+                      + (f", camera {fid['camera_max_abs_diff']:.2e}" if fid["camera_max_abs_diff"] is not None
+                         else ", camera not re-rendered (no --checkpoint)"), highlight=False)
+    console.print(f"wrote {sum(len(d['files']) for d in docs)} files to {o['out']}", highlight=False)

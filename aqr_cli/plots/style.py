@@ -1,0 +1,112 @@
+"""Shared figure conventions: Agg figures, fixed sizes, signed/unsigned colour scales, camera grid.
+
+Builders return :class:`matplotlib.figure.Figure`; they never save or show. Saving with
+``metadata={"Software": None}`` (see :func:`aqr_cli.io.atomic.atomic_save_figure`) makes the
+same input give byte-identical PNGs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Normalize, TwoSlopeNorm
+from matplotlib.figure import Figure
+from matplotlib.patches import Polygon
+
+from aqr_cli.core.configs import CAMERA_GRID, CAMERA_NAMES
+
+SIGNED_CMAP = "RdBu_r"
+UNSIGNED_CMAP = "viridis"
+DPI = 110
+
+RC = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "figure.titlesize": 12,
+    "svg.hashsalt": "aqr",
+}
+
+
+def new_figure(width: float, height: float, layout: str | None = "constrained") -> Figure:
+    """An Agg-backed figure of ``width`` x ``height`` inches (no pyplot state).
+
+    ``layout=None`` skips constrained layout (several times faster to save for figures with
+    many artists); such builders place their axes with ``subplots_adjust``/gridspec margins.
+    """
+    import matplotlib
+
+    matplotlib.rcParams.update(RC)
+    fig = Figure(figsize=(width, height), dpi=DPI, layout=layout)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def signed_norm(vmax: float) -> TwoSlopeNorm:
+    """A zero-centred norm on ``[-vmax, vmax]`` (``vmax`` forced positive)."""
+    vmax = float(vmax) if vmax and math.isfinite(vmax) and vmax > 0 else 1.0
+    return TwoSlopeNorm(vmin=-vmax, vcenter=0.0, vmax=vmax)
+
+
+def unsigned_norm(vmax: float, vmin: float = 0.0) -> Normalize:
+    vmax = float(vmax) if vmax and math.isfinite(vmax) and vmax > vmin else vmin + 1.0
+    return Normalize(vmin=vmin, vmax=vmax)
+
+
+def symmetric_limit(*arrays: Iterable, floor: float = 1e-6) -> float:
+    """max |x| over all arrays (at least ``floor``), for a shared signed colour range."""
+    m = max((float(np.nanmax(np.abs(a))) if np.size(a) else 0.0) for a in arrays)
+    return max(m, floor)
+
+
+def camera_axes(fig: Figure, grid=None, camera_names: Sequence[str] = CAMERA_NAMES,
+                **gridspec_kw) -> dict[int, Axes]:
+    """Axes for the six views laid out as [[FL, F, FR], [BL, B, BR]], keyed by data index.
+
+    ``grid`` is an optional subplot spec to nest the 2x3 grid in. Views whose name is not in the
+    standard layout are appended in data order.
+    """
+    spec = (grid.subgridspec(2, 3, **gridspec_kw) if grid is not None
+            else fig.add_gridspec(2, 3, **gridspec_kw))
+    axes: dict[int, Axes] = {}
+    names = list(camera_names)
+    for r, row in enumerate(CAMERA_GRID):
+        for c, name in enumerate(row):
+            if name in names:
+                axes[names.index(name)] = fig.add_subplot(spec[r, c])
+    return axes
+
+
+def camera_label(name: str) -> str:
+    """``CAM_FRONT_LEFT`` -> ``FRONT_LEFT``."""
+    return name[4:] if name.startswith("CAM_") else name
+
+
+def box_corners_xy(box: np.ndarray) -> np.ndarray:
+    """The 4 BEV corners [4, 2] (x, y metres) of a LiDAR box (x, y, z, dx, dy, dz, yaw, ...)."""
+    x, y, dx, dy, yaw = box[0], box[1], box[3], box[4], box[6]
+    local = np.array([[dx, dy], [dx, -dy], [-dx, -dy], [-dx, dy]]) / 2.0
+    rot = np.array([[np.cos(yaw), -np.sin(yaw)], [np.sin(yaw), np.cos(yaw)]])
+    return local @ rot.T + np.array([x, y])
+
+
+def draw_boxes_bev(ax: Axes, boxes: np.ndarray, labels: Sequence[str] | None = None,
+                   color: str = "black") -> None:
+    """Draw rotated GT boxes on a BEV axis in metres (x right, y up); heading tick on the front edge."""
+    for i, box in enumerate(np.asarray(boxes).reshape(-1, np.asarray(boxes).shape[-1] if len(boxes) else 9)):
+        corners = box_corners_xy(box)
+        ax.add_patch(Polygon(corners, closed=True, fill=False, edgecolor=color, linewidth=0.9))
+        front = corners[:2].mean(axis=0)
+        ax.plot([box[0], front[0]], [box[1], front[1]], color=color, linewidth=0.7)
+        if labels is not None:
+            ax.annotate(labels[i], (box[0], box[1]), xytext=(3, 3), textcoords="offset points",
+                        fontsize=6, color=color)
+
+
+def bev_extent(pc_range: Sequence[float]) -> list[float]:
+    """imshow extent (left, right, bottom, top) in metres for a [H, W] map with row 0 at y_min."""
+    return [pc_range[0], pc_range[3], pc_range[1], pc_range[4]]

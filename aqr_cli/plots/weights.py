@@ -1,0 +1,212 @@
+"""Figures of ``aqr render-weights``: BEV and camera weight maps, bias heatmaps, per-query panel.
+
+All builders take numpy arrays of ONE sample and return a Figure.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from aqr_cli.core.configs import CAMERA_NAMES
+from aqr_cli.plots.style import (
+    SIGNED_CMAP, bev_extent, camera_axes, camera_label, draw_boxes_bev, new_figure, signed_norm,
+    symmetric_limit, unsigned_norm,
+)
+
+WEIGHT_LABEL = "AQR weight (tanh, unitless)"
+
+
+def _map_norm(maps: Sequence[np.ndarray], clamp: float | None):
+    """Signed norm if any map is negative, else [0, max(clamp, map max)] on an unsigned map."""
+    lo = min(float(np.min(m)) for m in maps)
+    hi = max(float(np.max(m)) for m in maps)
+    if lo < 0:
+        return SIGNED_CMAP, signed_norm(max(abs(lo), hi))
+    return "magma", unsigned_norm(max(hi, clamp or 0.0, 1e-6))
+
+
+def _bev_cells_to_metres(pts_bev: np.ndarray, bev_hw, pc_range) -> np.ndarray:
+    """(row, col) cell indices [Q, 2] -> (x, y) metres of the cell centres [Q, 2]."""
+    h, w = bev_hw
+    x = pc_range[0] + (pts_bev[:, 1] + 0.5) * (pc_range[3] - pc_range[0]) / w
+    y = pc_range[1] + (pts_bev[:, 0] + 0.5) * (pc_range[4] - pc_range[1]) / h
+    return np.stack([x, y], axis=1)
+
+
+def _bev_axis(ax, pc_range, title: str) -> None:
+    ax.set_title(title)
+    ax.set_xlabel("x (m, right)")
+    ax.set_ylabel("y (m, forward)")
+    ax.set_xlim(pc_range[0], pc_range[3])
+    ax.set_ylim(pc_range[1], pc_range[4])
+    ax.set_aspect("equal")
+
+
+def bev_weight_figure(weight_map: np.ndarray, lidar_weights: np.ndarray, pts_bev: np.ndarray,
+                      pc_range, *, boxes: np.ndarray | None = None, box_labels=None,
+                      clamp: float | None = 1.5, title: str = "") -> Figure:
+    """Rendered BEV map [H, W] next to the per-query LiDAR weights at their BEV cells."""
+    fig = new_figure(12.5, 5.8, layout=None)
+    ax_map, ax_q = fig.subplots(1, 2)
+    fig.subplots_adjust(left=0.06, right=0.97, bottom=0.1, top=0.87, wspace=0.25)
+    cmap, norm = _map_norm([weight_map], clamp)
+    im = ax_map.imshow(weight_map, origin="lower", extent=bev_extent(pc_range), cmap=cmap, norm=norm,
+                       interpolation="nearest")
+    fig.colorbar(im, ax=ax_map, shrink=0.85, label="rendered LiDAR weight map (unitless)")
+    _bev_axis(ax_map, pc_range, f"Rendered BEV weight map [{weight_map.shape[0]}x{weight_map.shape[1]}]")
+    xy = _bev_cells_to_metres(pts_bev, weight_map.shape, pc_range)
+    inside = np.isfinite(xy).all(axis=1)
+    ax_map.scatter(xy[inside, 0], xy[inside, 1], s=2, c="white", alpha=0.35, linewidths=0)
+    sc = ax_q.scatter(xy[inside, 0], xy[inside, 1], c=lidar_weights[inside], cmap=SIGNED_CMAP,
+                      norm=signed_norm(1.0), s=9, edgecolors="0.3", linewidths=0.2)
+    fig.colorbar(sc, ax=ax_q, shrink=0.85, label="LiDAR " + WEIGHT_LABEL)
+    _bev_axis(ax_q, pc_range, f"Per-query LiDAR weights ({int(inside.sum())} queries)")
+    ax_q.set_facecolor("0.92")
+    if boxes is not None and len(boxes):
+        for ax, color in ((ax_map, "cyan"), (ax_q, "black")):
+            draw_boxes_bev(ax, boxes, box_labels, color=color)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def camera_weight_figure(pers_map: np.ndarray, camera_weights: np.ndarray, pts_pers: np.ndarray,
+                         *, camera_names: Sequence[str] = CAMERA_NAMES, unseen: np.ndarray | None = None,
+                         clamp: float | None = 1.5, title: str = "") -> Figure:
+    """Six rendered camera maps [V, h, w] in the named grid; queries marked at their cells."""
+    fig = new_figure(14.0, 5.2, layout=None)
+    axes = camera_axes(fig, camera_names=camera_names, left=0.05, right=0.9, bottom=0.09,
+                       top=0.86, wspace=0.22, hspace=0.42)
+    cmap, norm = _map_norm([pers_map], clamp)
+    im = None
+    for v, ax in axes.items():
+        im = ax.imshow(pers_map[v], cmap=cmap, norm=norm, interpolation="nearest", aspect="equal")
+        sel = pts_pers[:, 0] == v
+        if unseen is not None:
+            sel &= ~unseen
+        ax.scatter(pts_pers[sel, 2], pts_pers[sel, 1], c=camera_weights[sel], cmap=SIGNED_CMAP,
+                   norm=signed_norm(1.0), s=10, edgecolors="white", linewidths=0.3)
+        name = camera_names[v]
+        ax.set_title(f"{camera_label(name)}  ({int(sel.sum())} queries, max {pers_map[v].max():.2f})")
+        ax.set_xlabel("feature column w (cells)")
+        ax.set_ylabel("row h (cells)")
+    if unseen is not None and unseen.any():
+        ax0 = axes.get(0)
+        if ax0 is not None:
+            ax0.scatter([0], [0], marker="x", c="red", s=40)
+            ax0.annotate(f"x: {int(unseen.sum())} queries no camera sees are drawn at (0, 0) (Q3)",
+                         (0, 0), xytext=(8, -14), textcoords="offset points", color="red", fontsize=7)
+    cax = fig.add_axes((0.92, 0.12, 0.012, 0.7))
+    fig.colorbar(im, cax=cax, label="rendered camera weight map (unitless)")
+    fig.suptitle(title or "Camera weight maps (markers: per-query camera weight, RdBu_r on [-1, 1])")
+    return fig
+
+
+def bias_heatmap_figure(bev: np.ndarray, pers: np.ndarray, pc_range, scale: float, *,
+                        camera_names: Sequence[str] = CAMERA_NAMES, boxes=None, box_labels=None,
+                        reduce_label: str = "signed max-|b| over queries", title: str = "") -> Figure:
+    """Signed attention-bias heatmaps: BEV [H, W] on the left, six cameras [V, h, w] on the right."""
+    fig = new_figure(16.0, 6.0, layout=None)
+    outer = fig.add_gridspec(1, 2, width_ratios=[1.0, 2.2], left=0.1, right=0.98, bottom=0.1,
+                             top=0.86, wspace=0.12)
+    ax_bev = fig.add_subplot(outer[0])
+    lim = max(float(scale), symmetric_limit(bev, pers))
+    norm = signed_norm(lim)
+    im = ax_bev.imshow(bev, origin="lower", extent=bev_extent(pc_range), cmap=SIGNED_CMAP, norm=norm,
+                       interpolation="nearest")
+    _bev_axis(ax_bev, pc_range, f"BEV bias [{bev.shape[0]}x{bev.shape[1]}]")
+    if boxes is not None and len(boxes):
+        draw_boxes_bev(ax_bev, boxes, box_labels, color="black")
+    axes = camera_axes(fig, outer[1], camera_names=camera_names, wspace=0.25, hspace=0.1)
+    for v, ax in axes.items():
+        ax.imshow(pers[v], cmap=SIGNED_CMAP, norm=norm, interpolation="nearest")
+        ax.set_title(camera_label(camera_names[v]))
+        ax.set_xlabel("w (cells)")
+        ax.set_ylabel("h (cells)")
+    cax = fig.add_axes((0.035, 0.15, 0.01, 0.65))
+    fig.colorbar(im, cax=cax, location="left",
+                 label=f"attention bias (logits), {reduce_label}\nred = attract, blue = repel; "
+                       "same scale in every panel")
+    fig.suptitle(title or f"AQR attention bias, effective scale {scale:.3f}")
+    return fig
+
+
+def query_panel_figure(lidar: np.ndarray, camera: np.ndarray, shares: dict, title: str = "") -> Figure:
+    """LiDAR vs camera weight scatter, both histograms and the modality preference shares."""
+    fig = new_figure(14.0, 4.6, layout=None)
+    ax_sc, ax_h, ax_bar = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.1, 1.3, 0.9]})
+    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.15, top=0.86, wspace=0.28)
+    diff = lidar - camera
+    colors = np.where(np.abs(diff) < 0.2, "0.55", np.where(diff > 0, "tab:orange", "tab:blue"))
+    ax_sc.scatter(camera, lidar, c=colors, s=6, linewidths=0)
+    ax_sc.plot([-1, 1], [-1, 1], color="k", lw=0.7)
+    ax_sc.fill_between([-1, 1], [-1.2, 0.8], [-0.8, 1.2], color="0.5", alpha=0.12, lw=0)
+    ax_sc.set(xlim=(-1.02, 1.02), ylim=(-1.02, 1.02), aspect="equal",
+              xlabel="camera weight (tanh)", ylabel="LiDAR weight (tanh)",
+              title=f"Per-query weights (n = {lidar.size})")
+    ax_sc.legend(handles=[Line2D([], [], ls="", marker="o", color=c, label=l) for c, l in
+                          (("tab:orange", "LiDAR > camera"), ("tab:blue", "camera > LiDAR"),
+                           ("0.55", "|diff| < 0.2"))], fontsize=7, loc="lower right")
+    bins = np.linspace(-1, 1, 41)
+    ax_h.hist(lidar, bins=bins, alpha=0.6, color="tab:orange", label="LiDAR")
+    ax_h.hist(camera, bins=bins, alpha=0.6, color="tab:blue", label="camera")
+    ax_h.set(xlabel="weight (tanh)", ylabel="queries", title="Weight histograms", xlim=(-1, 1))
+    ax_h.legend(fontsize=8)
+    names = ["LiDAR > camera", "camera > LiDAR", "|diff| < 0.2"]
+    vals = [shares["prefer_lidar"], shares["prefer_camera"], shares["balanced"]]
+    bars = ax_bar.bar(names, vals, color=["tab:orange", "tab:blue", "0.55"])
+    for b_, v in zip(bars, vals):
+        ax_bar.annotate(f"{100 * v:.1f}%", (b_.get_x() + b_.get_width() / 2, v), ha="center",
+                        va="bottom", fontsize=8)
+    ax_bar.set(ylim=(0, 1.08), ylabel="share of queries", title="Modality preference")
+    ax_bar.tick_params(axis="x", labelsize=7)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _mosaic(pers: np.ndarray, camera_names: Sequence[str]) -> np.ndarray:
+    """Tile [V, h, w] camera maps into the 2x3 named layout (one-cell NaN gutters)."""
+    from aqr_cli.core.configs import CAMERA_GRID
+
+    v, h, w = pers.shape
+    out = np.full((2 * h + 1, 3 * w + 2), np.nan, dtype=float)
+    names = list(camera_names)
+    for r, row in enumerate(CAMERA_GRID):
+        for c, name in enumerate(row):
+            if name in names:
+                out[r * (h + 1): r * (h + 1) + h, c * (w + 1): c * (w + 1) + w] = pers[names.index(name)]
+    return out
+
+
+def methods_figure(results: dict, pc_range, *, camera_names: Sequence[str] = CAMERA_NAMES,
+                   clamp: float | None = 1.5, title: str = "") -> Figure:
+    """The four render methods side by side: BEV maps (top) and camera mosaics (bottom).
+
+    ``results`` maps method name -> (bev [H, W], pers [V, h, w]). Shared colour range per row.
+    """
+    fig = new_figure(16.0, 6.4, layout=None)
+    methods = list(results)
+    axes = fig.subplots(2, len(methods), squeeze=False, gridspec_kw={"height_ratios": [1.0, 0.42]})
+    fig.subplots_adjust(left=0.04, right=0.97, bottom=0.08, top=0.9, wspace=0.3, hspace=0.32)
+    cmap_b, norm_b = _map_norm([results[m][0] for m in methods], clamp)
+    cmap_p, norm_p = _map_norm([results[m][1] for m in methods], clamp)
+    for i, m in enumerate(methods):
+        bev, pers = results[m]
+        im_b = axes[0, i].imshow(bev, origin="lower", extent=bev_extent(pc_range), cmap=cmap_b,
+                                 norm=norm_b, interpolation="nearest")
+        _bev_axis(axes[0, i], pc_range, f"{m}: BEV (max {bev.max():.2f}, mean {bev.mean():.4f})")
+        im_p = axes[1, i].imshow(_mosaic(pers, camera_names), cmap=cmap_p, norm=norm_p,
+                                 interpolation="nearest")
+        empty = " - all zero (Q25)" if not np.any(pers) else ""
+        axes[1, i].set_title(f"{m}: cameras{empty}", fontsize=9)
+        axes[1, i].set_xlabel("FL | F | FR  (top),  BL | B | BR  (bottom); cells")
+        axes[1, i].set_yticks([])
+    fig.colorbar(im_b, ax=list(axes[0]), shrink=0.8, label="BEV weight map")
+    fig.colorbar(im_p, ax=list(axes[1]), shrink=0.8, label="camera weight map")
+    fig.suptitle(title or "WeightRenderer methods on the same per-query weights")
+    return fig

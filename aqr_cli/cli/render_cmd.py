@@ -363,6 +363,8 @@ def _report(docs: list, names: list, o: dict) -> None:
     from rich.table import Table
 
     console, err = Console(), Console(stderr=True)
+    if not console.is_terminal:
+        console = Console(width=130)
     table = Table(title=f"aqr render-weights -> {o['out']}", title_justify="left")
     for col in ("source", "Q", "LiDAR mean±std", "camera mean±std", "LiDAR>cam", "BEV max",
                 "bias in-window mean±std", "scale"):

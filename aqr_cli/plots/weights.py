@@ -21,12 +21,12 @@ WEIGHT_LABEL = "AQR weight (tanh, unitless)"
 
 
 def _map_norm(maps: Sequence[np.ndarray], clamp: float | None):
-    """Signed norm if any map is negative, else [0, max(clamp, map max)] on an unsigned map."""
+    """Signed norm if any map is negative, else [0, map max] (``clamp`` only labels the bar)."""
     lo = min(float(np.min(m)) for m in maps)
     hi = max(float(np.max(m)) for m in maps)
     if lo < 0:
         return SIGNED_CMAP, signed_norm(max(abs(lo), hi))
-    return "magma", unsigned_norm(max(hi, clamp or 0.0, 1e-6))
+    return "magma", unsigned_norm(max(hi, 1e-6))
 
 
 def _bev_cells_to_metres(pts_bev: np.ndarray, bev_hw, pc_range) -> np.ndarray:
@@ -56,7 +56,8 @@ def bev_weight_figure(weight_map: np.ndarray, lidar_weights: np.ndarray, pts_bev
     cmap, norm = _map_norm([weight_map], clamp)
     im = ax_map.imshow(weight_map, origin="lower", extent=bev_extent(pc_range), cmap=cmap, norm=norm,
                        interpolation="nearest")
-    fig.colorbar(im, ax=ax_map, shrink=0.85, label="rendered LiDAR weight map (unitless)")
+    fig.colorbar(im, ax=ax_map, shrink=0.85, label="rendered LiDAR weight map (unitless"
+                 + (f", clamp {clamp:g})" if clamp else ")"))
     _bev_axis(ax_map, pc_range, f"Rendered BEV weight map [{weight_map.shape[0]}x{weight_map.shape[1]}]")
     xy = _bev_cells_to_metres(pts_bev, weight_map.shape, pc_range)
     inside = np.isfinite(xy).all(axis=1)
@@ -101,7 +102,8 @@ def camera_weight_figure(pers_map: np.ndarray, camera_weights: np.ndarray, pts_p
             ax0.annotate(f"x: {int(unseen.sum())} queries no camera sees are drawn at (0, 0) (Q3)",
                          (0, 0), xytext=(8, -14), textcoords="offset points", color="red", fontsize=7)
     cax = fig.add_axes((0.92, 0.12, 0.012, 0.7))
-    fig.colorbar(im, cax=cax, label="rendered camera weight map (unitless)")
+    fig.colorbar(im, cax=cax, label="rendered camera weight map (unitless"
+                 + (f", clamp {clamp:g})" if clamp else ")"))
     fig.suptitle(title or "Camera weight maps (markers: per-query camera weight, RdBu_r on [-1, 1])")
     return fig
 
@@ -127,11 +129,10 @@ def bias_heatmap_figure(bev: np.ndarray, pers: np.ndarray, pc_range, scale: floa
         ax.set_title(camera_label(camera_names[v]))
         ax.set_xlabel("w (cells)")
         ax.set_ylabel("h (cells)")
-    cax = fig.add_axes((0.035, 0.15, 0.01, 0.65))
-    fig.colorbar(im, cax=cax, location="left",
-                 label=f"attention bias (logits), {reduce_label}\nred = attract, blue = repel; "
-                       "same scale in every panel")
-    fig.suptitle(title or f"AQR attention bias, effective scale {scale:.3f}")
+    cax = fig.add_axes((0.045, 0.15, 0.01, 0.65))
+    fig.colorbar(im, cax=cax, location="left", label=f"attention bias (logits), {reduce_label}")
+    fig.suptitle((title or f"AQR attention bias, effective scale {scale:.3f}")
+                 + "\nred = attract attention to the window, blue = repel; one colour scale for all panels")
     return fig
 
 
@@ -152,8 +153,8 @@ def query_panel_figure(lidar: np.ndarray, camera: np.ndarray, shares: dict, titl
                           (("tab:orange", "LiDAR > camera"), ("tab:blue", "camera > LiDAR"),
                            ("0.55", "|diff| < 0.2"))], fontsize=7, loc="lower right")
     bins = np.linspace(-1, 1, 41)
-    ax_h.hist(lidar, bins=bins, alpha=0.6, color="tab:orange", label="LiDAR")
-    ax_h.hist(camera, bins=bins, alpha=0.6, color="tab:blue", label="camera")
+    ax_h.hist(lidar, bins=bins, histtype="step", lw=1.8, color="tab:orange", label="LiDAR")
+    ax_h.hist(camera, bins=bins, histtype="step", lw=1.8, color="tab:blue", label="camera")
     ax_h.set(xlabel="weight (tanh)", ylabel="queries", title="Weight histograms", xlim=(-1, 1))
     ax_h.legend(fontsize=8)
     names = ["LiDAR > camera", "camera > LiDAR", "|diff| < 0.2"]

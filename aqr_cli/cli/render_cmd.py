@@ -5,16 +5,13 @@ Only typer is imported at module level; torch and matplotlib load inside the com
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
+from aqr_cli.cli import _sources as S
 from aqr_cli.cli._common import UserError, emit_json, run_guarded
 from aqr_cli.cli.app import app
-
-METHOD_CHOICES = ("gaussian", "bilinear", "direct", "distance_weighted", "all")
 
 # Output files of one source (documented in the README).
 FILES = {
@@ -32,42 +29,26 @@ EVOLUTION_JSON = "evolution.json"
 
 @app.command("render-weights")
 def render_weights_command(
-    sources: List[Path] = typer.Argument(
-        None, metavar="[SOURCE...]", show_default=False,
-        help="Checkpoints (their generator runs on a synthetic scene) and/or upstream debug dumps "
-             "(weights_iter_N.pth; a folder or a quoted glob also works)."),
-    out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="Output folder (replaced atomically)."),
-    synthetic: bool = typer.Option(False, "--synthetic", help="Render a seeded synthetic scene (no file needed)."),
-    checkpoint: Optional[Path] = typer.Option(
-        None, "--checkpoint", metavar="CKPT", help="Generator weights for --synthetic/--features; "
-        "renderer and bias settings (and reference points) for dumps."),
-    features: Optional[Path] = typer.Option(
-        None, "--features", metavar="DUMP", help="Re-run --checkpoint's generator on this dump's "
-        "recorded features (needs the full channel count)."),
-    weights: str = typer.Option("generator", "--weights", help="generator: what the AQR generator "
-                                "outputs; scene: the documented synthetic weight model (--synthetic)."),
-    reference: str = typer.Option("800x320", "--reference", help="Reference config when no checkpoint "
-                                  "gives one: 800x320 or 1600x640."),
-    rig: Optional[Path] = typer.Option(None, "--rig", metavar="FILE.json", help="Camera rig (default: "
-                                       "the bundled 800x320 rig, scaled for 1600x640)."),
-    method: Optional[str] = typer.Option(None, "--method", help="Renderer method: gaussian, bilinear, "
-                                         "direct, distance_weighted, or all (side by side). Default: config."),
-    sigma: Optional[float] = typer.Option(None, "--sigma", help="Renderer gaussian_sigma (cells)."),
-    bias_window: Optional[int] = typer.Option(None, "--bias-window", help="Bias window_size (cells)."),
-    bias_scale: Optional[float] = typer.Option(None, "--bias-scale", help="Raw bias_scale to use instead "
-                                               "of the checkpoint's (clamped as upstream when learnable)."),
-    activation: Optional[str] = typer.Option(None, "--activation", help="Weight activation: tanh (HEAD) "
-                                             "or sigmoid (logged runs)."),
-    lam: Optional[str] = typer.Option(None, "--lam", help="Encoder local attention mask: config "
-                                      "(upstream rule), honour, or ignore."),
-    batch_size: int = typer.Option(1, "--batch-size", min=1, max=16, help="Synthetic batch size."),
-    sample: int = typer.Option(0, "--sample", min=0, help="Which sample of the batch to draw."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic scene and random weights."),
+    sources: S.Sources = None,
+    out: S.Out = ...,
+    synthetic: S.Synthetic = False,
+    checkpoint: S.Checkpoint = None,
+    features: S.Features = None,
+    weights: S.Weights = "generator",
+    reference: S.Reference = "800x320",
+    rig: S.Rig = None,
+    method: S.Method = None,
+    sigma: S.Sigma = None,
+    bias_window: S.BiasWindow = None,
+    bias_scale: S.BiasScale = None,
+    activation: S.Activation = None,
+    lam: S.Lam = None,
+    batch_size: S.BatchSize = 1,
+    sample: S.Sample = 0,
+    seed: S.Seed = 0,
     save_arrays: bool = typer.Option(False, "--save-arrays", help=f"Also write {FILES['arrays']}."),
-    as_json: bool = typer.Option(False, "--json", help="Print summary.json on stdout (a list for "
-                                 "several sources)."),
-    trust: bool = typer.Option(False, "--trust-checkpoint", help="Allow full unpickling of files the "
-                               "safe loader refuses (runs code named in the file)."),
+    as_json: S.AsJson = False,
+    trust: S.Trust = False,
 ) -> None:
     """Run the AQR weight generator (or read a debug dump) and render the BEV weight map, the six
     camera weight maps, the attention-bias heatmaps and a per-query panel to PNG, with
@@ -80,97 +61,8 @@ def render_weights_command(
                 bias_window=bias_window, bias_scale=bias_scale, activation=activation, lam=lam,
                 batch_size=batch_size, sample=sample, seed=seed, save_arrays=save_arrays,
                 as_json=as_json, trust=trust)
-    _validate(sources or [], opts)
+    S.validate(sources or [], opts)
     run_guarded(lambda: _run(sources or [], **opts))
-
-
-def _validate(sources: list, o: dict) -> None:
-    """Usage errors (exit 2) for flag combinations that cannot work."""
-    def bad(msg: str, hint: str) -> None:
-        raise typer.BadParameter(msg, param_hint=hint)
-
-    if o["method"] is not None and o["method"] not in METHOD_CHOICES:
-        bad(f"choose from {', '.join(METHOD_CHOICES)}", "--method")
-    if o["weights"] not in ("generator", "scene"):
-        bad("choose generator or scene", "--weights")
-    if o["reference"] not in ("800x320", "1600x640"):
-        bad("choose 800x320 or 1600x640", "--reference")
-    if o["activation"] not in (None, "tanh", "sigmoid"):
-        bad("choose tanh or sigmoid", "--activation")
-    if o["lam"] not in (None, "config", "honour", "ignore"):
-        bad("choose config, honour or ignore", "--lam")
-    if o["features"] is not None and o["checkpoint"] is None:
-        bad("--features needs --checkpoint (the generator to re-run)", "--features")
-    if not sources and not o["synthetic"] and o["features"] is None:
-        bad("give SOURCE paths, --synthetic or --features", "SOURCE")
-    if o["weights"] == "scene" and not o["synthetic"]:
-        bad("--weights scene needs --synthetic (only a synthetic scene has objects to model)", "--weights")
-
-
-def _overrides(o: dict):
-    from aqr_cli.analysis.sources import Overrides
-
-    return Overrides(reference=o["reference"], method=o["method"], sigma=o["sigma"],
-                     bias_window=o["bias_window"], activation=o["activation"],
-                     honour_lam={"honour": True, "ignore": False}.get(o["lam"] or "config"),
-                     batch_size=o["batch_size"], seed=o["seed"], weights=o["weights"])
-
-
-def _expand_sources(paths: list) -> list[Path]:
-    """Files as given; a folder contributes its *.pth/*.safetensors; globs are expanded."""
-    import glob
-
-    out: list[Path] = []
-    for p in paths:
-        s = str(p)
-        if any(ch in s for ch in "*?[") and not p.exists():
-            hits = sorted(Path(h) for h in glob.glob(s))
-            if not hits:
-                raise UserError(f"{s}: no file matches this pattern")
-            out.extend(hits)
-        elif p.is_dir():
-            hits = sorted([*p.glob("*.pth"), *p.glob("*.safetensors")], key=_natural_key)
-            if not hits:
-                raise UserError(f"{p}: folder holds no .pth or .safetensors file")
-            out.extend(hits)
-        else:
-            out.append(p)
-    return out
-
-
-def _natural_key(p: Path):
-    import re
-
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
-
-
-def _load_sources(paths: list[Path], o: dict, ov, progress) -> list:
-    """One WeightSource per input (with its quirks), in input order."""
-    from aqr_cli.analysis import sources as S
-    from aqr_cli.cli._common import collect_quirks
-    from aqr_cli.io.checkpoint import load_file
-
-    ck = str(o["checkpoint"]) if o["checkpoint"] else None
-    rig = str(o["rig"]) if o["rig"] else None
-    jobs = []
-    if o["synthetic"]:
-        jobs.append(lambda: S.synthetic(ov, rig, ck, o["trust"]))
-    if o["features"] is not None:
-        jobs.append(lambda: S.from_features(str(o["features"]), ck, ov, o["trust"]))
-    for p in paths:
-        def job(p=p):
-            loaded = load_file(p, trust=o["trust"])
-            if loaded.kind == "debug_dump":
-                return S.from_dump(str(p), ov, ck, o["trust"], loaded=loaded)
-            return S.from_checkpoint(str(p), ov, rig, o["trust"])
-        jobs.append(job)
-    out = []
-    for job in jobs:
-        with collect_quirks() as quirks:
-            src = job()
-        out.append((src, quirks))
-        progress()
-    return out
 
 
 def _run(paths: list, **o) -> None:
@@ -179,11 +71,11 @@ def _run(paths: list, **o) -> None:
     from aqr_cli.io.atomic import staged_output_dir
 
     torch.set_grad_enabled(False)
-    ov = _overrides(o)
-    files = _expand_sources(paths)
+    ov = S.overrides(o)
+    files = S.expand_sources(paths)
     n_total = len(files) + int(o["synthetic"]) + int(o["features"] is not None)
-    with _progress(n_total * 2, enabled=not o["as_json"]) as advance:
-        loaded = _load_sources(files, o, ov, advance)
+    with S.progress(n_total * 2, enabled=not o["as_json"]) as advance:
+        loaded = S.load_sources(files, o, ov, advance)
         names = _subfolders([src for src, _ in loaded]) if len(loaded) > 1 else [""]
         docs = []
         with staged_output_dir(o["out"]) as stage:
@@ -325,33 +217,6 @@ def _evolution_row(doc: dict, name: str) -> dict:
             "bias_in_window_mean": bias["in_window"]["overall"]["mean"],
             "bias_in_window_std": bias["in_window"]["overall"]["std"],
             "bias_scale": bias["scale_effective"]}
-
-
-class _progress:
-    """Rich progress bar on stderr; silent when stderr is not a terminal or with --json."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled = total, enabled and sys.stderr.isatty() and total > 2
-        self.bar = None
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import Progress
-
-            self.bar = Progress(console=Console(stderr=True), transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task("rendering", total=self.total)
-        return self.advance
-
-    def advance(self) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.stop()
-        return False
 
 
 def _report(docs: list, names: list, o: dict) -> None:

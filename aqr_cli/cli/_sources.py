@@ -1,0 +1,171 @@
+"""Sources and flags shared by ``render-weights`` and ``compare-modes``.
+
+Option declarations are ``Annotated`` aliases so both commands take the same flags with the
+same help; loading turns paths/flags into :class:`aqr_cli.analysis.sources.WeightSource` objects.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from typing_extensions import Annotated
+
+from aqr_cli.errors import UserError
+
+METHOD_CHOICES = ("gaussian", "bilinear", "direct", "distance_weighted", "all")
+
+Sources = Annotated[Optional[List[Path]], typer.Argument(
+    metavar="[SOURCE...]", show_default=False,
+    help="Checkpoints (their generator runs on a synthetic scene) and/or upstream debug dumps "
+         "(weights_iter_N.pth; a folder or a quoted glob also works).")]
+Out = Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder (replaced atomically).")]
+Synthetic = Annotated[bool, typer.Option("--synthetic", help="Use a seeded synthetic scene (no file needed).")]
+Checkpoint = Annotated[Optional[Path], typer.Option(
+    "--checkpoint", metavar="CKPT", help="Generator weights for --synthetic/--features; renderer and "
+    "bias settings (and reference points) for dumps.")]
+Features = Annotated[Optional[Path], typer.Option(
+    "--features", metavar="DUMP", help="Re-run --checkpoint's generator on this dump's recorded "
+    "features (needs the full channel count).")]
+Weights = Annotated[str, typer.Option("--weights", help="generator: what the AQR generator outputs; "
+                                      "scene: the documented synthetic weight model (--synthetic).")]
+Reference = Annotated[str, typer.Option("--reference", help="Reference config when no checkpoint gives "
+                                        "one: 800x320 or 1600x640.")]
+Rig = Annotated[Optional[Path], typer.Option("--rig", metavar="FILE.json", help="Camera rig (default: the "
+                                             "bundled 800x320 rig, scaled for 1600x640).")]
+Method = Annotated[Optional[str], typer.Option("--method", help="Renderer method: gaussian, bilinear, "
+                                               "direct, distance_weighted, or all. Default: config.")]
+Sigma = Annotated[Optional[float], typer.Option("--sigma", help="Renderer gaussian_sigma (cells).")]
+BiasWindow = Annotated[Optional[int], typer.Option("--bias-window", help="Bias window_size (cells).")]
+BiasScale = Annotated[Optional[float], typer.Option("--bias-scale", help="Raw bias_scale to use instead of "
+                                                    "the checkpoint's (clamped as upstream when learnable).")]
+Activation = Annotated[Optional[str], typer.Option("--activation", help="Weight activation: tanh (HEAD) or "
+                                                   "sigmoid (logged runs).")]
+Lam = Annotated[Optional[str], typer.Option("--lam", help="Encoder local attention mask: config (upstream "
+                                            "rule), honour, or ignore.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1, max=16, help="Synthetic batch size.")]
+Sample = Annotated[int, typer.Option("--sample", min=0, help="Which sample of the batch to draw.")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of the synthetic scene and random weights.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print summary.json on stdout (a list for several sources).")]
+Trust = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow full unpickling of files the safe "
+                                     "loader refuses (runs code named in the file).")]
+
+
+def validate(sources: list, o: dict) -> None:
+    """Usage errors (exit 2) for flag combinations that cannot work."""
+    def bad(msg: str, hint: str) -> None:
+        raise typer.BadParameter(msg, param_hint=hint)
+
+    if o["method"] is not None and o["method"] not in METHOD_CHOICES:
+        bad(f"choose from {', '.join(METHOD_CHOICES)}", "--method")
+    if o["weights"] not in ("generator", "scene"):
+        bad("choose generator or scene", "--weights")
+    if o["reference"] not in ("800x320", "1600x640"):
+        bad("choose 800x320 or 1600x640", "--reference")
+    if o["activation"] not in (None, "tanh", "sigmoid"):
+        bad("choose tanh or sigmoid", "--activation")
+    if o["lam"] not in (None, "config", "honour", "ignore"):
+        bad("choose config, honour or ignore", "--lam")
+    if o["features"] is not None and o["checkpoint"] is None:
+        bad("--features needs --checkpoint (the generator to re-run)", "--features")
+    if not sources and not o["synthetic"] and o["features"] is None:
+        bad("give SOURCE paths, --synthetic or --features", "SOURCE")
+    if o["weights"] == "scene" and not o["synthetic"]:
+        bad("--weights scene needs --synthetic (only a synthetic scene has objects to model)", "--weights")
+
+
+def overrides(o: dict):
+    from aqr_cli.analysis.sources import Overrides
+
+    return Overrides(reference=o["reference"], method=o["method"], sigma=o["sigma"],
+                     bias_window=o["bias_window"], activation=o["activation"],
+                     honour_lam={"honour": True, "ignore": False}.get(o["lam"] or "config"),
+                     batch_size=o["batch_size"], seed=o["seed"], weights=o["weights"])
+
+
+def expand_sources(paths: list) -> list[Path]:
+    """Files as given; a folder contributes its *.pth/*.safetensors; globs are expanded."""
+    import glob
+
+    out: list[Path] = []
+    for p in paths:
+        s = str(p)
+        if any(ch in s for ch in "*?[") and not p.exists():
+            hits = sorted(Path(h) for h in glob.glob(s))
+            if not hits:
+                raise UserError(f"{s}: no file matches this pattern")
+            out.extend(hits)
+        elif p.is_dir():
+            hits = sorted([*p.glob("*.pth"), *p.glob("*.safetensors")], key=_natural_key)
+            if not hits:
+                raise UserError(f"{p}: folder holds no .pth or .safetensors file")
+            out.extend(hits)
+        else:
+            out.append(p)
+    return out
+
+
+def _natural_key(p: Path):
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
+
+
+def load_sources(paths: list[Path], o: dict, ov, progress) -> list:
+    """One WeightSource per input (with its quirks), in input order."""
+    from aqr_cli.analysis import sources as S
+    from aqr_cli.cli._common import collect_quirks
+    from aqr_cli.io.checkpoint import load_file
+
+    ck = str(o["checkpoint"]) if o["checkpoint"] else None
+    rig = str(o["rig"]) if o["rig"] else None
+    jobs = []
+    if o["synthetic"]:
+        jobs.append(lambda: S.synthetic(ov, rig, ck, o["trust"]))
+    if o["features"] is not None:
+        jobs.append(lambda: S.from_features(str(o["features"]), ck, ov, o["trust"]))
+    for p in paths:
+        def job(p=p):
+            loaded = load_file(p, trust=o["trust"])
+            if loaded.kind == "debug_dump":
+                return S.from_dump(str(p), ov, ck, o["trust"], loaded=loaded)
+            return S.from_checkpoint(str(p), ov, rig, o["trust"])
+        jobs.append(job)
+    out = []
+    for job in jobs:
+        with collect_quirks() as quirks:
+            src = job()
+        out.append((src, quirks))
+        progress()
+    return out
+
+
+class progress:
+    """Rich progress bar on stderr; silent when stderr is not a terminal or with --json."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled = total, enabled and sys.stderr.isatty() and total > 2
+        self.bar = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import Progress
+
+            self.bar = Progress(console=Console(stderr=True), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("rendering", total=self.total)
+        return self.advance
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+        return False
+
+

@@ -34,7 +34,7 @@ from conftest import CHECKPOINT, DUMP, DUMP_TRAIN, RIG, ROOT
 
 PRE = "pts_bbox_head."
 BIAS = PRE + "attention_bias_generator."
-DOCS = ROOT / "docs" / "inspect.md"
+DOCS = ROOT / "README.md"
 
 
 def run(*args: str):

@@ -5,7 +5,7 @@ its config (``meta['config']`` or ``--config``), a camera rig, or a debug dump. 
 :class:`Finding` (id, severity, one message: what was seen, then its consequence) or nothing.
 Quirks that need anything else (training logs, source code, the images) are listed in
 :data:`NOT_CHECKED` with the reason; :data:`RULES` documents every rule that runs (the README
-list is generated from it, see ``docs/inspect.md``).
+list is generated from it, see ``README.md, section aqr inspect-checkpoint``).
 
 Severities: ``error`` = the run cannot have done what its config says (e.g. the bias never
 reaches attention); ``warning`` = results are distorted; ``info`` = worth knowing when reading

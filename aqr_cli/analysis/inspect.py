@@ -235,7 +235,7 @@ def _meta_dict(lf: LoadedFile) -> dict[str, Any]:
 
 @dataclass
 class CheckpointReport:
-    """Everything ``inspect-checkpoint`` says about one checkpoint (see ``docs/inspect.md``)."""
+    """Everything ``inspect-checkpoint`` says about one checkpoint (see ``README.md, section aqr inspect-checkpoint``)."""
 
     path: str
     name: str
@@ -262,7 +262,7 @@ class CheckpointReport:
     kind: str = "checkpoint"
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON document (schema in ``docs/inspect.md``)."""
+        """The JSON document (schema in ``README.md, section aqr inspect-checkpoint``)."""
         return {
             "path": self.path, "name": self.name, "kind": self.kind, "format": self.format,
             "size_bytes": self.size_bytes, "container": self.container, "mmapped": self.mmapped,

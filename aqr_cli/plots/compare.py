@@ -1,0 +1,435 @@
+"""Figures of ``aqr compare-modes``: multiplicative modulation vs additive attention bias.
+
+Builders take the plain results of :mod:`aqr_cli.analysis.features`,
+:mod:`aqr_cli.analysis.attention` and :mod:`aqr_cli.analysis.sweep` (dicts / numpy arrays of
+ONE sample where maps are drawn) and return a Figure; they never save.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+from matplotlib.colors import LogNorm, TwoSlopeNorm
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from aqr_cli.core.configs import CAMERA_NAMES
+from aqr_cli.plots.style import (
+    SIGNED_CMAP, bev_extent, camera_axes, camera_label, draw_boxes_bev, new_figure,
+)
+
+PATH_COLORS = {"baseline": "0.35", "multiplicative": "tab:orange", "additive": "tab:blue"}
+GAIN_LABEL = "feature gain g = m + r (x; 1 = unchanged, blue < 1 attenuated, red > 1 amplified)"
+ATTN_LABEL = "head-averaged attention weight (log scale; sums to 1 over all BEV + camera tokens)"
+BANDS = ((0.0, 2.0, "sensitive |b| <= 2", "#d9f0d3"), (2.0, 3.0, "safe |b| <= 3", "#deebf7"),
+         (3.0, 5.0, "edge |b| <= 5", "#fee6ce"), (5.0, math.inf, "saturated |b| > 5", "#fcbba1"))
+SWEEP_METRICS = (
+    ("entropy_norm", "entropy / log(#keys)", "normalised entropy (0 = one key, 1 = uniform)"),
+    ("max_attention", "max attention", "largest weight of a query (share of its attention)"),
+    ("window_mass", "mass in own window", "attention share on the query's bias window"),
+    ("lidar_share", "LiDAR share", "attention share on BEV tokens (rest: camera)"),
+    ("mean_abs_delta", "mean |d attention|", "mean over keys of |p - p_baseline|"),
+    ("kl_from_reference", "KL(baseline || additive)", "nats"),
+    ("topk_overlap", "top-k overlap with baseline", "share of the baseline's top-k keys kept"),
+)
+
+
+def _val(entry, stat: str = "mean") -> float:
+    """A statistic from a summary entry (``{'mean': .., 'median': ..}`` or a number); NaN if absent."""
+    if isinstance(entry, dict):
+        entry = entry.get(stat)
+    return np.nan if entry is None else float(entry)
+
+
+def _bev_axis(ax, pc_range, title: str) -> None:
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("y (m)")
+    ax.set_xlim(pc_range[0], pc_range[3])
+    ax.set_ylim(pc_range[1], pc_range[4])
+    ax.set_aspect("equal")
+
+
+def _cam_axis(ax, name: str, title_extra: str = "") -> None:
+    ax.set_title(camera_label(name) + title_extra, fontsize=8)
+    ax.set_xlabel("w (cells)", fontsize=7)
+    ax.set_ylabel("h (cells)", fontsize=7)
+    ax.tick_params(labelsize=6)
+
+
+# ----------------------------------------------------------------------------- histograms
+
+def feature_histogram_figure(features: Mapping, title: str = "") -> Figure:
+    """Feature-value histograms before/after: rows BEV and camera, columns multiplicative and additive.
+
+    ``features``: :func:`~aqr_cli.analysis.features.compare_features` output.
+    """
+    fig = new_figure(12.5, 7.5)
+    paths = [p for p in ("multiplicative", "additive") if p in features]
+    axes = fig.subplots(2, len(paths), squeeze=False)
+    for j, path in enumerate(paths):
+        for i, mod in enumerate(("bev", "camera")):
+            ax = axes[i, j]
+            st = features[path][mod]
+            hist = st["histogram"]
+            edges = np.asarray(hist["edges"])
+            before = np.asarray(hist["before"]["counts"], dtype=float)
+            after = np.asarray(hist["after"]["counts"], dtype=float)
+            ax.stairs(before, edges, fill=True, color="0.75", label="before (original features)")
+            ax.stairs(after, edges, color=PATH_COLORS[path], linewidth=1.4,
+                      label=f"after ({path} path)")
+            ax.set_yscale("log")
+            ax.set_xlabel("feature value (activation, unitless)")
+            ax.set_ylabel("count (cells x channels)")
+            rel, cos = st.get("relative_change"), st.get("cosine_similarity")
+            text = (f"relative change {100 * rel:.2f}%\n" if rel is not None else "") + \
+                   (f"cosine similarity {cos:.5f}\n" if cos is not None else "") + \
+                   f"max |change| {st.get('max_change') or 0:.3g}" + \
+                   ("\nfeatures bit-identical" if st.get("identical") else "")
+            ax.text(0.02, 0.97, text, transform=ax.transAxes, va="top", fontsize=7,
+                    bbox=dict(boxstyle="round", fc="white", ec="0.8", alpha=0.9))
+            name = "BEV (LiDAR)" if mod == "bev" else "camera"
+            ax.set_title(f"{name} features, {path} path")
+            ax.legend(fontsize=7, loc="upper right")
+    fig.suptitle(title or "Feature values before and after AQR: multiplicative modulation vs additive bias")
+    return fig
+
+
+# ----------------------------------------------------------------------------- gain map
+
+def gain_norm(*gains: np.ndarray) -> TwoSlopeNorm:
+    """Diverging norm centred at gain 1 over the range of all ``gains``."""
+    lo = min(float(np.nanmin(g)) for g in gains)
+    hi = max(float(np.nanmax(g)) for g in gains)
+    return TwoSlopeNorm(vmin=min(lo, 1.0 - 1e-3), vcenter=1.0, vmax=max(hi, 1.0 + 1e-3))
+
+
+def gain_map_figure(bev_gain: np.ndarray, pers_gain: np.ndarray, pc_range, *,
+                    camera_names: Sequence[str] = CAMERA_NAMES, boxes=None, box_labels=None,
+                    gain_stats: Mapping | None = None, title: str = "") -> Figure:
+    """Per-cell feature gain of the multiplicative path: BEV ``[H, W]`` and six cameras ``[V, h, w]``.
+
+    One diverging scale centred at 1 for all panels. ``gain_stats``: optional
+    ``{'bev': gain_stats, 'camera': gain_stats}`` (:func:`~aqr_cli.analysis.features.gain_stats`)
+    for a histogram panel with the attenuated / amplified shares.
+    """
+    fig = new_figure(17.0 if gain_stats else 14.0, 6.2)
+    ratios = [1.0, 2.2, 0.05] + ([0.9] if gain_stats else [])
+    outer = fig.add_gridspec(1, len(ratios), width_ratios=ratios)
+    norm = gain_norm(bev_gain, pers_gain)
+    ax_bev = fig.add_subplot(outer[0])
+    im = ax_bev.imshow(bev_gain, origin="lower", extent=bev_extent(pc_range), cmap=SIGNED_CMAP,
+                       norm=norm, interpolation="nearest")
+    _bev_axis(ax_bev, pc_range, f"BEV gain [{bev_gain.shape[0]}x{bev_gain.shape[1]} cells]")
+    if boxes is not None and len(boxes):
+        draw_boxes_bev(ax_bev, boxes, box_labels, color="black")
+    axes = camera_axes(fig, outer[1], camera_names=camera_names)
+    for v, ax in axes.items():
+        ax.imshow(pers_gain[v], cmap=SIGNED_CMAP, norm=norm, interpolation="nearest")
+        _cam_axis(ax, camera_names[v], f" (max {float(np.max(pers_gain[v])):.2f})")
+    fig.colorbar(im, cax=fig.add_subplot(outer[2]), label=GAIN_LABEL)
+    if gain_stats:
+        ax_h = fig.add_subplot(outer[3])
+        for mod, color in (("bev", "tab:green"), ("camera", "tab:purple")):
+            st = gain_stats.get(mod)
+            if not st:
+                continue
+            counts = np.asarray(st["counts"], dtype=float)
+            ax_h.stairs(counts / max(counts.sum(), 1), np.asarray(st["edges"]), color=color,
+                        linewidth=1.3, label=(f"{'BEV' if mod == 'bev' else 'camera'}: "
+                                              f"{100 * st['share_attenuated']:.1f}% < 1, "
+                                              f"{100 * st['share_amplified']:.1f}% > 1"))
+        ax_h.axvline(1.0, color="k", lw=0.8, ls="--")
+        ax_h.set_yscale("log")
+        ax_h.set(xlabel="gain g (x)", ylabel="share of cells", title="Gain histogram")
+        ax_h.legend(fontsize=7)
+    fig.suptitle(title or "Multiplicative path: per-cell feature gain g = m + r (spec Q27)")
+    return fig
+
+
+# ----------------------------------------------------------------------------- attention
+
+def _split_row(row: np.ndarray, bev_shape, pers_shape) -> tuple[np.ndarray, np.ndarray]:
+    h, w = bev_shape
+    v, ph, pw = pers_shape
+    hw = h * w
+    if row.shape[-1] != hw + v * ph * pw:
+        raise ValueError(f"attention row has {row.shape[-1]} keys, expected {hw} + {v * ph * pw}")
+    return row[:hw].reshape(h, w), row[hw:].reshape(v, ph, pw)
+
+
+def attention_norm(rows: Sequence[np.ndarray], dynamic_range: float = 1e4) -> LogNorm:
+    """Log norm shared by all ``rows``: top = largest weight, bottom = top / ``dynamic_range``
+    (or the smallest positive weight if larger)."""
+    top = max(float(np.max(r)) for r in rows)
+    top = top if top > 0 else 1.0
+    pos = [float(np.min(r[r > 0])) for r in rows if np.any(r > 0)]
+    bottom = max(top / dynamic_range, min(pos) if pos else top / dynamic_range)
+    return LogNorm(vmin=min(bottom, top * 0.999), vmax=top)
+
+
+def attention_heatmap_figure(rows: Mapping[str, np.ndarray], bev_shape, pers_shape, pc_range, *,
+                             query_xy=None, query_cell=None, query_index: int | None = None,
+                             stats: Mapping[str, Mapping] | None = None, boxes=None, box_labels=None,
+                             camera_names: Sequence[str] = CAMERA_NAMES, title: str = "") -> Figure:
+    """Attention of ONE query under each path: a BEV map and six camera maps per path (one row each).
+
+    ``rows[path]``: head-averaged attention ``[F]`` (``AttentionResult.rows[path][b, i]``);
+    ``query_xy``: the query's (x, y) in metres (marked on BEV); ``query_cell``: its camera cell
+    (view, h, w) or None when no camera sees it; ``stats[path]``: per-query metrics for the
+    panel titles (``entropy_norm``, ``window_mass``, ``lidar_share``, ``kl_from_reference``).
+    Colour: one log scale for all panels.
+    """
+    paths = list(rows)
+    fig = new_figure(16.0, 4.3 * len(paths) + 0.8)
+    outer = fig.add_gridspec(len(paths), 3, width_ratios=[1.0, 2.4, 0.04])
+    norm = attention_norm([np.asarray(rows[p]) for p in paths])
+    im = None
+    for i, path in enumerate(paths):
+        bev, pers = _split_row(np.asarray(rows[path], dtype=float), bev_shape, pers_shape)
+        ax = fig.add_subplot(outer[i, 0])
+        im = ax.imshow(np.clip(bev, norm.vmin, None), origin="lower", extent=bev_extent(pc_range),
+                       cmap="magma", norm=norm, interpolation="nearest")
+        head = path
+        if stats and path in stats:
+            s = stats[path]
+            head += (f": LiDAR {100 * s.get('lidar_share', np.nan):.0f}%, window "
+                     f"{100 * s.get('window_mass', np.nan):.1f}%, H/logF "
+                     f"{s.get('entropy_norm', np.nan):.3f}")
+            if path != "baseline" and "kl_from_reference" in s:
+                head += f", KL {s['kl_from_reference']:.3g}"
+        _bev_axis(ax, pc_range, head)
+        if boxes is not None and len(boxes):
+            draw_boxes_bev(ax, boxes, box_labels, color="cyan")
+        if query_xy is not None:
+            ax.plot([query_xy[0]], [query_xy[1]], marker="x", color="lime", ms=9, mew=2,
+                    label="query position")
+            ax.legend(fontsize=6, loc="lower left")
+        cams = camera_axes(fig, outer[i, 1], camera_names=camera_names)
+        for v, cax in cams.items():
+            cax.imshow(np.clip(pers[v], norm.vmin, None), cmap="magma", norm=norm,
+                       interpolation="nearest")
+            share = float(pers[v].sum())
+            _cam_axis(cax, camera_names[v], f" ({100 * share:.1f}% of attention)")
+            if query_cell is not None and int(query_cell[0]) == v:
+                cax.plot([query_cell[2]], [query_cell[1]], marker="x", color="lime", ms=8, mew=2)
+    fig.colorbar(im, cax=fig.add_subplot(outer[:, 2]), label=ATTN_LABEL)
+    q = f"query {query_index}" if query_index is not None else "one query"
+    where = (f" at x={query_xy[0]:.1f} m, y={query_xy[1]:.1f} m" if query_xy is not None else "")
+    fig.suptitle(title or f"Cross-attention of {q}{where} (green x) under each path")
+    return fig
+
+
+# ----------------------------------------------------------------------------- sweep
+
+def _sweep_dict(sweep) -> dict:
+    return sweep.to_dict() if hasattr(sweep, "to_dict") else dict(sweep)
+
+
+def shade_bands(ax, xmax: float, xmin: float = 0.0, labels: bool = True) -> None:
+    """Shade the researchers' |bias| zones on a scale axis (both signs when xmin < 0)."""
+    for lo, hi, label, color in BANDS:
+        for sign in ((1, -1) if xmin < 0 else (1,)):
+            a, b = sorted((sign * lo, sign * min(hi, max(abs(xmin), abs(xmax)) * 1.1)))
+            ax.axvspan(a, b, color=color, alpha=0.6, lw=0, zorder=0,
+                       label=label if labels and sign == 1 else None)
+
+
+def sweep_figure(sweep, title: str = "") -> Figure:
+    """Attention statistics of the additive path against the bias scale, with the |b| zones.
+
+    ``sweep``: a :class:`~aqr_cli.analysis.sweep.SweepResult` or its ``to_dict()``. Solid =
+    mean over queries, dashed = median, dotted grey = baseline (no bias).
+    """
+    d = _sweep_dict(sweep)
+    points = d["points"]
+    scales = np.asarray([p["scale"] for p in points], dtype=float)
+    order = np.argsort(scales)
+    scales = scales[order]
+    fig = new_figure(17.0, 8.0)
+    axes = fig.subplots(2, 4).reshape(-1)
+    xmin, xmax = min(0.0, float(scales.min())), max(float(scales.max()), 1.0)
+    for ax, (metric, label, unit) in zip(axes, SWEEP_METRICS):
+        shade_bands(ax, xmax, xmin, labels=False)
+        mean = np.asarray([_val(points[i]["attention"]["overall"].get(metric)) for i in order])
+        med = np.asarray([_val(points[i]["attention"]["overall"].get(metric), "median") for i in order])
+        ax.plot(scales, mean, "o-", color="tab:blue", ms=4, label="mean")
+        ax.plot(scales, med, "s--", color="tab:blue", ms=3, alpha=0.7, label="median")
+        base = _val(d.get("baseline", {}).get("overall", {}).get(metric))
+        if np.isfinite(base):
+            ax.axhline(base, color="0.4", ls=":", lw=1, label="baseline")
+        if metric == "max_attention":
+            for level, color in (("0.9", "tab:red"), ("0.7", "tab:orange")):
+                share = np.asarray([_val(points[i]["attention"]["overall"].get(f"share_max_gt_{level}"))
+                                    for i in order])
+                ax.plot(scales, share, "^-", color=color, ms=3, label=f"share of queries > {level}")
+        ax.set_title(label)
+        ax.set_xlabel("bias scale s (logits; |b| <= s)")
+        ax.set_ylabel(unit, fontsize=7)
+        ax.set_xlim(xmin, xmax * 1.05)
+        ax.legend(fontsize=6)
+    ax = axes[len(SWEEP_METRICS)]
+    shade_bands(ax, xmax, xmin, labels=False)
+    clamped = np.asarray([points[i]["bias"]["share_clamped"] for i in order])
+    maxabs = np.asarray([points[i]["bias"]["max_abs"] for i in order])
+    ax.plot(scales, maxabs, "o-", color="k", ms=4, label="max |b| in windows (logits)")
+    ax2 = ax.twinx()
+    ax2.plot(scales, clamped, "d-", color="tab:red", ms=4, label="share of window entries clamped")
+    ax2.set_ylabel("share clamped at +-max_bias", color="tab:red", fontsize=7)
+    ax2.set_ylim(-0.02, 1.02)
+    ax.set_title(f"bias after the final clamp (+-{d.get('max_bias', 5.0):g})")
+    ax.set_xlabel("bias scale s (logits; |b| <= s)")
+    ax.set_ylabel("max |bias| (logits)")
+    ax.set_xlim(xmin, xmax * 1.05)
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, fontsize=6, loc="upper left")
+    fig.legend(handles=[Patch(color=c, label=lab) for _, _, lab, c in BANDS],
+               loc="outside lower center", ncol=4, fontsize=8,
+               title=(f"softmax zones of |bias| (design notes); bias = clamp(s * w, "
+                      f"-{d.get('max_bias', 5.0):g}, {d.get('max_bias', 5.0):g})"))
+    fig.suptitle(title or "Bias-scale sweep: additive path vs scale (fixed-scale semantics)")
+    return fig
+
+
+# ----------------------------------------------------------------------------- summary
+
+def _bars(ax, groups: Sequence[str], series: Mapping[str, Sequence[float]], colors: Mapping[str, str],
+          ylabel: str, title: str, fmt: str = "{:.2f}") -> None:
+    x = np.arange(len(groups))
+    n = max(1, len(series))
+    width = 0.8 / n
+    for k, (name, vals) in enumerate(series.items()):
+        vals = np.asarray(vals, dtype=float)
+        bars = ax.bar(x + (k - (n - 1) / 2) * width, np.nan_to_num(vals), width,
+                      color=colors.get(name, None), label=name)
+        for bar, v in zip(bars, vals):
+            if np.isfinite(v):
+                ax.annotate(fmt.format(v), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            ha="center", va="bottom", fontsize=6)
+    ax.set_xticks(x, groups, fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+
+
+def _attention_paths(attention) -> tuple[dict, dict]:
+    if attention is None:
+        return {}, {}
+    if hasattr(attention, "to_dict"):
+        attention = attention.to_dict()
+    if "paths" in attention:
+        return attention["paths"], attention.get("settings", {})
+    return dict(attention), {}
+
+
+def summary_figure(features: Mapping, attention=None, sweep=None, *, title: str = "",
+                   notes: Sequence[str] = ()) -> Figure:
+    """One page: feature change, gain shares, energy in boxes, attention per path, sweep.
+
+    ``features``: :func:`~aqr_cli.analysis.features.compare_features` output; ``attention``:
+    an AttentionResult, its ``to_dict(groups)``, or ``{path: summary}``; ``sweep``: a
+    SweepResult or its ``to_dict()`` (optional). ``notes``: lines for the footer.
+    """
+    fig = new_figure(17.0, 10.5)
+    grid = fig.add_gridspec(3, 3, height_ratios=[1, 1, 0.28])
+    mods = ("bev", "camera")
+    names = ["BEV", "camera"]
+    paths_f = [p for p in ("multiplicative", "additive") if p in features]
+
+    ax = fig.add_subplot(grid[0, 0])
+    _bars(ax, names, {p: [100 * (features[p][m].get("relative_change") or 0) for m in mods]
+                      for p in paths_f}, PATH_COLORS, "relative change (%)",
+          "Feature change mean(|d| / (|f| + 1e-8))", "{:.1f}")
+
+    ax = fig.add_subplot(grid[0, 1])
+    mult = features.get("multiplicative", {})
+    att = [100 * (mult.get(m, {}).get("gain") or {}).get("share_attenuated", np.nan) for m in mods]
+    amp = [100 * (mult.get(m, {}).get("gain") or {}).get("share_amplified", np.nan) for m in mods]
+    _bars(ax, names, {"attenuated (g < 1)": att, "amplified (g > 1)": amp},
+          {"attenuated (g < 1)": "tab:blue", "amplified (g > 1)": "tab:red"}, "share of cells (%)",
+          "Multiplicative gain per cell", "{:.1f}")
+
+    ax = fig.add_subplot(grid[0, 2])
+    series = {}
+    for m, nm in zip(mods, names):
+        energy = mult.get(m, {}).get("energy")
+        if energy:
+            series[nm] = [_val(energy[g].get("retained")) for g in ("small", "large", "background")]
+    if series:
+        _bars(ax, ["small objects", "large objects", "background"], series,
+              {"BEV": "tab:green", "camera": "tab:purple"}, "energy after / before",
+              "Energy retained (multiplicative path)")
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
+    else:
+        ax.text(0.5, 0.5, "no boxes: energy in boxes not computed", ha="center", va="center")
+        ax.set_axis_off()
+
+    paths_a, settings = _attention_paths(attention)
+    ax = fig.add_subplot(grid[1, 0])
+    metrics = ("entropy_norm", "window_mass", "lidar_share", "topk_overlap")
+    if paths_a:
+        _bars(ax, ["H / log F", "window mass", "LiDAR share", "top-k overlap"],
+              {p: [_val(paths_a[p]["overall"].get(k)) for k in metrics] for p in paths_a},
+              PATH_COLORS, "mean over queries", "Attention per path", "{:.3f}")
+        ax.set_ylim(0, 1.12)
+    else:
+        reason = settings.get("reason") or "not computed"
+        ax.text(0.5, 0.5, f"attention skipped:\n{reason}", ha="center", va="center", wrap=True)
+        ax.set_axis_off()
+
+    ax = fig.add_subplot(grid[1, 1])
+    others = [p for p in paths_a if p != settings.get("reference", "baseline")]
+    if others:
+        fams = [("overall", None)] + [("by_size", g) for g in ("small", "large", "none")]
+        labels = ["all queries", "near small", "near large", "no object"]
+        series = {}
+        for p in others:
+            vals = []
+            for fam, g in fams:
+                entry = paths_a[p]["overall"] if g is None else paths_a[p].get(fam, {}).get(g, {})
+                vals.append(_val(entry.get("kl_from_reference")))
+            series[p] = vals
+        _bars(ax, labels, series, PATH_COLORS, "KL(baseline || path), nats",
+              "Attention shift vs baseline by nearest object", "{:.3g}")
+    else:
+        ax.text(0.5, 0.5, "no path to compare with the baseline", ha="center", va="center")
+        ax.set_axis_off()
+
+    ax = fig.add_subplot(grid[1, 2])
+    if sweep is not None:
+        d = _sweep_dict(sweep)
+        pts = sorted(d["points"], key=lambda p: p["scale"])
+        s = np.asarray([p["scale"] for p in pts], dtype=float)
+        shade_bands(ax, max(float(s.max()), 1.0), min(0.0, float(s.min())))
+        ax.plot(s, [_val(p["attention"]["overall"].get("window_mass")) for p in pts], "o-",
+                color="tab:blue", label="mass in own window")
+        ax.plot(s, [_val(p["attention"]["overall"].get("entropy_norm")) for p in pts], "s-",
+                color="tab:green", label="entropy / log F")
+        ax.plot(s, [_val(p["attention"]["overall"].get("share_max_gt_0.9")) for p in pts], "^-",
+                color="tab:red", label="share max > 0.9")
+        ax.set(xlabel="bias scale s (logits)", ylabel="mean over queries / share",
+               title="Bias-scale sweep (additive path)", ylim=(-0.02, 1.05))
+        ax.legend(fontsize=6)
+    else:
+        ax.text(0.5, 0.5, "no bias-scale sweep", ha="center", va="center")
+        ax.set_axis_off()
+
+    ax = fig.add_subplot(grid[2, :])
+    ax.set_axis_off()
+    lines = list(notes)
+    w = settings.get("weights") or {}
+    if w.get("note"):
+        lines.append("attention weights: " + w["note"])
+    proj = settings.get("projection") or {}
+    if proj.get("note") and proj.get("status") != "unchanged":
+        lines.append("feature width: " + proj["note"])
+    if settings.get("num_keys"):
+        lines.append(f"{settings['num_keys']} keys ({settings.get('num_bev_keys')} BEV + "
+                     f"{settings.get('num_camera_keys')} camera), {settings.get('num_queries')} queries; "
+                     f"logits = softmax(q k^T / sqrt(d_head) + bias)")
+    ax.text(0.0, 1.0, "\n".join(lines) or " ", va="top", ha="left", fontsize=8, family="monospace",
+            transform=ax.transAxes)
+    fig.suptitle(title or "AQR: multiplicative modulation vs additive attention bias")
+    return fig

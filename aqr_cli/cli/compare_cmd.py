@@ -1,0 +1,241 @@
+"""``aqr compare-modes``: the same AQR weights applied multiplicatively and additively.
+
+Only typer is imported at module level; torch and matplotlib load inside the command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from aqr_cli.cli import _sources as S
+from aqr_cli.cli._common import UserError, emit_json, run_guarded
+from aqr_cli.cli.app import app
+
+FILES = {
+    "histograms": "feature_histograms.png",
+    "gain": "gain_map.png",
+    "attention": "attention_query{q}.png",
+    "sweep": "sweep.png",
+    "summary_png": "summary.png",
+    "summary": "summary.json",
+}
+
+
+@app.command("compare-modes")
+def compare_modes_command(
+    sources: S.Sources = None,
+    out: S.Out = ...,
+    synthetic: S.Synthetic = False,
+    checkpoint: S.Checkpoint = None,
+    features: S.Features = None,
+    weights: S.Weights = "generator",
+    reference: S.Reference = "800x320",
+    rig: S.Rig = None,
+    method: S.Method = None,
+    sigma: S.Sigma = None,
+    bias_window: S.BiasWindow = None,
+    bias_scale: S.BiasScale = None,
+    activation: S.Activation = None,
+    lam: S.Lam = None,
+    batch_size: S.BatchSize = 1,
+    sample: S.Sample = 0,
+    seed: S.Seed = 0,
+    scales: str = typer.Option("0.5,1,2.5,5,10", "--scales", help="Bias scales of the sweep "
+                               "(comma-separated; empty string: no sweep)."),
+    width: str = typer.Option("zero_pad", "--width", help="When features are narrower than the "
+                              "embeddings (dumps keep 16 of 256 channels): zero_pad, orthogonal "
+                              "(seeded projection) or skip (no attention statistics)."),
+    as_json: S.AsJson = False,
+    trust: S.Trust = False,
+) -> None:
+    """Apply the same per-query AQR weights both ways (multiplicative feature modulation, additive
+    attention bias) and compare feature statistics (change, gain, energy in boxes) and attention
+    statistics (entropy, saturation, window mass, LiDAR/camera share, change vs baseline), with a
+    bias-scale sweep, PNG reports and summary.json.
+
+    Example: aqr compare-modes --synthetic --weights scene --out aqr_compare
+    """
+    opts = dict(out=out, synthetic=synthetic, checkpoint=checkpoint, features=features,
+                weights=weights, reference=reference, rig=rig, method=method, sigma=sigma,
+                bias_window=bias_window, bias_scale=bias_scale, activation=activation, lam=lam,
+                batch_size=batch_size, sample=sample, seed=seed, as_json=as_json, trust=trust)
+    if width not in ("zero_pad", "orthogonal", "skip"):
+        raise typer.BadParameter("choose zero_pad, orthogonal or skip", param_hint="--width")
+    if method == "all":
+        raise typer.BadParameter("compare-modes applies one renderer method", param_hint="--method")
+    scale_list = _parse_scales(scales)
+    S.validate(sources or [], opts)
+    run_guarded(lambda: _run(sources or [], scale_list, width, **opts))
+
+
+def _parse_scales(text: str) -> list[float]:
+    import math
+
+    if not text.strip():
+        return []
+    try:
+        vals = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}",
+                                 param_hint="--scales") from None
+    if any(not math.isfinite(v) or v < 0 for v in vals):
+        raise typer.BadParameter("scales must be finite and >= 0", param_hint="--scales")
+    return vals
+
+
+def _run(paths: list, scales: list, width: str, **o) -> None:
+    import torch
+
+    from aqr_cli.analysis.compare import compare_source
+    from aqr_cli.cli._common import collect_quirks
+    from aqr_cli.io.atomic import staged_output_dir
+
+    torch.set_grad_enabled(False)
+    ov = S.overrides(o)
+    files = S.expand_sources(paths)
+    n_total = len(files) + int(o["synthetic"]) + int(o["features"] is not None)
+    docs, names = [], []
+    with S.progress(n_total * 2, enabled=not o["as_json"]) as advance:
+        loaded = S.load_sources(files, o, ov, advance)
+        names = _names([s for s, _ in loaded]) if len(loaded) > 1 else [""]
+        with staged_output_dir(o["out"]) as stage:
+            for (src, quirks), sub in zip(loaded, names):
+                if o["sample"] >= src.batch_size:
+                    raise UserError(f"{src.label}: --sample {o['sample']} but the batch holds "
+                                    f"{src.batch_size} sample(s)")
+                with collect_quirks() as more:
+                    res = compare_source(src, method=o["method"], bias_scale=o["bias_scale"],
+                                         scales=scales, width_mode=width)
+                all_q = quirks + [q for q in more if all(q.quirk_id != p.quirk_id for p in quirks)]
+                folder = stage / sub if sub else stage
+                folder.mkdir(parents=True, exist_ok=True)
+                doc = res.summary
+                doc["quirks"] = [{"id": q.quirk_id, "message": q.message} for q in all_q]
+                doc["files"] = _write_figures(res, folder, o["sample"])
+                _save_json(folder / FILES["summary"], doc)
+                docs.append(doc)
+                advance()
+    _report(docs, names, o)
+
+
+def _names(srcs: list) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for s in srcs:
+        base = Path(s.label).stem if s.kind != "synthetic" else s.label
+        seen[base] = seen.get(base, 0) + 1
+        out.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
+    return out
+
+
+def _save_json(path: Path, doc: dict) -> None:
+    from aqr_cli.io.atomic import atomic_write_json
+
+    doc["files"].append(FILES["summary"])
+    atomic_write_json(path, doc)
+
+
+def _write_figures(res, folder: Path, b: int) -> list[str]:
+    """Feature histograms, gain map, attention heatmaps of the selected queries, sweep, summary."""
+    from aqr_cli.analysis.compare import query_xy
+    from aqr_cli.io.atomic import atomic_save_figure
+    from aqr_cli.plots import compare as P
+
+    src = res.source
+    boxes = src.boxes[b] if src.boxes else None
+    labels = src.box_labels[b] if src.box_labels else None
+    tag = src.label + (f", iteration {src.iteration}" if src.iteration is not None else "")
+    figs = {
+        FILES["histograms"]: P.feature_histogram_figure(res.features, title=f"Feature values: {tag}"),
+        FILES["gain"]: P.gain_map_figure(
+            res.gains[0][b].numpy(), res.gains[1][b].numpy(), src.cfg.pc_range,
+            camera_names=src.camera_names, boxes=boxes, box_labels=labels,
+            gain_stats={m: res.features["multiplicative"][m]["gain"] for m in ("bev", "camera")}, title=f"Multiplicative path, per-cell gain: {tag}"),
+    }
+    att = res.attention
+    if att.status == "ok" and b == 0:
+        xy = query_xy(src)[0]
+        for i, q in enumerate(res.selected):
+            rows = {p: att.rows[p][0, i].numpy() for p in att.rows}
+            stats = {p: {m: float(v[0, q]) for m, v in att.per_query[p].items()} for p in att.per_query}
+            figs[FILES["attention"].format(q=q)] = P.attention_heatmap_figure(
+                rows, src.cfg.bev_shape, src.cfg.pers_shape, src.cfg.pc_range,
+                query_xy=xy[q].tolist(), query_cell=src.pts_pers[0, q].tolist(), query_index=q,
+                stats=stats, boxes=boxes, box_labels=labels, camera_names=src.camera_names,
+                title=f"Attention of query {q} (LiDAR w {float(src.lidar_weights[0, q]):+.2f}, "
+                      f"camera w {float(src.camera_weights[0, q]):+.2f}): {tag}")
+    if res.sweep is not None:
+        figs[FILES["sweep"]] = P.sweep_figure(res.sweep, title=f"Bias-scale sweep: {tag}")
+    figs[FILES["summary_png"]] = P.summary_figure(res.features, att if att.status == "ok" else None,
+                                                  res.sweep, title=f"Multiplicative vs additive: {tag}",
+                                                  notes=_notes(res))
+    for name, fig in figs.items():
+        atomic_save_figure(fig, folder / name)
+    return list(figs)
+
+
+def _notes(res) -> list[str]:
+    s = res.summary["settings"]
+    out = [f"features {s['feature_width']} channels, embeddings {s['embedding_width']}; "
+           f"render {s['render_method']}, bias window {s['bias_window']}, "
+           f"scale {s['bias_scale_effective']:.3f} ({s['bias_dtype']})"]
+    out += [f"note: {n}" for n in s["source"]["notes"]]
+    return out
+
+
+def _fmt(x, spec=".3f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _report(docs: list, names: list, o: dict) -> None:
+    if o["as_json"]:
+        emit_json(docs[0] if len(docs) == 1 else docs)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console, err = Console(), Console(stderr=True)
+    if not console.is_terminal:
+        console = Console(width=130)
+    for d, n in zip(docs, names):
+        title = f"features: {n or d['settings']['source']['label']}"
+        t = Table(title=title, title_justify="left")
+        for col in ("path", "modality", "mean before", "mean after", "relative_change", "cosine",
+                    "attenuated", "amplified", "small-object energy kept"):
+            t.add_column(col, justify="left" if col in ("path", "modality") else "right")
+        for path in ("multiplicative", "additive"):
+            for mod in ("bev", "camera"):
+                f = d["features"][path][mod]
+                gain = f.get("gain") or {}
+                energy = (f.get("energy") or {}).get("small") or {}
+                t.add_row(path, mod, _fmt(f["before"]["mean"]), _fmt(f["after"]["mean"]),
+                          _fmt(f["relative_change"], ".2%"), _fmt(f["cosine_similarity"], ".4f"),
+                          _fmt(gain.get("share_attenuated"), ".1%"), _fmt(gain.get("share_amplified"), ".1%"),
+                          _fmt(energy.get("retained"), ".2f"))
+        console.print(t)
+        at = d["attention"]
+        if at.get("baseline"):
+            t = Table(title="attention (mean over queries)", title_justify="left")
+            for col in ("path", "entropy/log F", "max attn", "> 0.9", "window mass", "LiDAR share",
+                        "mean |d attn|", "KL(base||path)", "top-k overlap"):
+                t.add_column(col, justify="left" if col == "path" else "right")
+            for p in ("baseline", "multiplicative", "additive"):
+                m = (at.get(p) or {}).get("overall") or {}
+                def g(k, stat="mean", _m=m):
+                    return (_m.get(k) or {}).get(stat)
+                t.add_row(p, _fmt(g("entropy_norm"), ".4f"), _fmt(g("max_attention"), ".4f"),
+                          _fmt(m.get("share_max_gt_0.9"), ".1%"), _fmt(g("window_mass"), ".4f"),
+                          _fmt(g("lidar_share"), ".3f"), _fmt(g("mean_abs_delta"), ".2e"),
+                          _fmt(g("kl_from_reference"), ".2e"), _fmt(g("topk_overlap"), ".2f"))
+            console.print(t)
+        else:
+            err.print(f"note: attention skipped: {at['settings'].get('reason')}", highlight=False)
+        for note in d["settings"]["source"]["notes"]:
+            err.print(f"note: {note}", highlight=False)
+        err.print(f"note: attention projections: {d['settings']['attention_weights'].get('note') or d['settings']['attention_weights'].get('source')}",
+                  highlight=False)
+        for q in d["quirks"]:
+            err.print(f"warning: {q['id']}: {q['message']}", highlight=False, style="yellow")
+    console.print(f"wrote {sum(len(d['files']) for d in docs)} files to {o['out']}", highlight=False)

@@ -284,9 +284,8 @@ def synthetic(ov: Overrides, rig_path: str | None, checkpoint: str | None = None
     src = from_scene(cfg, rig, ov, head, label=label, kind="synthetic")
     src.settings_from = where
     if head is None and ov.weights == "generator":
-        src.notes.append("generator: upstream init with seed "
-                         f"{ov.seed} (nearly constant weights, tanh of the 1.5 bias; "
-                         "try --weights scene)")
+        src.notes.append(f"generator: upstream random init with seed {ov.seed}: its weights "
+                         "carry no learned structure (try --checkpoint or --weights scene)")
     return src
 
 

@@ -142,6 +142,23 @@ def load_sources(paths: list[Path], o: dict, ov, progress) -> list:
     return out
 
 
+def subfolder_names(srcs: list) -> list[str]:
+    """Unique output subfolder names from the source labels (file stems; -2, -3 for repeats)."""
+    seen: dict[str, int] = {}
+    out = []
+    for s in srcs:
+        base = Path(s.label).stem if s.kind != "synthetic" else s.label
+        seen[base] = seen.get(base, 0) + 1
+        out.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
+    return out
+
+
+def merge_quirks(first: list, more: list) -> list:
+    """``first`` plus the quirks of ``more`` whose id is not in ``first`` yet."""
+    ids = {q.quirk_id for q in first}
+    return first + [q for q in more if q.quirk_id not in ids]
+
+
 class progress:
     """Rich progress bar on stderr; silent when stderr is not a terminal or with --json."""
 

@@ -99,7 +99,7 @@ def _run(paths: list, scales: list, width: str, **o) -> None:
     docs, names = [], []
     with S.progress(n_total * 2, enabled=not o["as_json"]) as advance:
         loaded = S.load_sources(files, o, ov, advance)
-        names = _names([s for s, _ in loaded]) if len(loaded) > 1 else [""]
+        names = S.subfolder_names([s for s, _ in loaded]) if len(loaded) > 1 else [""]
         with staged_output_dir(o["out"]) as stage:
             for (src, quirks), sub in zip(loaded, names):
                 if o["sample"] >= src.batch_size:
@@ -108,7 +108,7 @@ def _run(paths: list, scales: list, width: str, **o) -> None:
                 with collect_quirks() as more:
                     res = compare_source(src, method=o["method"], bias_scale=o["bias_scale"],
                                          scales=scales, width_mode=width)
-                all_q = quirks + [q for q in more if all(q.quirk_id != p.quirk_id for p in quirks)]
+                all_q = S.merge_quirks(quirks, more)
                 folder = stage / sub if sub else stage
                 folder.mkdir(parents=True, exist_ok=True)
                 doc = res.summary
@@ -118,16 +118,6 @@ def _run(paths: list, scales: list, width: str, **o) -> None:
                 docs.append(doc)
                 advance()
     _report(docs, names, o)
-
-
-def _names(srcs: list) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for s in srcs:
-        base = Path(s.label).stem if s.kind != "synthetic" else s.label
-        seen[base] = seen.get(base, 0) + 1
-        out.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
-    return out
 
 
 def _save_json(path: Path, doc: dict) -> None:

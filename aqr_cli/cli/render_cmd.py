@@ -76,7 +76,7 @@ def _run(paths: list, **o) -> None:
     n_total = len(files) + int(o["synthetic"]) + int(o["features"] is not None)
     with S.progress(n_total * 2, enabled=not o["as_json"]) as advance:
         loaded = S.load_sources(files, o, ov, advance)
-        names = _subfolders([src for src, _ in loaded]) if len(loaded) > 1 else [""]
+        names = S.subfolder_names([src for src, _ in loaded]) if len(loaded) > 1 else [""]
         docs = []
         with staged_output_dir(o["out"]) as stage:
             for (src, quirks), sub in zip(loaded, names):
@@ -85,17 +85,6 @@ def _run(paths: list, **o) -> None:
             if len(loaded) > 1:
                 _write_evolution(docs, names, stage)
     _report(docs, names, o)
-
-
-def _subfolders(srcs: list) -> list[str]:
-    """Unique folder names from the source labels (file stems)."""
-    seen: dict[str, int] = {}
-    out = []
-    for s in srcs:
-        base = Path(s.label).stem if s.kind != "synthetic" else s.label
-        seen[base] = seen.get(base, 0) + 1
-        out.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
-    return out
 
 
 def _render_one(src, quirks: list, folder: Path, o: dict) -> dict:
@@ -111,7 +100,7 @@ def _render_one(src, quirks: list, folder: Path, o: dict) -> dict:
     with collect_quirks() as more:
         res = render_source(src, o["method"] or src.cfg.renderer_config.get("render_method", "gaussian"),
                             bias_scale=o["bias_scale"])
-    all_quirks = quirks + [q for q in more if not any(q.quirk_id == p.quirk_id for p in quirks)]
+    all_quirks = S.merge_quirks(quirks, more)
     doc = res.summary
     doc["quirks"] = [_quirk_doc(q) for q in sorted(all_quirks, key=lambda q: _qnum(q.quirk_id))]
     doc["files"] = _write_figures(res, folder, o["sample"])

@@ -42,12 +42,18 @@ def build_renderer(src: WeightSource, method: str):
 
 
 def render_maps(src: WeightSource, method: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(bev [B, H, W], pers [B, V, h, w]) of one renderer method; camera maps zero if cells unknown."""
+    """(bev [B, H, W], pers [B, V, h, w]) of one renderer method.
+
+    Without camera cells (a dump read without its checkpoint) the camera maps are the dump's
+    stored ones (``summary['maps']['camera_source']`` says so), else zeros.
+    """
     renderer = build_renderer(src, method)
     with torch.no_grad():
         bev = renderer.render_bev_weights(src.lidar_weights, src.pts_bev)
         if src.pts_pers is not None:
             pers = renderer.render_perspective_weights(src.camera_weights, src.pts_pers)
+        elif src.stored_maps is not None:   # camera cells unknown: the dump's own camera maps
+            pers = src.stored_maps[1].clone()
         else:
             pers = torch.zeros(src.batch_size, *src.cfg.pers_shape)
     return bev, pers
@@ -151,6 +157,8 @@ def summarise(res: RenderResult, sb, gen) -> dict:
         "preference": preference_shares(lw, cw),
         "maps": {"bev": map_stats(res.bev_map, res.effective_lidar),
                  "camera": map_stats(res.pers_map, cw),
+                 "camera_source": "rendered" if src.pts_pers is not None else
+                                  "stored in the dump" if src.stored_maps is not None else "unknown",
                  "camera_views": _per_view(res.pers_map, cw, src)},
         "bias": {"scale_raw": src.bias_scale, "scale_effective": res.bias_scale,
                  "learnable": gen.learnable_scale, "min_scale": gen.min_scale,

@@ -189,3 +189,11 @@ def test_figures_use_zero_centred_signed_scales():
                             [-54, -54, -5, 54, 54, 3])
     scatter = [c for ax in fig.axes for c in ax.collections if c.get_array() is not None]
     assert any(c.norm.vmin == -1 and c.norm.vmax == 1 for c in scatter)
+
+
+def test_command_leaves_grad_mode_alone(tmp_path):
+    """In-process use (notebooks, CliRunner) must not switch autograd off for the caller."""
+    assert torch.is_grad_enabled()
+    res = invoke("render-weights", "--synthetic", "--out", tmp_path / "o")
+    assert res.exit_code == 0
+    assert torch.is_grad_enabled()

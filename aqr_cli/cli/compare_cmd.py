@@ -88,11 +88,15 @@ def _parse_scales(text: str) -> list[float]:
 def _run(paths: list, scales: list, width: str, **o) -> None:
     import torch
 
+    with torch.no_grad():  # not set_grad_enabled(False): that would leak into the caller
+        _run_body(paths, scales, width, **o)
+
+
+def _run_body(paths: list, scales: list, width: str, **o) -> None:
     from aqr_cli.analysis.compare import compare_source
     from aqr_cli.cli._common import collect_quirks
     from aqr_cli.io.atomic import staged_output_dir
 
-    torch.set_grad_enabled(False)
     ov = S.overrides(o)
     files = S.expand_sources(paths)
     n_total = len(files) + int(o["synthetic"]) + int(o["features"] is not None)

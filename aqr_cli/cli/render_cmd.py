@@ -68,9 +68,13 @@ def render_weights_command(
 def _run(paths: list, **o) -> None:
     import torch
 
+    with torch.no_grad():  # not set_grad_enabled(False): that would leak into the caller
+        _run_body(paths, **o)
+
+
+def _run_body(paths: list, **o) -> None:
     from aqr_cli.io.atomic import staged_output_dir
 
-    torch.set_grad_enabled(False)
     ov = S.overrides(o)
     files = S.expand_sources(paths)
     n_total = len(files) + int(o["synthetic"]) + int(o["features"] is not None)

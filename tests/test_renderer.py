@@ -484,3 +484,162 @@ def test_maps_carry_no_gradient():
     pts = torch.rand(1, 5, 2) * 100
     for method in METHODS:
         assert not _renderer(method).render_bev_weights(w, pts).requires_grad
+
+
+# ---------------------------------------------------------------- fast-path equivalences
+
+def _float32_neighbours(value, steps=4):
+    """float32 numbers around ``value``: the nearest one and ``steps`` ulps either side."""
+    t = torch.tensor(value, dtype=torch.float32)
+    out = [t]
+    up, down = t.clone(), t.clone()
+    for _ in range(steps):
+        up = torch.nextafter(up, torch.tensor(math.inf))
+        down = torch.nextafter(down, torch.tensor(-math.inf))
+        out += [up, down]
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("thr", [0.01, 0.3, 1e-8, 0.0, -0.25, 1.0, 2.0 ** -20, 1e39, -1e39])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_drawn_threshold_equals_float64_item_compare(thr, dtype):
+    """The one-op threshold cut draws exactly the weights with ``float(w) >= thr``."""
+    r = _renderer("direct", min_weight_threshold=thr)
+    g = torch.Generator().manual_seed(3)
+    near = _float32_neighbours(thr if abs(thr) < 1e38 else 0.5).to(dtype)
+    w = torch.cat([near, torch.rand(200, generator=g, dtype=torch.float64).to(dtype) * 2 - 0.5,
+                   torch.tensor([0.0, -0.0, 1.0, 3e38], dtype=dtype)]).view(1, -1)
+    want = torch.tensor([float(v) >= thr for v in w.view(-1).tolist()]).view(1, -1)
+    assert torch.equal(r._drawn(w), want)
+    drawn = r._drawn_weights(w)
+    assert torch.equal(drawn != 0, want & (w != 0))
+    assert torch.equal(drawn[want], w[want])
+
+
+def test_drawn_threshold_float32_neighbours_of_001():
+    """Only the float32 values >= 0.01 (real) are drawn: 0.0099999998 is not, its successor is."""
+    r = _renderer("direct")
+    near = _float32_neighbours(0.01, steps=2)
+    pts = torch.tensor([[[10.0, c] for c in range(near.numel())]])
+    out = r.render_bev_weights(near.view(1, -1), pts)[0, 10, :near.numel()]
+    for value, drawn in zip(near.tolist(), out.tolist()):
+        assert (drawn != 0) == (value >= 0.01), value
+
+
+@pytest.mark.parametrize("thr", [0.01, 0.3, 0.0, -0.5, 1e39, -1e39])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_postprocess_equals_torch_compare(thr, dtype):
+    """Zeroing ``maps < thr`` with the threshold cut equals torch's own comparison."""
+    r = _renderer("direct", min_weight_threshold=thr, normalize_weights=False)
+    g = torch.Generator().manual_seed(4)
+    rounded = torch.tensor(thr, dtype=torch.float64).to(dtype)
+    near = rounded.view(1)
+    if torch.isfinite(rounded):
+        near = torch.stack([rounded, torch.nextafter(rounded, torch.tensor(math.inf, dtype=dtype)),
+                            torch.nextafter(rounded, torch.tensor(-math.inf, dtype=dtype))])
+    maps = torch.cat([near.to(dtype), (torch.rand(100, generator=g) * 3 - 1).to(dtype),
+                      torch.tensor([0.0, -0.0, float("inf"), -float("inf")], dtype=dtype)])
+    maps = maps.view(1, 1, -1)
+    want = torch.where(maps < thr, torch.zeros((), dtype=dtype), maps)
+    got = r._postprocess_weight_map(maps.clone())
+    assert got.dtype == dtype and torch.equal(got, want)
+
+
+@pytest.mark.parametrize("shape,column_pass_dims", [
+    ((64, 96), 3), ((96, 64), 3), ((72, 180), 3), ((180, 180), 3), ((20, 100), 2), ((64, 53), 2)])
+def test_block_banded_column_pass_matches_stamps(shape, column_pass_dims):
+    """Tall, wide maps use the block-banded column pass (3-D blocks), others the dense band;
+    an asymmetric separable kernel is stamped exactly like upstream's slicing by both (edges,
+    the blocks' seams, cropping)."""
+    h, w = shape
+    g = torch.Generator().manual_seed(6)
+    kernel = torch.outer(torch.rand(7, generator=g), torch.rand(7, generator=g)) / 10
+    r = WeightRenderer(gaussian_sigma=1.0, bev_feature_shape=shape, normalize_weights=False)
+    r.load_state_dict({"gaussian_kernel": kernel}, strict=True)
+    weights = torch.rand(2, 300, generator=g)
+    pts = torch.rand(2, 300, 2, generator=g) * torch.tensor([h + 6.0, w + 6.0]) - 3
+    pts[:, :8] = torch.tensor([[0, 0], [0, w - 1], [h - 1, 0], [h - 1, w - 1],
+                               [3, 31], [3, 32], [5, w - 33], [h // 2, w // 2]], dtype=torch.float32)
+    ref = _naive_stamps(kernel, weights, pts, shape)
+    ref[ref < 0.01] = 0
+    out = r.render_bev_weights(weights, pts)
+    assert out.is_contiguous()
+    assert _max_err(out, ref) <= 1e-6
+    assert r._separable(h, w, torch.float32)[1].dim() == column_pass_dims
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_outputs_contiguous_and_fresh(method):
+    w, pts = _edge_bev(20, 30, 2, 40, seed=8)
+    r = WeightRenderer(render_method=method, gaussian_sigma=1.0, bev_feature_shape=(20, 30),
+                       pers_feature_shape=(3, 9, 11))
+    bev = _quiet(r.render_bev_weights, w, pts)
+    wp, pp = _edge_pers(3, 9, 11, 2, 60, seed=9)
+    cam = r.render_perspective_weights(wp, pp)
+    assert bev.is_contiguous() and cam.is_contiguous()
+    assert bev.shape == (2, 20, 30) and cam.shape == (2, 3, 9, 11)
+    bev2 = _quiet(r.render_bev_weights, w, pts)
+    assert bev2.data_ptr() != bev.data_ptr() and torch.equal(bev2, bev)
+
+
+@pytest.mark.parametrize("method", ["gaussian", "direct"])
+def test_extreme_and_integer_coordinates_match_naive(method):
+    """Huge, negative and integer-typed coordinates, non-integral views, empty batches."""
+    r = WeightRenderer(render_method=method, gaussian_sigma=1.0, bev_feature_shape=(20, 30),
+                       pers_feature_shape=(3, 9, 11), normalize_weights=False)
+    w = torch.tensor([[0.9, 0.8, 0.7, 0.6, 0.5, 0.4]])
+    pts = torch.tensor([[[1e30, 3.0], [-1e30, 4.0], [5.0, 1e30], [2.0, -1e30], [19.9, 29.9],
+                         [-0.99, -0.99]]])
+    ref = naive_bev(method, w, pts, (20, 30), sigma=1.0, norm=False)
+    assert _max_err(r.render_bev_weights(w, pts), ref) <= TOL
+    ipts = torch.tensor([[[0, 0], [19, 29], [20, 3], [-1, 4], [7, 30], [10, 10]]])
+    assert _max_err(r.render_bev_weights(w, ipts),
+                    naive_bev(method, w, ipts.double(), (20, 30), sigma=1.0, norm=False)) <= TOL
+    pp = torch.tensor([[[2.5, 3, 3], [1.0, 1e30, 2], [-0.0, 4, 4], [2.0, -1e30, 5],
+                        [3.0, 2, 2], [2.0, 8.9, 10.9]]], dtype=torch.float64)
+    ref = naive_pers(method, w.double(), pp, (3, 9, 11), sigma=1.0, norm=False)
+    assert _max_err(r.render_perspective_weights(w.double(), pp), ref) <= TOL
+    assert r.render_bev_weights(torch.rand(0, 4), torch.rand(0, 4, 2)).shape == (0, 20, 30)
+    assert r.render_perspective_weights(torch.rand(0, 4), torch.rand(0, 4, 3)).shape == (0, 3, 9, 11)
+
+
+def test_alternating_shapes_reuse_separable_cache():
+    """BEV and camera calls alternate without recomputing the bands; a kernel edit drops them."""
+    r = _renderer("gaussian")
+    w, pb = _edge_bev(128, 128, 1, 30, seed=1)
+    wp, pp = _edge_pers(6, 20, 50, 1, 30, seed=2)
+    _quiet(r.render_bev_weights, w, pb)
+    r.render_perspective_weights(wp, pp)
+    bands = dict(r.__dict__["_band_cache"][1])
+    assert len(bands) == 2
+    _quiet(r.render_bev_weights, w, pb)
+    assert all(r.__dict__["_band_cache"][1][k] is v for k, v in bands.items())
+    with torch.no_grad():
+        r.gaussian_kernel.mul_(2)
+    out = _quiet(r.render_bev_weights, w, pb)
+    assert len(r.__dict__["_band_cache"][1]) == 1
+    ref = naive_bev("gaussian", w, pb, (128, 128), sigma=1.0)
+    assert float(out.max()) > float(ref.max()) + 1e-3  # the doubled kernel is used
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("method", ["gaussian", "direct"])
+def test_random_shapes_match_naive(method, seed):
+    """Random map shapes (dense band and block-banded column passes), thresholds, sigmas."""
+    g = torch.Generator().manual_seed(200 + seed)
+    pick = lambda lo, hi: int(torch.randint(lo, hi + 1, (1,), generator=g))
+    H, W, V, h, w = pick(20, 150), pick(20, 150), pick(1, 4), pick(5, 60), pick(5, 120)
+    sigma = (0.7, 1.0, 1.3)[seed % 3]
+    thr = (0.01, 0.0, 0.2)[seed % 3]
+    norm = bool(seed % 2)
+    r = WeightRenderer(render_method=method, gaussian_sigma=sigma, bev_feature_shape=(H, W),
+                       pers_feature_shape=(V, h, w), normalize_weights=norm,
+                       min_weight_threshold=thr)
+    wts = torch.tanh(1.5 * torch.randn(2, 60, generator=g))
+    pts = torch.rand(2, 60, 2, generator=g) * torch.tensor([H + 4.0, W + 4.0]) - 2
+    pp = torch.cat([torch.randint(-1, V + 1, (2, 60, 1), generator=g).float(),
+                    torch.rand(2, 60, 2, generator=g) * torch.tensor([h + 4.0, w + 4.0]) - 2], -1)
+    ref = naive_bev(method, wts, pts, (H, W), sigma=sigma, thr=thr, norm=norm)
+    assert _max_err(_quiet(r.render_bev_weights, wts, pts), ref) <= TOL
+    ref = naive_pers(method, wts, pp, (V, h, w), sigma=sigma, thr=thr, norm=norm)
+    assert _max_err(r.render_perspective_weights(wts, pp), ref) <= TOL

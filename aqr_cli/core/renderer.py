@@ -19,7 +19,9 @@ Like upstream (which reads weights with ``.item()``), the maps carry no gradient
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -31,6 +33,7 @@ from .errors import AQRInputError, warn_quirk
 RENDER_METHODS = ("gaussian", "bilinear", "direct", "distance_weighted")
 PERSPECTIVE_METHODS = ("gaussian", "direct")
 _BLOCK_ELEMENTS = 1 << 22  # memory bound of one distance_weighted block
+_EXACT_DTYPES = (torch.float32, torch.float64)  # dtypes with a proven threshold cut
 
 
 def gaussian_kernel(sigma: float) -> torch.Tensor:
@@ -53,9 +56,182 @@ def _band(taps: torch.Tensor, size: int) -> torch.Tensor:
     return torch.where(inside, taps[(diff + half).clamp(0, 2 * half)], taps.new_zeros(()))
 
 
-def _outside_unit(weights: torch.Tensor) -> bool:
-    """True when any weight is < 0 or > 1 (upstream's condition for clamping)."""
-    return bool((weights < 0).any() or (weights > 1).any())
+@functools.lru_cache(maxsize=64)
+def _largest_below(value: float, dtype: torch.dtype) -> float:
+    """The largest ``dtype`` number ``T < value`` (exactly, as a Python float).
+
+    For any finite ``x`` of that dtype, ``x > T`` holds exactly when ``x >= value`` in real
+    arithmetic, so ``torch.threshold(x, T, 0)`` (keeps ``x > T``) is a one-op ``x >= value`` test.
+    Only meaningful for float32 / float64, whose kernels compare in the tensor's own dtype.
+    """
+    t = torch.tensor(value, dtype=torch.float64).to(dtype)  # round to nearest
+    if float(t) >= value:
+        t = torch.nextafter(t, t.new_tensor(-math.inf))
+    return float(t)
+
+
+def _value_range(name: str, tensor: torch.Tensor) -> tuple[float, float]:
+    """``(min, max)`` of a floating tensor as floats (``(0, 0)`` if empty); raise on NaN / Inf.
+
+    One ``aminmax`` reduction: NaN propagates into it and Inf is its own extreme, so finite
+    extremes prove every value finite.
+    """
+    if tensor.numel() == 0:
+        return 0.0, 0.0
+    lo, hi = (t.item() for t in torch.aminmax(tensor.detach()))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        check_finite(name, tensor)  # raises with the NaN / Inf counts
+    return lo, hi
+
+
+class _Canvas(NamedTuple):
+    """Flat per-sample scatter target of the splat renderers, and where each query lands.
+
+    A sample holds ``views`` maps of ``rows = top + h + pad`` rows of width ``w``: ``top =
+    2*pad + 1`` padding rows, the ``h`` real rows, ``pad`` padding rows; ``length`` elements in
+    all. The column of ``k = 2*pad + 1`` taps of a query at real row ``y`` covers real rows
+    ``y - pad .. y + pad``; taps falling off the map land in padding rows, and queries off the
+    ``[h, w]`` grid land in rows ``0 .. 2*pad`` (top padding of map 0): neither reaches a real
+    row.
+
+    ``lookup [views * (h+2) * (w+2), k]`` holds the canvas index of every tap for the key
+    ``(v*(h+2) + y+1)*(w+2) + x+1`` of view ``v`` and truncated cell ``(y, x)`` clamped to
+    ``low`` / ``high`` = (0, -1, -1) / (V-1, h, w); ``strides = ((h+2)*(w+2), w+2, 1)``,
+    ``row_length = w + 2``.
+    """
+
+    lookup: torch.Tensor
+    views: int
+    rows: int
+    top: int
+    length: int
+    row_length: int
+    strides: torch.Tensor
+    low: torch.Tensor
+    high: torch.Tensor
+
+    def tap_index(self, clamped: torch.Tensor) -> torch.Tensor:
+        """Canvas index ``[B, Q*k]`` of the taps of each query at ``clamped [B, Q, 2|3]``
+        ((y, x) or (v, y, x), within ``low`` / ``high``), truncated toward zero here."""
+        b, q, d = clamped.shape
+        keys = clamped.long() @ (self.strides if d == 3 else self.strides[1:])
+        keys += self.row_length + 1  # the +1 shift of y and x
+        return self.lookup.index_select(0, keys.view(-1)).view(b, q * self.lookup.shape[1])
+
+
+@functools.lru_cache(maxsize=8)
+def _canvas(views: int, h: int, w: int, pad: int, device: torch.device) -> _Canvas:
+    """The :class:`_Canvas` for ``views`` maps ``[h, w]`` and ``2*pad + 1`` taps (cached)."""
+    y = torch.arange(-1, h + 1, device=device).view(1, -1, 1, 1)  # clamped rows -1 .. h
+    x = torch.arange(-1, w + 1, device=device).view(1, 1, -1, 1)
+    top, taps = 2 * pad + 1, torch.arange(-pad, pad + 1, device=device)
+    rows = top + h + pad
+    view = torch.arange(views, device=device).view(-1, 1, 1, 1)
+    index = (view * rows + top + y + taps) * w + x
+    inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)
+    off_grid = taps + pad  # rows 0 .. 2*pad of the top padding of map 0
+    lookup = torch.where(inside, index, off_grid * w).reshape(-1, taps.numel())
+    strides = torch.tensor([(h + 2) * (w + 2), w + 2, 1], device=device)
+    low = torch.tensor([0.0, -1.0, -1.0], device=device)
+    high = torch.tensor([views - 1.0, h, w], device=device)
+    return _Canvas(lookup, views, rows, top, views * rows * w, w + 2, strides, low, high)
+
+
+def _real_rows(flat: torch.Tensor, canvas: _Canvas, h: int, w: int) -> torch.Tensor:
+    """The real rows ``[B * V, h, w]`` (a view) of a filled canvas ``[B, length]``."""
+    return flat.view(flat.shape[0] * canvas.views, canvas.rows, w)[:, canvas.top:canvas.top + h]
+
+
+def _separate(kernel: torch.Tensor, h: int, w: int):
+    """``(c [k], column pass)`` of a separable ``kernel [k, k] = c r^T`` for ``[h, w]`` maps,
+    or None (see ``WeightRenderer._separable``)."""
+    half = kernel.shape[0] // 2
+    col, row = kernel[:, half], kernel[half, :] / kernel[half, half]
+    if not torch.allclose(torch.outer(col, row), kernel, rtol=1e-5, atol=1e-10):
+        return None
+    band = _band(row, w).T.contiguous()  # R[x, x'] = r[x' - x + half]
+    blocks = _column_blocks(h, w, half)
+    return col.contiguous(), band if blocks == 1 else _band_blocks(band, blocks, half)
+
+
+def _column_blocks(h: int, w: int, half: int) -> int:
+    """Number of equal column blocks (of 16..40 columns, at least 3) for the block-banded
+    column pass, or 1 (one dense ``[w, w]`` band over the real rows): blocks pay off when
+    ``w`` has such a divisor and the canvas' ``3*half + 1`` padding rows per map, which the
+    blocked pass also multiplies, are at most a quarter of the ``h`` real rows."""
+    if 4 * (3 * half + 1) > h:
+        return 1
+    for blocks in range(3, w // 16 + 1):
+        if w % blocks == 0 and w // blocks <= 40:
+            return blocks
+    return 1
+
+
+def _band_blocks(band: torch.Tensor, blocks: int, half: int) -> torch.Tensor:
+    """Diagonal blocks ``[n, size + 2*half, size]`` of a banded ``[w, w]`` matrix: block ``j``
+    maps input columns ``j*size - half .. (j+1)*size + half - 1`` to output columns
+    ``j*size .. (j+1)*size - 1``; input columns outside ``[0, w)`` get 0 rows."""
+    size = band.shape[1] // blocks
+    padded = F.pad(band, (0, 0, half, half))  # input columns -half .. w + half - 1
+    return torch.stack([padded[j * size:(j + 1) * size + 2 * half, j * size:(j + 1) * size]
+                        for j in range(blocks)])
+
+
+def _stamp_separable(index, drawn, separable, canvas, shape) -> torch.Tensor:
+    """Gaussian stamps of a separable kernel ``K = c r^T`` -> maps ``[B, V, h, w]``.
+
+    Row pass: each query adds ``w * c`` to the ``k`` cells of its column (one scatter of
+    ``B*Q*k`` values into the padded canvas; the padding rows take what falls off the map).
+    Column pass: a batched matmul with the banded ``[w, w]`` matrix of ``r`` (over the real
+    rows), or with its diagonal blocks (over all canvas rows, ``k - 1`` extra columns per
+    block instead of ``w - size``). Cells beyond the border do not exist, so the stamp is
+    cropped without renormalising, as upstream's slicing.
+    """
+    col_taps, columns = separable
+    b, (v, h, w), half = index.shape[0], shape, col_taps.shape[0] // 2
+    # the canvas, with `half` spare zeros on each side for the column blocks' windows
+    storage = drawn.new_zeros(b * canvas.length + 2 * half)
+    flat = storage[half:half + b * canvas.length].view(b, canvas.length)
+    values = drawn.view(-1, 1) @ col_taps.view(1, -1)  # [B*Q, k] products w * c
+    flat.scatter_add_(1, index, values.view(index.shape))
+    if columns.dim() == 2:
+        maps = _real_rows(flat, canvas, h, w)
+        return torch.bmm(maps, columns.expand(maps.shape[0], w, w)).view(b, v, h, w)
+    blocks, width, size = columns.shape
+    rows = b * canvas.length // w
+    # block j of canvas row r: columns j*size - half .. (j+1)*size + half - 1 of that row
+    windows = storage.as_strided((blocks, rows, width), (size, w, 1))
+    out = flat.new_empty(b, canvas.length)  # canvas layout; block j -> columns j*size ..
+    torch.bmm(windows, columns, out=out.view(-1).as_strided((blocks, rows, size), (size, w, 1)))
+    return _real_rows(out, canvas, h, w).view(b, v, h, w)
+
+
+def _zero_below(maps: torch.Tensor, threshold: float, inplace: bool) -> torch.Tensor:
+    """``maps`` with the cells ``maps < threshold`` set to 0, as torch evaluates it (the
+    threshold rounded to the maps' dtype first, e.g. float32 0.01 = 0.0099999998).
+
+    float32 / float64: one ``torch.threshold`` with the largest value below the rounded
+    threshold. ``inplace``: modify and return ``maps``, else return a new contiguous tensor.
+    """
+    if maps.dtype not in _EXACT_DTYPES:
+        below = maps < threshold
+        return maps.masked_fill_(below, 0) if inplace else maps.masked_fill(below, 0)
+    rounded = _rounded(threshold, maps.dtype)
+    if rounded == -math.inf:  # nothing is below -inf
+        return maps if inplace else maps.contiguous().clone()
+    cut = _largest_below(rounded, maps.dtype)
+    return torch.threshold_(maps, cut, 0.0) if inplace else torch.threshold(maps, cut, 0.0)
+
+
+@functools.lru_cache(maxsize=64)
+def _rounded(value: float, dtype: torch.dtype) -> float:
+    """``value`` rounded to ``dtype`` (what torch compares a tensor of that dtype with)."""
+    return float(torch.tensor(value, dtype=torch.float64).to(dtype))
+
+
+def _outside_unit(lo: float, hi: float) -> bool:
+    """True when the weights' range ``[lo, hi]`` leaves [0, 1] (upstream's clamp condition)."""
+    return lo < 0 or hi > 1
 
 
 def _check_real(name: str, value, positive: bool = False, nonneg: bool = False) -> float:
@@ -118,16 +294,21 @@ class WeightRenderer(nn.Module):
         ``QuirkWarning`` reports how many values were clamped).
         """
         h, w = self._shape("feature_shape", feature_shape, self.bev_feature_shape, 2)
-        weights = self._check_weights(query_weights)
+        weights, lo, hi = self._check_weights(query_weights)
         b, q = weights.shape
         check_shape("pts_bev", pts_bev, (b, q, 2), "[B, Q, 2]")
-        check_finite("pts_bev", pts_bev)
-        if _outside_unit(weights):
-            self._warn_clamp(weights)
+        if pts_bev.is_floating_point():
+            _value_range("pts_bev", pts_bev)
+        if _outside_unit(lo, hi):
+            self._warn_clamp(weights, lo, hi)
             weights = weights.clamp(0, 1)
         pts = pts_bev.detach()
-        render = getattr(self, f"_render_{self.render_method}")
-        return self._postprocess_weight_map(render(weights, pts[..., 0], pts[..., 1], (h, w)))
+        if self.render_method in PERSPECTIVE_METHODS:  # splats at the truncated cell
+            maps = self._splat(weights, pts, (1, h, w))[:, 0]
+        else:
+            render = getattr(self, f"_render_{self.render_method}")
+            maps = render(weights, pts[..., 0], pts[..., 1], (h, w))
+        return self._postprocess_weight_map(maps)
 
     def render_perspective_weights(self, query_weights: torch.Tensor, pts_pers: torch.Tensor,
                                    feature_shape=None) -> torch.Tensor:
@@ -138,28 +319,23 @@ class WeightRenderer(nn.Module):
         'direct' draw anything; 'bilinear' and 'distance_weighted' give all-zero maps (Q25).
         """
         v, h, w = self._shape("feature_shape", feature_shape, self.pers_feature_shape, 3)
-        weights = self._check_weights(query_weights)
+        weights, _, _ = self._check_weights(query_weights)
         b, q = weights.shape
         check_shape("pts_pers", pts_pers, (b, q, 3), "[B, Q, 3]")
         self._check_pers_coords(pts_pers)
         if self.render_method not in PERSPECTIVE_METHODS:
             return weights.new_zeros(b, v, h, w)
-        view, rows, cols = pts_pers.detach().unbind(-1)
-        # upstream: view == v (exact float equality) and h not NaN
-        keep = (view == view.round()) & (view >= 0) & (view < v) & ~torch.isnan(rows)
-        zero = rows.new_zeros(())
-        sample = torch.arange(b, device=view.device)[:, None]
-        maps = torch.where(keep, view, zero).long() + v * sample
-        render = getattr(self, f"_render_{self.render_method}")
-        flat = render(weights, torch.where(keep, rows, zero), torch.where(keep, cols, zero),
-                      (h, w), maps=maps, num_maps=b * v, keep=keep)
-        return self._postprocess_weight_map(flat.view(b, v, h, w))
+        # NaN h (upstream's skip marker) or view -> -2: off the grid / not a view
+        pts = torch.nan_to_num(pts_pers.detach(), nan=-2.0)
+        return self._postprocess_weight_map(self._splat(weights, pts, (v, h, w)))
 
     def effective_bev_weights(self, query_weights: torch.Tensor) -> torch.Tensor:
         """Return the weights ``[B, Q]`` the BEV path renders (and upstream leaves in the caller's
         tensor): clamped to [0, 1] when any value is outside, else unchanged. Never in place."""
         weights = query_weights.detach()
-        return weights.clamp(0, 1) if _outside_unit(weights) else weights.clone()
+        if _outside_unit(*_value_range("query_weights", weights)):
+            return weights.clamp(0, 1)
+        return weights.clone()
 
     # ------------------------------------------------------------------ checks
 
@@ -169,19 +345,24 @@ class WeightRenderer(nn.Module):
         return default if given is None else check_positive_shape(name, given, length)
 
     @staticmethod
-    def _check_weights(query_weights) -> torch.Tensor:
-        """Validate ``query_weights [B, Q]`` (floating, finite) and return it detached."""
+    def _check_weights(query_weights) -> tuple[torch.Tensor, float, float]:
+        """Validate ``query_weights [B, Q]`` (floating, finite); return it detached, min, max."""
         check_shape("query_weights", query_weights, (None, None), "[B, Q]")
         if not query_weights.is_floating_point():
             raise AQRInputError(
                 f"query_weights: expected a floating tensor [B, Q], "
                 f"got dtype {query_weights.dtype}")
-        check_finite("query_weights", query_weights)
-        return query_weights.detach()
+        weights = query_weights.detach()
+        return (weights, *_value_range("query_weights", weights))
 
     @staticmethod
     def _check_pers_coords(pts_pers: torch.Tensor) -> None:
         """Allow NaN h (upstream's skip marker) but no Inf, and no NaN w next to a real h."""
+        if not pts_pers.is_floating_point() or pts_pers.numel() == 0:
+            return
+        lo, hi = (t.item() for t in torch.aminmax(pts_pers.detach()))
+        if math.isfinite(lo) and math.isfinite(hi):  # no NaN, no Inf: nothing to inspect
+            return
         if bool(torch.isinf(pts_pers).any()):
             raise AQRInputError(
                 f"pts_pers: expected finite (view, h, w) values or NaN h/w for skipped rows, "
@@ -192,94 +373,93 @@ class WeightRenderer(nn.Module):
                 f"pts_pers: {int(bad.sum())} rows have NaN w but a real h; mark skipped rows "
                 f"with NaN in h (upstream would fail converting NaN w to int)")
 
-    def _warn_clamp(self, weights: torch.Tensor) -> None:
-        """Emit the Q1 ``QuirkWarning`` for BEV weights outside [0, 1]."""
-        below, above = int((weights < 0).sum()), int((weights > 1).sum())
+    def _warn_clamp(self, weights: torch.Tensor, lo: float, hi: float) -> None:
+        """Emit the Q1 ``QuirkWarning`` for BEV weights outside [0, 1] (``lo``/``hi``: range)."""
+        below = int(torch.count_nonzero(weights < 0)) if lo < 0 else 0
+        above = int(torch.count_nonzero(weights > 1)) if hi > 1 else 0
         warn_quirk("Q1", f"{below + above} LiDAR weights outside [0, 1] clamped before "
                    f"BEV rendering (upstream clamps the caller's tensor in place)",
                    stacklevel=4, count=below + above, below_zero=below, above_one=above,
-                   min=float(weights.min()), max=float(weights.max()))
+                   min=lo, max=hi)
 
     # ------------------------------------------------------------------ render kernels
 
     def _drawn(self, weights: torch.Tensor) -> torch.Tensor:
         """Mask ``[B, Q]`` of weights upstream draws: ``float(w) >= threshold`` in float64."""
+        if weights.dtype in _EXACT_DTYPES:
+            return weights > _largest_below(self.min_weight_threshold, weights.dtype)
         return weights.double() >= self.min_weight_threshold
 
-    def _cells(self, weights, rows, cols, shape, maps=None, num_maps=None, keep=None):
-        """Flat cell index ``[B, Q]`` of each drawn query, ``N*H*W`` (a spare slot) for the rest.
+    def _drawn_weights(self, weights: torch.Tensor) -> torch.Tensor:
+        """``weights [B, Q]`` with the ones upstream skips (see :meth:`_drawn`) set to +0."""
+        if weights.dtype in _EXACT_DTYPES:
+            cut = _largest_below(self.min_weight_threshold, weights.dtype)
+            return torch.threshold(weights, cut, 0.0)  # keeps w > cut, i.e. float(w) >= threshold
+        return torch.where(self._drawn(weights), weights, weights.new_zeros(()))
 
-        Centres are ``int(row), int(col)`` (truncation toward zero; the clamp to [-2, H+1] keeps
-        out-of-grid values out of the grid) and must fall inside the ``[H, W]`` grid.
+    def _splat(self, weights, coords, shape) -> torch.Tensor:
+        """Draw each query at its truncated cell: 'gaussian' stamps, 'direct' maxima.
+
+        weights ``[B, Q]``; ``coords`` (no NaN): ``[B, Q, 2]`` (row, col) into a single map,
+        or ``[B, Q, 3]`` (view, row, col), drawn only where the view is exactly one of
+        ``0..V-1``; ``shape = (V, h, w)``. Returns the maps ``[B, V, h, w]``.
+
+        One scatter into a flat :class:`_Canvas`, no masks: the cell lookup sends off-grid
+        queries to rows that are never read, and skipped queries get weight 0, which neither a
+        sum nor a maximum with the zero map can see.
         """
-        h, w = shape
-        y = rows.clamp(-2, h + 1).long()
-        x = cols.clamp(-2, w + 1).long()
-        ok = (y >= 0) & (y < h) & (x >= 0) & (x < w) & self._drawn(weights)
-        if keep is not None:
-            ok &= keep
-        if maps is None:
-            num_maps = weights.shape[0]
-            maps = torch.arange(num_maps, device=weights.device)[:, None]
-        spare = num_maps * h * w
-        return torch.where(ok, (maps * h + y) * w + x, spare), num_maps
+        v, h, w = shape
+        b = weights.shape[0]
+        separable = None
+        if self.render_method == "gaussian":
+            separable = self._separable(h, w, weights.dtype)
+        pad = separable[0].shape[0] // 2 if separable is not None else 0
+        canvas = _canvas(v, h, w, pad, weights.device)
+        if coords.shape[-1] == 3:
+            clamped = coords.clamp(canvas.low, canvas.high)
+            # upstream draws a row only where view == v exactly for some v in 0..V-1
+            exact = clamped[..., 0].trunc() == coords[..., 0]
+            weights = torch.where(exact, weights, weights.new_zeros(()))
+        elif h == w:
+            clamped = coords.clamp(-1, h)  # the same bounds on both axes: a scalar clamp
+        else:
+            clamped = coords.clamp(canvas.low[1:], canvas.high[1:])
+        index = canvas.tap_index(clamped)
+        drawn = self._drawn_weights(weights)
+        if separable is not None:
+            return _stamp_separable(index, drawn, separable, canvas, shape)
+        flat = weights.new_zeros(b, canvas.length)
+        if self.render_method == "direct":
+            flat.scatter_reduce_(1, index, drawn, "amax")
+            return _real_rows(flat, canvas, h, w).view(b, v, h, w)
+        flat.scatter_add_(1, index, drawn)  # delta maps for a non-separable kernel
+        return self._filter_conv(_real_rows(flat, canvas, h, w)).view(b, v, h, w)
 
-    def _render_gaussian(self, weights, rows, cols, shape, maps=None, num_maps=None,
-                         keep=None) -> torch.Tensor:
-        """Sum of cropped ``w * K`` stamps at the truncated centres -> ``[N, H, W]``.
+    def _filter_conv(self, delta: torch.Tensor) -> torch.Tensor:
+        """Stamp a non-separable kernel (e.g. edited in a checkpoint) at every cell of the
+        delta maps ``[N, h, w]`` with ``conv2d`` (correlation with the flipped kernel)."""
+        kernel = self.gaussian_kernel.to(delta.dtype)
+        out = F.conv2d(delta.unsqueeze(1), kernel.flip(0, 1)[None, None],
+                       padding=kernel.shape[0] // 2)
+        return out[:, 0]
 
-        The stamps are a delta map filtered with the kernel; cells beyond the border simply do
-        not exist, so the stamp is cropped without renormalising, exactly as upstream's slicing.
-        """
-        h, w = shape
-        cells, n = self._cells(weights, rows, cols, shape, maps, num_maps, keep)
-        delta = weights.new_zeros(n * h * w + 1)
-        delta.scatter_add_(0, cells.flatten(), weights.flatten())
-        return self._filter(delta[:-1].view(n, h, w))
+    def _separable(self, h: int, w: int, dtype: torch.dtype):
+        """``(c [k], column pass)`` for ``[h, w]`` maps if the kernel is ``K = c r^T``, else
+        None. The column pass multiplies rows by ``R[x, x'] = r[x' - x + half]``: ``R`` itself
+        ``[w, w]``, or its diagonal blocks (see :func:`_column_blocks`, :func:`_band_blocks`).
 
-    def _filter(self, delta: torch.Tensor) -> torch.Tensor:
-        """Correlate maps ``[N, H, W]`` with the flipped kernel (i.e. stamp it at every cell).
-
-        The reference kernel is separable, ``K = c r^T``; then the result is ``Ay @ D @ Ax^T``
-        with banded ``[H, H]`` / ``[W, W]`` matrices, much faster than ``conv2d`` on CPU. A
-        kernel that is not separable (e.g. edited in a checkpoint) goes through ``conv2d``.
-        """
-        bands = self._bands(delta.shape[1], delta.shape[2], delta.dtype)
-        if bands is None:
-            kernel = self.gaussian_kernel.to(delta.dtype)
-            out = F.conv2d(delta[:, None], kernel.flip(0, 1)[None, None],
-                           padding=kernel.shape[0] // 2)
-            return out[:, 0]
-        return bands[0] @ delta @ bands[1]
-
-    def _bands(self, h: int, w: int, dtype: torch.dtype):
-        """``(Ay [H, H], Ax^T [W, W])`` for the current kernel, or None if it is not separable.
-
-        Cached; the key includes the buffer's version counter, so ``load_state_dict`` or an
-        in-place edit of ``gaussian_kernel`` invalidates it.
+        Cached per ``(h, w, dtype)``; the cache is dropped when the buffer's version counter
+        or storage changes, so ``load_state_dict`` or an in-place edit of ``gaussian_kernel``
+        invalidates it.
         """
         kernel = self.gaussian_kernel
-        key = (kernel._version, kernel.data_ptr(), kernel.device, h, w, dtype)
+        version = (kernel._version, kernel.data_ptr(), kernel.device)
         cached = self.__dict__.get("_band_cache")
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        k = kernel.to(dtype)
-        half = k.shape[0] // 2
-        col, row = k[:, half], k[half, :] / k[half, half]
-        bands = None
-        if torch.allclose(torch.outer(col, row), k, rtol=1e-5, atol=1e-10):
-            bands = (_band(col, h), _band(row, w).T.contiguous())
-        self.__dict__["_band_cache"] = (key, bands)
-        return bands
-
-    def _render_direct(self, weights, rows, cols, shape, maps=None, num_maps=None,
-                       keep=None) -> torch.Tensor:
-        """Per-cell maximum of the drawn weights at the truncated centres -> ``[N, H, W]``."""
-        h, w = shape
-        cells, n = self._cells(weights, rows, cols, shape, maps, num_maps, keep)
-        out = weights.new_zeros(n * h * w + 1)
-        out.scatter_reduce_(0, cells.flatten(), weights.flatten(), "amax")
-        return out[:-1].view(n, h, w)
+        if cached is None or cached[0] != version:
+            cached = self.__dict__["_band_cache"] = (version, {})
+        if (h, w, dtype) not in cached[1]:
+            cached[1][(h, w, dtype)] = _separate(kernel.to(dtype), h, w)
+        return cached[1][(h, w, dtype)]
 
     def _render_bilinear(self, weights, rows, cols, shape) -> torch.Tensor:
         """Bilinear deposit around base cell ``(int(y), int(x))`` -> ``[B, H, W]`` (BEV only).
@@ -338,8 +518,12 @@ class WeightRenderer(nn.Module):
     # ------------------------------------------------------------------ postprocess
 
     def _postprocess_weight_map(self, weight_map: torch.Tensor) -> torch.Tensor:
-        """Zero cells below the threshold, then clamp to [0, max_weight_clamp] if configured."""
-        out = torch.where(weight_map < self.min_weight_threshold, 0.0, weight_map)
+        """Zero cells below the threshold, then clamp to [0, max_weight_clamp] if configured.
+
+        ``weight_map`` is this call's scratch result: modified in place when contiguous (else
+        a view into a larger buffer, copied once by the threshold).
+        """
+        out = _zero_below(weight_map, self.min_weight_threshold, weight_map.is_contiguous())
         if self.normalize_weights:
-            out = torch.clamp(out, min=0, max=self.max_weight_clamp)
+            out.clamp_(min=0, max=self.max_weight_clamp)
         return out

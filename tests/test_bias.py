@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -629,3 +630,178 @@ def test_inputs_not_mutated(golden):
         m.debug_statistics(sp, inputs[0], inputs[1])
     for t, c, v in zip(inputs, copies, versions):
         assert torch.equal(t, c) and t._version == v
+
+
+# ----- heatmaps: per-query box path vs entry-by-entry path -----
+
+def _entry_path(sp):
+    """The same SparseBias without its WindowLayout: reduced entry by entry."""
+    return dataclasses.replace(sp, layout=None)
+
+
+def _assert_same_heatmaps(got, want, reduce):
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        if reduce in ("maxabs", "count"):  # a selection / a count: identical, signs included
+            assert torch.equal(g, w) and torch.equal(torch.signbit(g.float()), torch.signbit(w.float()))
+        else:  # float64 sums rounded once vs float32 sums in entry order
+            torch.testing.assert_close(g, w, rtol=2e-6, atol=2e-6)
+
+
+BOX_CONFIGS = {
+    "800x320": dict(reference_config("800x320").attention_bias_config),
+    "1600x640": dict(reference_config("1600x640").attention_bias_config),
+    "odd_w7": dict(bev_feature_shape=(37, 53), pers_feature_shape=(6, 11, 29), window_size=7),
+    "w6_symmetric": dict(bev_feature_shape=(37, 53), pers_feature_shape=(4, 11, 29),
+                         window_size=6, window_parity="symmetric"),
+    "w4_head_scale_clamp": dict(bev_feature_shape=(20, 20), pers_feature_shape=(2, 9, 13),
+                                window_size=4, bias_scale=4.0, max_scale=4.5),
+    "w1": dict(bev_feature_shape=(12, 17), pers_feature_shape=(3, 7, 9), window_size=1),
+}
+# BEV: corners, partial windows off every side, far away, fractional (irregular), huge
+EDGE_BEV = (0.0, -1.0, -5.0, 2.0, -200.0, 1e6, 5.5, -3.25, 1e30, -1e30)
+# camera: corners, off-map h / w (partial and far), views -1 / V (collapsed), 2.5 (-> 2)
+EDGE_PERS = ((0, 0, 0), (0, -2, 5), (1, 3, -3), (1, 200, 5), (-1, 4, 4), (99, 5, 7),
+             (1.5, 3.7, 2.2), (0, -1e6, 3))
+
+
+@pytest.mark.parametrize("dtype", [None, torch.float16])
+@pytest.mark.parametrize("config", list(BOX_CONFIGS))
+def test_box_heatmaps_match_entry_path(config, dtype):
+    cfg = dict(BOX_CONFIGS[config], fp16=False, debug_print=False)
+    bev, pers = cfg["bev_feature_shape"], cfg["pers_feature_shape"]
+    gen = torch.Generator().manual_seed(21)
+    edge_bev = EDGE_BEV + (bev[0] * bev[1] - 1.0, bev[0] * bev[1] + 3.0, bev[1] - 1.0)
+    edge_pers = EDGE_PERS + ((pers[0] - 1, pers[1] - 1, pers[2] - 1), (pers[0], 2, 2))
+    lw, cw, pb, pp = _random_inputs(gen, 2, 150, bev, pers, edge_bev, edge_pers)
+    lw[:, :3] = torch.tensor([0.0, -0.0, 1e-9])  # zero, negative zero, fp16 underflow
+    m = AttentionBiasGenerator(**cfg)
+    with torch.no_grad():
+        sp = m.forward_sparse(lw, cw, pb, pp)
+    assert sp.layout is not None and sp.layout.describes(sp)
+    regular = [sp.layout.boxes(sp, block).regular for block in (0, 1)]
+    assert not bool(regular[0].all()) and not bool(regular[1].all())  # both paths exercised
+    for reduce in REDUCES:
+        _assert_same_heatmaps(sp.heatmaps(reduce, dtype), _entry_path(sp).heatmaps(reduce, dtype),
+                              reduce)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.int64, torch.int32])
+def test_box_heatmaps_position_dtypes(dtype):
+    """BEV indices given as float64 / integer tensors: boxes where upstream's arithmetic is exact."""
+    cfg = dict(BOX_CONFIGS["odd_w7"], fp16=True, debug_print=False)
+    gen = torch.Generator().manual_seed(22)
+    lw, cw, pb, pp = _random_inputs(gen, 2, 80, (37, 53), (6, 11, 29), (-4.0, 37 * 53 + 2.0, 0.0))
+    pb = pb.to(dtype)
+    m = AttentionBiasGenerator(**cfg)
+    with torch.no_grad():
+        sp = m.forward_sparse(lw, cw, pb, pp)
+    assert bool(sp.layout.boxes(sp, 0).regular.all())
+    for reduce in REDUCES:
+        _assert_same_heatmaps(sp.heatmaps(reduce, torch.float16),
+                              _entry_path(sp).heatmaps(reduce, torch.float16), reduce)
+
+
+def test_box_heatmaps_against_naive_loop_with_irregular_rows():
+    """Uniform windows (box path) incl. collapsed views and fractional BEV indices, checked
+    against the spec-text naive loop."""
+    cfg = dict(BOX_CONFIGS["odd_w7"], bias_scale=1.0, learnable_scale=True, min_scale=0.5,
+               max_scale=4.0, use_local_bias=True, use_gaussian_window=False, gaussian_sigma=2.5)
+    gen = torch.Generator().manual_seed(23)
+    inputs = _random_inputs(gen, 2, 40, (37, 53), (6, 11, 29), (0.0, -1.0, 37 * 53 + 60.0, 7.5),
+                            ((0, 0, 0), (5, 10, 28), (-1, 4, 4), (6, 5, 7), (1.9, 3.7, 28.2)))
+    _, sp = _check_against_naive(cfg, inputs, 3.3)
+    assert sp.layout is not None and sp.layout.describes(sp)
+
+
+def test_box_maxabs_ties_first_query_wins():
+    """Equal |value| with opposite signs on the same cells: the first query's value is kept."""
+    cfg = dict(BOX_CONFIGS["800x320"], fp16=False, debug_print=False)
+    lw = torch.tensor([[0.1, 0.4, -0.4, 0.3, -0.3]])
+    cw = torch.tensor([[0.1, -0.6, 0.6, 0.2, -0.2]])
+    pb = torch.tensor([[5.0, 1000.0, 1000.0, 1001.0, 1001.0]])
+    pp = torch.tensor([[[0.0, 3, 3], [2.0, 10, 10], [2.0, 10, 10], [2.0, 10, 11], [2.0, 10, 11]]])
+    m = AttentionBiasGenerator(**cfg)
+    with torch.no_grad():
+        m.bias_scale.fill_(2.0)
+        sp = m.forward_sparse(lw, cw, pb, pp)
+    bev, cam = sp.heatmaps("maxabs")
+    y, x = divmod(1000, 128)
+    assert float(bev[0, y, x]) == pytest.approx(0.8) and float(bev[0, y, x + 1]) == pytest.approx(0.8)
+    assert float(cam[0, 2, 10, 10]) == pytest.approx(-1.2)
+    _assert_same_heatmaps((bev, cam), _entry_path(sp).heatmaps("maxabs"), "maxabs")
+
+
+def test_stale_layout_is_not_used():
+    """Replacing or editing the entries in place falls back to the entry-by-entry reduction."""
+    cfg = dict(BOX_CONFIGS["odd_w7"], fp16=False, debug_print=False)
+    gen = torch.Generator().manual_seed(24)
+    inputs = _random_inputs(gen, 1, 30, (37, 53), (6, 11, 29))
+    m = AttentionBiasGenerator(**cfg)
+    with torch.no_grad():
+        sp = m.forward_sparse(*inputs)
+    replaced = dataclasses.replace(sp, values=sp.values.detach() * torch.linspace(0.5, 2, 98))
+    assert not replaced.layout.describes(replaced)
+    for reduce in REDUCES:
+        _assert_same_heatmaps(replaced.heatmaps(reduce), _entry_path(replaced).heatmaps(reduce),
+                              reduce)
+    with torch.no_grad():
+        sp.values[0, 3, 5] = 4.5  # in place: the version counter moves
+    assert not sp.layout.describes(sp)
+    assert torch.equal(sp.heatmaps("maxabs")[0], _entry_path(sp).heatmaps("maxabs")[0])
+
+
+def test_layout_only_for_uniform_windows():
+    gen = torch.Generator().manual_seed(25)
+    inputs = _random_inputs(gen, 1, 10, (37, 53), (6, 11, 29))
+    for gaussian, expect in ((True, False), (False, True)):
+        m = AttentionBiasGenerator(**dict(BOX_CONFIGS["odd_w7"], use_gaussian_window=gaussian,
+                                          debug_print=False))
+        with torch.no_grad():
+            assert (m.forward_sparse(*inputs).layout is not None) == expect
+    m = AttentionBiasGenerator(**dict(BOX_CONFIGS["odd_w7"], use_local_bias=False,
+                                      debug_print=False))
+    with torch.no_grad():
+        assert m.forward_sparse(*inputs).layout is None
+
+
+@pytest.mark.parametrize("b,q", [(0, 5), (2, 0)])
+def test_heatmaps_empty(b, q):
+    m = AttentionBiasGenerator(**dict(BOX_CONFIGS["odd_w7"], fp16=False, debug_print=False))
+    with torch.no_grad():
+        sp = m.forward_sparse(torch.rand(b, q), torch.rand(b, q), torch.zeros(b, q),
+                              torch.zeros(b, q, 3))
+    for reduce in REDUCES:
+        for path in (sp, _entry_path(sp)):
+            bev, cam = path.heatmaps(reduce)
+            assert bev.shape == (b, 37, 53) and cam.shape == (b, 6, 11, 29)
+            assert not bool(bev.any()) and not bool(cam.any())
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_box_heatmaps_random_configs(seed):
+    """Random shapes, windows, parities, scales and inputs: box path == entry path."""
+    g = torch.Generator().manual_seed(100 + seed)
+    pick = lambda lo, hi: int(torch.randint(lo, hi + 1, (1,), generator=g))
+    H, W, V, h, w = pick(6, 40), pick(6, 40), pick(1, 4), pick(5, 20), pick(5, 30)
+    ws = pick(1, min(H, W, h, w) - 1)
+    parity = "symmetric" if seed % 2 else "head"
+    m = AttentionBiasGenerator(bev_feature_shape=(H, W), pers_feature_shape=(V, h, w),
+                               window_size=ws, window_parity=parity, fp16=bool(seed % 3),
+                               bias_scale=0.5 + seed, max_scale=6.0, debug_print=False)
+    B, Q = pick(1, 3), pick(1, 100)
+    lw = torch.tanh(2 * torch.randn(B, Q, generator=g))
+    cw = torch.tanh(2 * torch.randn(B, Q, generator=g))
+    pb = torch.randint(-3 * W, (H + 3) * W, (B, Q), generator=g).float()
+    pb[:, ::7] += 0.5  # not integers: entry by entry
+    pp = torch.stack([torch.randint(-1, V + 1, (B, Q), generator=g),
+                      torch.randint(-ws, h + ws, (B, Q), generator=g),
+                      torch.randint(-ws, w + ws, (B, Q), generator=g)], -1).float()
+    pp[:, ::5, 0] += 0.5  # views 0.5 .. V + 0.5, truncated
+    with torch.no_grad():
+        sp = m.forward_sparse(lw, cw, pb, pp)
+    assert sp.layout is not None and sp.layout.describes(sp)
+    for dtype in (None, torch.float16):
+        for reduce in REDUCES:
+            _assert_same_heatmaps(sp.heatmaps(reduce, dtype),
+                                  _entry_path(sp).heatmaps(reduce, dtype), reduce)

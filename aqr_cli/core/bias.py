@@ -20,9 +20,10 @@ Index semantics copied from upstream (fixture README items 8-11):
 
 from __future__ import annotations
 
+import functools
 import operator
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
@@ -73,7 +74,8 @@ class SparseBias:
     starts. Every query "covers" every cell of both segments.
 
     ``unscaled`` and ``scale`` keep ``values`` before scaling, so that upstream's debug
-    statistics (computed before the final clamp) can be reproduced.
+    statistics (computed before the final clamp) can be reproduced. ``layout`` (optional, from
+    ``forward_sparse``) describes uniform windows as boxes, for fast :meth:`heatmaps`.
     """
 
     indices: torch.Tensor
@@ -86,6 +88,7 @@ class SparseBias:
     is_global: bool = False
     unscaled: torch.Tensor | None = None
     scale: torch.Tensor | None = None
+    layout: "WindowLayout | None" = None
 
     @property
     def num_bev_features(self) -> int:
@@ -158,63 +161,371 @@ class SparseBias:
         upstream's picture (spec 6.3: each query's own view slice); a query whose view lies
         outside [0, V) contributes its collapsed entry at the first / last camera cell, where
         its dense bias row holds it (upstream's picture skips such queries).
+
+        With a valid :class:`WindowLayout` (uniform windows from ``forward_sparse``) the work is
+        per query, not per entry: each window is one value on a box, so sums and counts come
+        from a difference array of the boxes' corners and ``maxabs`` from a sliding maximum.
+        Sums are then accumulated in float64 and rounded once (exact for fp16-rounded values),
+        instead of in float32 in query order; ``maxabs`` and ``count`` are identical.
         """
         if reduce not in REDUCES:
             raise AQRInputError(f"reduce: expected one of {REDUCES}, got {reduce!r}")
-        vals = self.values.detach()
-        vals = vals.float() if dtype is None else vals.to(dtype).float()
         b, _, f = self.shape
         hw = self.num_bev_features
         if self.is_global:
+            vals = _rounded(self.values.detach(), dtype)
             bev = _global_reduce(vals[..., 0], reduce).unsqueeze(-1).expand(b, hw)
             cam = _global_reduce(vals[..., 1], reduce).unsqueeze(-1).expand(b, f - hw)
-            flat = torch.cat([bev, cam], -1)
+            return bev.reshape(b, *self.bev_shape), cam.reshape(b, *self.pers_shape)
+        if self.layout is not None and self.layout.describes(self):
+            blocks = [_box_accumulators(self, block, reduce, dtype) for block in (0, 1)]
         else:
-            flat = _local_reduce(self.indices, vals, self.mask, f, reduce)
-        return flat[:, :hw].reshape(b, *self.bev_shape), flat[:, hw:].reshape(b, *self.pers_shape)
+            acc = _entry_accumulators(self, reduce, dtype)
+            blocks = [{k: t[:, sl] for k, t in acc.items()} for sl in (slice(hw), slice(hw, f))]
+        bev, cam = (_finalize(acc, reduce) for acc in blocks)
+        return bev.reshape(b, *self.bev_shape), cam.reshape(b, *self.pers_shape)
 
 
-def _local_reduce(cols: torch.Tensor, vals: torch.Tensor, mask: torch.Tensor, f: int,
-                  reduce: str) -> torch.Tensor:
-    """Aggregate window entries [B, Q, K] into [B, F] per dense column, one scatter per call.
+@dataclass(eq=False, repr=False)
+class WindowLayout:
+    """Where the uniform windows of a SparseBias lie (``forward_sparse``, no Gaussian window).
 
-    Masked-out slots take part neutrally: their value is 0 and their clamped column in range.
+    It lets :meth:`SparseBias.heatmaps` work per query instead of per entry: in each block a
+    regular query's window is the ``n x n`` box (``extent`` = n, per-axis offsets starting at
+    ``low``) around its cell, cut at the map borders, and every entry holds the same value.
+    ``bev_positions [B, Q]`` / ``pers_positions [B, Q, 3]`` are the generator's index inputs
+    (copies); :meth:`boxes` derives each block's :class:`_Boxes` once and keeps them.
+
+    ``source`` holds the ``(indices, values, mask)`` tensors with their version counters at
+    creation: a SparseBias whose tensors were replaced or modified in place since is reduced
+    entry by entry (:meth:`describes`).
     """
-    b = vals.shape[0]
-    idx = cols.reshape(b, -1)
-    if reduce == "maxabs":
-        return _maxabs(idx, vals, f)
-    count = torch.zeros(b, f, dtype=torch.int64, device=vals.device).scatter_add_(
-        1, idx, mask.reshape(b, -1).long())
-    if reduce == "count":
-        return count
-    total = torch.zeros(b, f, device=vals.device).scatter_add_(1, idx, vals.reshape(b, -1))
-    if reduce == "sum":
-        return total
-    return torch.where(count > 0, total / count.clamp(min=1), 0.0)
+
+    bev_positions: torch.Tensor
+    pers_positions: torch.Tensor
+    low: int
+    extent: int
+    source: tuple
+    _cache: dict = field(default_factory=dict, init=False)
+
+    def describes(self, sparse: "SparseBias") -> bool:
+        """True if ``sparse`` still holds the very tensors, unmodified, this layout was made for."""
+        current = (sparse.indices, sparse.values, sparse.mask)
+        return all(t is s and t._version == v for t, (s, v) in zip(current, self.source))
+
+    def boxes(self, sparse: "SparseBias", block: int) -> "_Boxes":
+        """The :class:`_Boxes` of block 0 (BEV) or 1 (camera) of ``sparse`` (cached)."""
+        if block not in self._cache:
+            _, _, grid = _block_geometry(sparse, block)
+            if block == 0:
+                origins = _bev_origins(self.bev_positions, grid[2], self.low)
+            else:
+                origins = _camera_origins(self.pers_positions, grid[0], self.low)
+            first_slot = 0 if block == 0 else sparse.k_bev
+            self._cache[block] = _Boxes(*origins, grid, self.extent, first_slot)
+        return self._cache[block]
 
 
-def _maxabs(idx: torch.Tensor, vals: torch.Tensor, f: int) -> torch.Tensor:
-    """Per column the signed value with the largest |v|, first query on ties: [B, F].
+def _bev_origins(positions: torch.Tensor, width: int, low: int):
+    """(map, y0, x0, regular) [B, Q] of each BEV window box (top-left cell, maybe off the map).
 
-    One ``amax`` scatter over an int64 key ``|v| bits << 32 | (Q-1-q) << 1 | sign``: the bits
-    of a non-negative float32 order like its value, and the query rank breaks ties towards the
-    first query, which is what upstream's "strictly larger replaces" loop keeps. A query covers
-    a column at most once, so keys never tie. Slots outside windows hold 0 and can only win
-    where every value is 0; uncovered columns stay 0.
+    Upstream splits the flat index ``p`` as ``floor(p / W)``, ``p mod W`` and adds the offsets
+    to ``p`` in its dtype; the box is exact (regular) when ``p`` is an integer this arithmetic
+    handles exactly. The single BEV map needs no map index (None).
     """
-    b, q = vals.shape[:2]
+    exact = _exact_integers(positions, (abs(low) + 1) * (width + 1))
+    p = torch.where(exact, positions, torch.zeros_like(positions)).long()
+    y = torch.div(p, width, rounding_mode="floor")
+    return None, y + low, torch.add(p, y, alpha=-width).add_(low), exact  # x = p - y*W
+
+
+def _camera_origins(positions: torch.Tensor, num_views: int, low: int):
+    """(map, y0, x0, regular) [B, Q] of each camera window box (top-left cell, maybe off the
+    map). Truncated like upstream's ``.long()``; regular for views in [0, V) (others collapse
+    into one column)."""
+    vhw = positions.long()
+    view = vhw[..., 0]
+    regular = (view >= 0) & (view < num_views)
+    return torch.where(regular, view, 0), vhw[..., 1] + low, vhw[..., 2] + low, regular
+
+
+def _exact_integers(p: torch.Tensor, margin: int) -> torch.Tensor:
+    """Mask [B, Q]: ``p`` is an integer and ``|p| + margin`` is exact in its dtype.
+
+    float16 / bfloat16 are never exact here (upstream adds the offsets in that dtype).
+    """
+    if not p.is_floating_point():
+        limit = 2 ** 62 - margin
+        return (p.long() > -limit) & (p.long() < limit)
+    if p.dtype not in (torch.float32, torch.float64):
+        return torch.zeros_like(p, dtype=torch.bool)
+    limit = (2 ** 24 if p.dtype == torch.float32 else 2 ** 53) - margin
+    return (p == p.floor()) & (p.abs() < limit)
+
+
+class _Boxes:
+    """Per-query ``n x n`` boxes of one block (see WindowLayout) and their scatter indices.
+
+    ``view`` map of each box (None: one map), ``y0``, ``x0`` its top-left cell (possibly off
+    the map), ``regular`` whether the block's entries are the box (else they are reduced entry
+    by entry), all [B, Q]; ``grid = (maps, H, W)``. Boxes that are irregular or miss their map
+    take part with weight / key 0 (``on_map``). The indices each reduction needs are computed
+    on first use and kept; all arithmetic is on contiguous [B, Q] tensors with scalars (small
+    broadcasts are slow on CPU).
+    """
+
+    def __init__(self, view, y0, x0, regular, grid: tuple, n: int, first_slot: int):
+        self.view, self.y0, self.x0, self.regular = view, y0, x0, regular
+        self.grid, self.extent, self.first_slot = grid, n, first_slot
+
+    def _with_view(self, index: torch.Tensor, map_size: int) -> torch.Tensor:
+        """``index`` within a map plus ``map_size`` times each box's map (in place)."""
+        return index if self.view is None else index.add_(self.view, alpha=map_size)
+
+    @functools.cached_property
+    def on_map(self) -> torch.Tensor:
+        """[B, Q]: regular boxes with at least one cell on their map."""
+        _, h, w = self.grid
+        y0, x0, n = self.y0, self.x0, self.extent
+        return self.regular & (y0 > -n) & (y0 < h) & (x0 > -n) & (x0 < w)
+
+    @functools.cached_property
+    def leader(self) -> torch.Tensor:
+        """``[B, Q, 1]`` a window slot holding the query's value: the box's first cell on the
+        map (slots run over rows, then columns)."""
+        n = self.extent
+        slot = torch.add((-self.x0).clamp_(0, n - 1), (-self.y0).clamp_(0, n - 1), alpha=n)
+        return slot.add_(self.first_slot).unsqueeze(-1)
+
+    @functools.cached_property
+    def anchor(self) -> torch.Tensor:
+        """[B, Q]: index of ``(map, y0 + n - 1, x0 + n - 1)`` in the sliding-maximum grid
+        ``[maps, H + n - 1, W + n - 1]`` (clamped into it for boxes off the map)."""
+        _, h, w = self.grid
+        n = self.extent
+        rows, cols = h + n - 1, w + n - 1
+        y = (self.y0 + (n - 1)).clamp_(0, rows - 1)
+        x = (self.x0 + (n - 1)).clamp_(0, cols - 1)
+        return self._with_view(torch.add(x, y, alpha=cols), rows * cols)
+
+    @functools.cached_property
+    def corners(self) -> torch.Tensor:
+        """``[B, Q*4]``: the corners (first / end row x first / end column, end-exclusive;
+        signs ``+ - - +``) of each box's part on the map in the difference grid
+        ``[maps, H + 1, W + 1]``."""
+        _, h, w = self.grid
+        n = self.extent
+        # rows of the stacked maps (map v starts at row v * (H + 1))
+        rows = [self._with_view(y.clamp_(0, h), h + 1) for y in (self.y0.clone(), self.y0 + n)]
+        cols = [self.x0.clamp(0, w), (self.x0 + n).clamp_(0, w)]
+        return torch.stack([torch.add(c, r, alpha=w + 1) for r in rows for c in cols],
+                           -1).flatten(1)
+
+    def sums(self, weights: torch.Tensor) -> list:
+        """Per cell the sum of ``weights [C, B, Q]`` (float64) of the boxes covering it ->
+        C tensors [B, maps*H*W], rounded to float32 once at the end.
+
+        A 2-D difference array: each box adds ``+w, -w, -w, +w`` at the corners of its part on
+        the map; cumulative sums along both axes then hold at every cell the sum over the boxes
+        containing it. The float64 partial sums are exact for the fp16-rounded values of the
+        dense bias (integers in units of 2**-24) and for counts; otherwise they differ from the
+        exact sum by float64 roundings only.
+        """
+        maps, h, w = self.grid
+        c, b, q = weights.shape
+        weights = weights * self.on_map
+        signed = torch.stack([weights, -weights, -weights, weights], -1).view(c, b, 4 * q)
+        grid = weights.new_zeros(c, b, maps, h + 1, w + 1)
+        grid.view(c, b, -1 if b else 0).scatter_add_(
+            2, self.corners.view(1, b, 4 * q).expand(c, b, 4 * q), signed)
+        sums = grid.cumsum_(-2).cumsum_(-1)[..., :h, :w].to(torch.float32)
+        return list(sums.view(c, b, maps * h * w))
+
+    def max(self, keys: torch.Tensor) -> torch.Tensor:
+        """Per cell the largest of ``keys [B, Q]`` (integers >= 0) of the boxes covering it, 0
+        where none -> [B, maps*H*W].
+
+        The anchors of the boxes covering cell ``(y, x)`` are rows ``y .. y+n-1`` and columns
+        ``x .. x+n-1`` of the anchor grid: a separable sliding maximum.
+        """
+        maps, h, w = self.grid
+        n, b = self.extent, keys.shape[0]
+        grid = keys.new_zeros(b, maps, h + n - 1, w + n - 1)
+        keys = torch.where(self.on_map, keys, 0)
+        grid.view(b, -1 if b else 0).scatter_reduce_(1, self.anchor, keys, "amax")
+        best = _sliding_max(_sliding_max(grid, n, -2), n, -1)
+        return best.reshape(b, maps * h * w)
+
+
+# accumulators each reduce needs (see _finalize)
+_ACCUMULATORS = {"maxabs": ("keys",), "sum": ("total",), "count": ("count",),
+                 "mean": ("total", "count")}
+
+
+def _rounded(vals: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """``vals`` as float32, rounded to ``dtype`` first if given (the dense bias' values)."""
+    return vals.float() if dtype is None else vals.to(dtype).float()
+
+
+def _query_keys(vals: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
+    """int64 maxabs keys ``|v| bits << 32 | rank << 1 | sign`` for float32 ``vals [..., K]``.
+
+    ``rank [..., 1]`` int32 is ``Q - 1 - q``. The bits of a non-negative float32 order like its
+    value, and the rank breaks ties towards the first query, which is what upstream's "strictly
+    larger replaces" loop keeps; a query covers a column at most once, so keys never tie. A 0
+    entry can only win where every value is 0. Built as two int32 words of one int64 (cheaper
+    than int64 arithmetic).
+    """
     vals = vals.contiguous()
-    rank = ((q - 1 - torch.arange(q, dtype=torch.int32, device=vals.device)) << 1).view(1, q, 1)
-    # Build the key as two int32 words of one int64 (cheaper than int64 arithmetic).
     words = torch.empty(*vals.shape, 2, dtype=torch.int32, device=vals.device)
     hi = 1 if sys.byteorder == "little" else 0
     torch.bitwise_and(vals.view(torch.int32), 0x7FFFFFFF, out=words[..., hi])
-    torch.bitwise_or(torch.signbit(vals), rank, out=words[..., 1 - hi])
-    best = torch.zeros(b, f, dtype=torch.int64, device=vals.device)
-    best.scatter_reduce_(1, idx, words.view(torch.int64).view(b, -1), "amax")
-    mag = (best >> 32).int().view(torch.float32)
-    return torch.where((best & 1).bool(), -mag, mag) + 0.0
+    torch.bitwise_or(torch.signbit(vals), rank << 1, out=words[..., 1 - hi])
+    return words.view(torch.int64).squeeze(-1)
+
+
+def _ranks(q: int, device) -> torch.Tensor:
+    """``Q - 1 - q`` for q = 0..Q-1, int32 [Q]."""
+    return q - 1 - torch.arange(q, dtype=torch.int32, device=device)
+
+
+def _decode_keys(best: torch.Tensor) -> torch.Tensor:
+    """Signed float32 values of maxabs keys (0 where no key): the high word holds ``|v|``'s
+    bits, bit 0 of the low word the sign; ``+ 0.0`` turns a winning -0.0 into 0.0."""
+    words = best.view(torch.int32).view(*best.shape, 2)
+    hi = 1 if sys.byteorder == "little" else 0
+    bits = torch.bitwise_or(words[..., hi], words[..., 1 - hi] << 31)  # sign bit -> bit 31
+    return bits.view(torch.float32) + 0.0
+
+
+def _finalize(acc: dict, reduce: str) -> torch.Tensor:
+    """Per-column result [B, N] from accumulators: ``keys`` (maxabs; or its final ``values``),
+    ``total``, ``count``."""
+    if reduce == "maxabs":
+        return acc["values"] if "values" in acc else _decode_keys(acc["keys"])
+    if reduce == "count":
+        return acc["count"].long()
+    if reduce == "sum":
+        return acc["total"].float()
+    count = acc["count"].float()  # exact: far fewer than 2**24 windows
+    covered = count.clamp(max=1)  # 1 where a window covers the cell, else 0 (cheaper than where)
+    return acc["total"].float() / count.clamp(min=1) * covered
+
+
+def _merge(a: dict, b: dict) -> dict:
+    """Accumulators of two disjoint sets of entries combined."""
+    return {k: torch.maximum(a[k], b[k]) if k == "keys" else a[k] + b[k] for k in a}
+
+
+def _scatter(idx: torch.Tensor, vals: torch.Tensor, mask: torch.Tensor, keys, width: int,
+             reduce: str) -> dict:
+    """Accumulators [R, width] of entries [R, N] at columns ``idx``: one scatter each.
+
+    Masked-out slots take part neutrally: their value is 0 and their clamped column in range.
+    ``total`` is float32 summed in entry order; ``keys`` (maxabs only) see :func:`_query_keys`.
+    """
+    zeros = lambda dt: torch.zeros(idx.shape[0], width, dtype=dt, device=idx.device)
+    acc = {}
+    if "keys" in _ACCUMULATORS[reduce]:
+        acc["keys"] = zeros(torch.int64).scatter_reduce_(1, idx, keys, "amax")
+    if "total" in _ACCUMULATORS[reduce]:
+        acc["total"] = zeros(torch.float32).scatter_add_(1, idx, vals)
+    if "count" in _ACCUMULATORS[reduce]:
+        acc["count"] = zeros(torch.int64).scatter_add_(1, idx, mask.long())
+    return acc
+
+
+def _entry_accumulators(sparse: "SparseBias", reduce: str, dtype) -> dict:
+    """Accumulators [B, F] of all window entries [B, Q, K], entry by entry."""
+    b, q, f = sparse.shape
+    vals = _rounded(sparse.values.detach(), dtype)
+    keys = None
+    if reduce == "maxabs":
+        keys = _query_keys(vals, _ranks(q, vals.device).view(1, q, 1)).flatten(1)
+    return _scatter(sparse.indices.flatten(1), vals.flatten(1), sparse.mask.flatten(1),
+                    keys, f, reduce)
+
+
+def _block_geometry(sparse: "SparseBias", block: int):
+    """(slots, first dense column, grid (maps, H, W)) of block 0 (BEV) or 1 (camera)."""
+    if block == 0:
+        return slice(None, sparse.k_bev), 0, (1, *sparse.bev_shape)
+    return slice(sparse.k_bev, None), sparse.num_bev_features, tuple(sparse.pers_shape)
+
+
+def _box_accumulators(sparse: "SparseBias", block: int, reduce: str, dtype) -> dict:
+    """Accumulators [B, maps*H*W] of one block from per-query boxes (+ irregular entries).
+
+    ``total`` and ``count`` come out float32 (exact sums rounded once; counts exact).
+    """
+    boxes = sparse.layout.boxes(sparse, block)
+    vals = _rounded(sparse.values.detach().gather(-1, boxes.leader), dtype)  # [B, Q, 1]
+    if reduce == "maxabs":
+        keys = _query_keys(vals, _ranks(vals.shape[1], vals.device).view(1, -1, 1))
+        acc = _box_maxabs(boxes, vals[..., 0], keys.squeeze(-1))
+    else:  # box sums of the values and / or of ones (window counts), in float64
+        per_query = {"total": vals[..., 0].double(),
+                     "count": torch.ones_like(vals[..., 0], dtype=torch.float64)}
+        names = _ACCUMULATORS[reduce]
+        acc = dict(zip(names, boxes.sums(torch.stack([per_query[k] for k in names]))))
+    if not bool(boxes.regular.all()):
+        acc = _merge(acc, _irregular_accumulators(sparse, ~boxes.regular, block, reduce, dtype))
+    return acc
+
+
+def _box_maxabs(boxes: "_Boxes", vals: torch.Tensor, keys: torch.Tensor) -> dict:
+    """maxabs accumulators [B, maps*H*W] of one block's boxes (values ``vals``, ``keys`` [B, Q]).
+
+    The sliding maximum runs on int32 positions in the sorted order of the keys (half the
+    memory traffic of int64 keys); the winners are looked up by position at the end: their
+    values (``values``, final) when every query is regular, else their keys (``keys``, to be
+    merged with the irregular entries). Position 0: no box, value 0.
+    """
+    flat = keys.flatten()
+    order = flat.argsort()
+    position = torch.empty(flat.numel(), dtype=torch.int32, device=keys.device)
+    position[order] = torch.arange(1, flat.numel() + 1, dtype=torch.int32, device=keys.device)
+    best = boxes.max(position.view_as(keys))
+    width, best = best.shape[1], best.reshape(-1)
+    if bool(boxes.regular.all()):  # + 0.0: a winning -0.0 reads 0.0, as in _decode_keys
+        by_position = torch.cat([vals.new_zeros(1), vals.flatten()[order] + 0.0])
+        return {"values": by_position.index_select(0, best).view(keys.shape[0], width)}
+    by_position = torch.cat([flat.new_zeros(1), flat[order]])
+    return {"keys": by_position.index_select(0, best).view(keys.shape[0], width)}
+
+
+def _irregular_accumulators(sparse: "SparseBias", rows: torch.Tensor, block: int, reduce: str,
+                            dtype) -> dict:
+    """Accumulators [B, maps*H*W] of the block's entries of the queries ``rows [B, Q]``."""
+    b, q, _ = sparse.shape
+    slots, start, grid = _block_geometry(sparse, block)
+    width = grid[0] * grid[1] * grid[2]
+    bi, qi = rows.nonzero(as_tuple=True)
+    cols = sparse.indices[bi, qi][:, slots] - start + (bi * width).unsqueeze(-1)  # into [B*width]
+    vals = _rounded(sparse.values.detach()[bi, qi][:, slots], dtype)
+    keys = None
+    if reduce == "maxabs":
+        keys = _query_keys(vals, (q - 1 - qi).int().unsqueeze(-1)).reshape(1, -1)
+    acc = _scatter(cols.reshape(1, -1), vals.reshape(1, -1),
+                   sparse.mask[bi, qi][:, slots].reshape(1, -1), keys, b * width, reduce)
+    return {k: t.view(b, width) for k, t in acc.items()}
+
+
+def _sliding_max(x: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+    """Maximum over every window of ``n`` consecutive entries along ``dim`` (length L - n + 1).
+
+    Doubling: after the loop ``x[i]`` is the maximum of ``[i, i + span)``; two overlapping
+    spans then cover ``n``. ``ceil(log2 n)`` elementwise maxima in all.
+    """
+    span = 1
+    while 2 * span <= n:
+        size = x.shape[dim] - span
+        x = torch.maximum(x.narrow(dim, 0, size), x.narrow(dim, span, size))
+        span *= 2
+    if span < n:
+        size = x.shape[dim] - (n - span)
+        x = torch.maximum(x.narrow(dim, 0, size), x.narrow(dim, n - span, size))
+    return x
 
 
 def _global_reduce(vals: torch.Tensor, reduce: str) -> torch.Tensor:
@@ -440,18 +751,45 @@ class AttentionBiasGenerator(nn.Module):
             indices, unscaled, mask, k_bev = self._global_entries(lw, cw)
         scale = self._scale()
         values = torch.clamp(unscaled * scale, min=-self.max_bias, max=self.max_bias)
+        layout = None
+        if self.use_local_bias:
+            layout = self._window_layout(bev_idx, pers_idx, (indices, values, mask))
         return SparseBias(indices=indices, values=values, mask=mask,
                           bev_shape=(self.bev_h, self.bev_w),
                           pers_shape=(self.num_views, self.pers_h, self.pers_w), k_bev=k_bev,
                           dtype=torch.float16 if self.fp16 else torch.float32,
                           is_global=not self.use_local_bias, unscaled=unscaled,
-                          scale=scale.detach())
+                          scale=scale.detach(), layout=layout)
 
     def _local_entries(self, lw, cw, bev_idx, pers_idx):
         """Both windows: (columns, unscaled values, validity) [B, Q, K] and K_bev."""
         parts = (self._bev_window(lw, bev_idx), self._camera_window(cw, pers_idx))
         cols, raw, ok = (torch.cat(t, -1) for t in zip(*parts))
         return cols, raw, ok, parts[0][0].shape[-1]
+
+    def _window_layout(self, bev_idx, pers_idx, entries: tuple):
+        """The :class:`WindowLayout` of the windows just built, or None if they are not uniform
+        boxes (Gaussian window, or offset buffers other than the ones ``__init__`` makes).
+
+        ``entries``: the (indices, values, mask) it describes; the index inputs are copied.
+        """
+        if self.use_gaussian_window or not self._standard_offsets():
+            return None
+        axis = window_axis_offsets(self.window_size, self.window_parity)
+        return WindowLayout(bev_idx.detach().clone(), pers_idx.detach().clone(), int(axis[0]),
+                            int(axis.numel()), tuple((t, t._version) for t in entries))
+
+    def _standard_offsets(self) -> bool:
+        """True if the offset buffers are those ``__init__`` builds (cached per buffer version)."""
+        names = ("y_offsets", "x_offsets", "window_offsets_bev", "window_offsets_pers")
+        bufs = [getattr(self, name) for name in names]
+        key = tuple((t._version, t.data_ptr(), t.device) for t in bufs)
+        cached = self.__dict__.get("_standard_offsets_cache")
+        if cached is None or cached[0] != key:
+            want = self._window_buffers()
+            ok = all(torch.equal(t, want[name].to(t.device)) for name, t in zip(names, bufs))
+            cached = self.__dict__["_standard_offsets_cache"] = (key, ok)
+        return cached[1]
 
     def _global_entries(self, lw, cw):
         """One entry per segment: the BEV value at column 0, the camera value at column H*W."""

@@ -100,3 +100,17 @@ def test_reference_settings_would_not_reproduce_them(pair, tmp_path):
     doc = json.loads(res.stdout)
     assert doc["settings"]["renderer"]["gaussian_sigma"] == 2.0
     assert doc["fidelity"]["bev_max_abs_diff"] > 1e-3
+
+
+def test_absurd_config_shapes_are_refused_before_allocating(tmp_path):
+    ck = torch.load(CHECKPOINT, map_location="cpu", weights_only=True)
+    ck["meta"]["config"] = ck["meta"]["config"].replace("bev_feature_shape=(128, 128)",
+                                                        "bev_feature_shape=(200000, 200000)")
+    path = tmp_path / "absurd.pth"
+    torch.save(ck, path)
+    res = CliRunner().invoke(app, ["render-weights", "--synthetic", "--checkpoint", str(path),
+                                   "--out", str(tmp_path / "o")])
+    assert res.exit_code == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not plausible" in lines[0]
+    assert not (tmp_path / "o").exists()

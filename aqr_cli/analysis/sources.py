@@ -116,8 +116,23 @@ def _reference_for_state(sd: dict) -> ReferenceConfig:
     return reference_config("800x320")
 
 
+MAX_SIDE = 1024     # cells per feature-map side; the reference configs use at most 180
+MAX_VIEWS = 12
+
+
+def check_shapes(cfg: ReferenceConfig) -> None:
+    """Refuse absurd feature shapes (a hostile or corrupt config) before anything is allocated."""
+    bev, pers = tuple(cfg.bev_shape), tuple(cfg.pers_shape)
+    ok = (len(bev) == 2 and len(pers) == 3 and all(isinstance(v, int) and v >= 1 for v in bev + pers)
+          and max(bev + pers[1:]) <= MAX_SIDE and pers[0] <= MAX_VIEWS)
+    if not ok:
+        raise UserError(f"feature shapes BEV {list(bev)} / cameras {list(pers)} are not plausible "
+                        f"(each side 1..{MAX_SIDE} cells, 1..{MAX_VIEWS} views)")
+
+
 def apply_overrides(cfg: ReferenceConfig, ov: Overrides) -> ReferenceConfig:
-    """A copy of ``cfg`` with the command-line overrides applied."""
+    """A copy of ``cfg`` with the command-line overrides applied (shapes checked first)."""
+    check_shapes(cfg)
     cfg = copy.deepcopy(cfg)
     if ov.method and ov.method != "all":
         cfg.renderer_config["render_method"] = ov.method

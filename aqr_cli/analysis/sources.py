@@ -29,7 +29,6 @@ class Overrides:
     method: str | None = None            # renderer method ('all' handled by the command)
     sigma: float | None = None           # renderer gaussian_sigma
     bias_window: int | None = None
-    bias_scale: float | None = None      # effective scale to use (overrides the checkpoint)
     bias_gaussian: bool | None = None
     activation: str | None = None        # 'tanh' | 'sigmoid'
     honour_lam: bool | None = None
@@ -112,7 +111,21 @@ def config_from_checkpoint(loaded) -> tuple[ReferenceConfig, str]:
 
 
 def _reference_for_state(sd: dict) -> ReferenceConfig:
-    """The reference config whose BEV size matches a checkpoint's bias offsets, else 800x320."""
+    """The reference config whose BEV width matches a checkpoint's bias offsets, else 800x320.
+
+    ``window_offsets_bev = dy * bev_w + dx``, so any offset with ``dy != 0`` gives ``bev_w``.
+    """
+    keys = {k.rsplit("attention_bias_generator.", 1)[-1]: v for k, v in sd.items()
+            if "attention_bias_generator." in k}
+    try:
+        dy, dx, flat = keys["y_offsets"].long(), keys["x_offsets"].long(), keys["window_offsets_bev"].long()
+        i = int(torch.nonzero(dy).reshape(-1)[0])
+        bev_w = int((flat[i] - dx[i]) // dy[i])
+    except (KeyError, IndexError, RuntimeError, ZeroDivisionError):
+        return reference_config("800x320")
+    for name in ("800x320", "1600x640"):
+        if reference_config(name).bev_shape[1] == bev_w:
+            return reference_config(name)
     return reference_config("800x320")
 
 

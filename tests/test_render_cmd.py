@@ -138,6 +138,7 @@ def _bad_dump(tmp_path, mutate):
     (lambda d: d["lidar_weights"].__setitem__((0, 5), float("nan")), "NaN"),
     (lambda d: d.__setitem__("pts_bev", d["pts_bev"][:, :800]), "pts_bev"),
     (lambda d: d.__setitem__("weight_map_bev", torch.zeros(1, 180, 180)), "checkpoint config"),
+    (lambda d: d["pts_bev"].__setitem__((0, 3, 0), 5000.0), "outside the grid"),
 ])
 def test_bad_dumps_fail_cleanly(tmp_path, mutate, needle):
     path = _bad_dump(tmp_path, mutate)

@@ -357,6 +357,27 @@ def _check_dump(path: str, dump) -> None:
                         f"{list(t['weight_map_bev'].shape)} and {list(t['weight_map_pers'].shape)}")
 
 
+def _check_dump_cells(path: str, pts_bev: torch.Tensor, hw: tuple[int, int]) -> None:
+    """BEV cells must be whole numbers near the grid; a few just off it are upstream's Q2.
+
+    Upstream floors ``(xy + 54) * H / 108``, so drifted reference points land a few cells off
+    the grid (rendered nowhere, warned as Q2); cells beyond one grid size away, or fractional
+    ones, cannot come from that formula and mean the file is not what it claims.
+    """
+    h, w = hw
+    rows, cols = pts_bev[..., 0], pts_bev[..., 1]
+    whole = bool((pts_bev == pts_bev.floor()).all())
+    near = bool(((rows >= -h) & (rows < 2 * h) & (cols >= -w) & (cols < 2 * w)).all())
+    if not (whole and near):
+        raise UserError(f"{path}: pts_bev holds positions outside the grid or fractional cells "
+                        f"(rows {float(rows.min()):g}..{float(rows.max()):g}, cols "
+                        f"{float(cols.min()):g}..{float(cols.max()):g}; grid {h}x{w})")
+    off = int((~((rows >= 0) & (rows < h) & (cols >= 0) & (cols < w))).sum())
+    if off:
+        warn_quirk("Q2", f"{off} queries sit off the {h}x{w} BEV grid (hard-coded +-54 m mapping, "
+                   "drifted reference points): the renderer skips them", count=off)
+
+
 def from_dump(path: str, ov: Overrides, checkpoint: str | None = None, trust: bool = False,
               loaded=None) -> WeightSource:
     """A debug dump's recorded weights and positions; ``checkpoint`` supplies settings and refs."""
@@ -372,6 +393,7 @@ def from_dump(path: str, ov: Overrides, checkpoint: str | None = None, trust: bo
     lw, cw = t["lidar_weights"].float().clone(), t["camera_weights"].float().clone()
     pts_bev = t["pts_bev"].float().clone()
     h, w = cfg.bev_shape
+    _check_dump_cells(path, pts_bev, (h, w))
     pts_idx = pts_bev[..., 0] * w + pts_bev[..., 1]
     notes: list[str] = []
     metas = dump.img_metas

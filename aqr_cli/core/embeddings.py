@@ -163,6 +163,7 @@ class CMTEmbeddings(nn.Module):
         self.hidden_dim, self.depth_num = int(hidden_dim), int(depth_num)
         self.pc_range = [float(v) for v in pc_range]
         self.reference_points = nn.Embedding(num_query, 3)
+        nn.init.uniform_(self.reference_points.weight, 0, 1)  # CmtHead.init_weights
         self.bev_embedding = nn.Sequential(
             nn.Linear(hidden_dim * 2, hidden_dim), nn.ReLU(inplace=True),
             nn.Linear(hidden_dim, hidden_dim))

@@ -67,18 +67,15 @@ def _box_masks(src: WeightSource):
     return bev, cam, src.box_labels
 
 
-def select_queries(src: WeightSource, n: int = 3) -> list[int]:
-    """Queries to draw (sample 0): strongest LiDAR preference, strongest camera preference, and
-    the query nearest the largest object (or the median-weight query)."""
-    lw, cw = src.lidar_weights[0], src.camera_weights[0]
+def select_queries(src: WeightSource, n: int = 3, sample: int = 0) -> list[int]:
+    """Queries to draw from ``sample``: strongest LiDAR preference, strongest camera preference,
+    and the query nearest the largest object (or the median-weight query)."""
+    lw, cw = src.lidar_weights[sample], src.camera_weights[sample]
     diff = lw - cw
     picks = [int(diff.argmax()), int(diff.argmin())]
-    if src.boxes and len(src.boxes[0]):
-        pc = torch.tensor(src.cfg.pc_range, dtype=torch.float32)
-        h, w = src.cfg.bev_shape
-        cell_xy = torch.stack([(src.pts_bev[0, :, 1] + 0.5) * (pc[3] - pc[0]) / w + pc[0],
-                               (src.pts_bev[0, :, 0] + 0.5) * (pc[4] - pc[1]) / h + pc[1]], -1)
-        boxes = torch.as_tensor(np.asarray(src.boxes[0]), dtype=torch.float32)
+    if src.boxes and len(src.boxes[sample]):
+        cell_xy = query_xy(src)[sample]
+        boxes = torch.as_tensor(np.asarray(src.boxes[sample]), dtype=torch.float32)
         big = int((boxes[:, 3] * boxes[:, 4]).argmax())
         picks.append(int((cell_xy - boxes[big, :2]).norm(dim=1).argmin()))
     else:
@@ -100,7 +97,8 @@ def query_xy(src: WeightSource) -> torch.Tensor:
 
 
 def compare_source(src: WeightSource, *, method: str | None = None, bias_scale: float | None = None,
-                   scales=DEFAULT_SCALES, width_mode: str = "zero_pad", top_k: int = 10) -> CompareResult:
+                   scales=DEFAULT_SCALES, width_mode: str = "zero_pad", top_k: int = 10,
+                   sample: int = 0) -> CompareResult:
     """Run the three paths on one source and collect feature and attention statistics."""
     from aqr_cli.analysis.attention import CrossAttentionWeights, compare_attention, query_groups
     from aqr_cli.analysis.features import apply_multiplicative, compare_features
@@ -133,7 +131,7 @@ def compare_source(src: WeightSource, *, method: str | None = None, bias_scale: 
     key_pos = key_pos.transpose(0, 1)
     weights = CrossAttentionWeights.resolve(src.head_state or None, int(query_pos.shape[-1]))
     num_bev = src.cfg.bev_shape[0] * src.cfg.bev_shape[1]
-    selected = select_queries(src)
+    selected = select_queries(src, sample=sample)
     groups = query_groups(src.lidar_weights, src.camera_weights, query_xy(src),
                           src.boxes, src.box_labels)
     with torch.no_grad():

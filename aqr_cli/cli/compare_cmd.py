@@ -111,7 +111,7 @@ def _run_body(paths: list, scales: list, width: str, **o) -> None:
                                     f"{src.batch_size} sample(s)")
                 with collect_quirks() as more:
                     res = compare_source(src, method=o["method"], bias_scale=o["bias_scale"],
-                                         scales=scales, width_mode=width)
+                                         scales=scales, width_mode=width, sample=o["sample"])
                 all_q = S.merge_quirks(quirks, more)
                 folder = stage / sub if sub else stage
                 folder.mkdir(parents=True, exist_ok=True)
@@ -149,17 +149,18 @@ def _write_figures(res, folder: Path, b: int) -> list[str]:
             gain_stats={m: res.features["multiplicative"][m]["gain"] for m in ("bev", "camera")}, title=f"Multiplicative path, per-cell gain: {tag}"),
     }
     att = res.attention
-    if att.status == "ok" and b == 0:
-        xy = query_xy(src)[0]
+    if att.status == "ok":
+        xy = query_xy(src)[b]
         for i, q in enumerate(res.selected):
-            rows = {p: att.rows[p][0, i].numpy() for p in att.rows}
-            stats = {p: {m: float(v[0, q]) for m, v in att.per_query[p].items()} for p in att.per_query}
+            rows = {p: att.rows[p][b, i].numpy() for p in att.rows}
+            stats = {p: {m: float(v[b, q]) for m, v in att.per_query[p].items()} for p in att.per_query}
             figs[FILES["attention"].format(q=q)] = P.attention_heatmap_figure(
                 rows, src.cfg.bev_shape, src.cfg.pers_shape, src.cfg.pc_range,
-                query_xy=xy[q].tolist(), query_cell=src.pts_pers[0, q].tolist(), query_index=q,
+                query_xy=xy[q].tolist(), query_cell=src.pts_pers[b, q].tolist(), query_index=q,
                 stats=stats, boxes=boxes, box_labels=labels, camera_names=src.camera_names,
-                title=f"Attention of query {q} (LiDAR w {float(src.lidar_weights[0, q]):+.2f}, "
-                      f"camera w {float(src.camera_weights[0, q]):+.2f}): {tag}")
+                title=f"Attention of query {q} (LiDAR w {float(src.lidar_weights[b, q]):+.2f}, "
+                      f"camera w {float(src.camera_weights[b, q]):+.2f}): {tag}"
+                      + (f", sample {b}" if src.batch_size > 1 else ""))
     if res.sweep is not None:
         figs[FILES["sweep"]] = P.sweep_figure(res.sweep, title=f"Bias-scale sweep: {tag}")
     figs[FILES["summary_png"]] = P.summary_figure(res.features, att if att.status == "ok" else None,

@@ -296,28 +296,28 @@ def _debug_pictures(ctx: CheckpointContext) -> bool:
     return ctx.bias_path and bool(_value(ctx.cfg, None, "debug_mode", False))
 
 
-def _q6(ctx: CheckpointContext) -> Finding | None:
-    if not _debug_pictures(ctx):
-        return None
-    return Finding("Q6", "info", "debug_mode=True: upstream's aqr_bias_visualization pictures "
-                   "label the views FRONT, FRONT_RIGHT, BACK_RIGHT, BACK, BACK_LEFT, FRONT_LEFT, "
-                   "so FRONT_LEFT (view 2) and BACK_RIGHT (view 5) carry each other's names.")
+# Quirks of upstream's debug pictures: reported when debug_mode draws them (bias path only).
+_PICTURE_QUIRKS = {
+    "Q6": "debug_mode=True: upstream's aqr_bias_visualization pictures label the views FRONT, "
+          "FRONT_RIGHT, BACK_RIGHT, BACK, BACK_LEFT, FRONT_LEFT, so FRONT_LEFT (view 2) and "
+          "BACK_RIGHT (view 5) carry each other's names.",
+    "Q7": "debug_mode=True: upstream's bias overlays stretch the feature map over the raw "
+          "1600x900 image, ignoring resize, the bottom crop and flips, so the bias is drawn in "
+          "the wrong place.",
+    "Q8": "debug_mode=True: upstream's bias pictures say 'Red=+, Blue=-' but draw positive bias "
+          "blue and negative red, and show only cells beyond the medians.",
+}
 
 
-def _q7(ctx: CheckpointContext) -> Finding | None:
-    if not _debug_pictures(ctx):
-        return None
-    return Finding("Q7", "info", "debug_mode=True: upstream's bias overlays stretch the feature "
-                   "map over the raw 1600x900 image, ignoring resize, the bottom crop and flips, "
-                   "so the bias is drawn in the wrong place.")
+def _picture_rule(qid: str):
+    def rule(ctx: CheckpointContext) -> Finding | None:
+        return Finding(qid, "info", _PICTURE_QUIRKS[qid]) if _debug_pictures(ctx) else None
+
+    rule.__name__ = f"_{qid.lower()}"
+    return rule
 
 
-def _q8(ctx: CheckpointContext) -> Finding | None:
-    if not _debug_pictures(ctx):
-        return None
-    return Finding("Q8", "info", "debug_mode=True: upstream's bias pictures say 'Red=+, Blue=-' "
-                   "but draw positive bias blue and negative red, and show only cells beyond the "
-                   "medians.")
+_q6, _q7, _q8 = (_picture_rule(q) for q in ("Q6", "Q7", "Q8"))
 
 
 def _q9(ctx: CheckpointContext) -> Finding | None:

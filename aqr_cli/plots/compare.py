@@ -183,8 +183,11 @@ def attention_heatmap_figure(rows: Mapping[str, np.ndarray], bev_shape, pers_sha
     Colour: one log scale for all panels.
     """
     paths = list(rows)
-    fig = new_figure(16.0, 4.3 * len(paths) + 0.8)
-    outer = fig.add_gridspec(len(paths), 3, width_ratios=[1.0, 2.4, 0.04])
+    height = 4.3 * len(paths) + 0.8
+    # Manual margins: constrained layout over 7 axes per path is several seconds per figure.
+    fig = new_figure(16.0, height, layout=None)
+    outer = fig.add_gridspec(len(paths), 3, width_ratios=[1.0, 2.4, 0.04], left=0.05, right=0.93,
+                             bottom=0.35 / height, top=1 - 0.75 / height, wspace=0.15, hspace=0.3)
     norm = attention_norm([np.asarray(rows[p]) for p in paths])
     im = None
     for i, path in enumerate(paths):
@@ -207,7 +210,7 @@ def attention_heatmap_figure(rows: Mapping[str, np.ndarray], bev_shape, pers_sha
             ax.plot([query_xy[0]], [query_xy[1]], marker="x", color="lime", ms=9, mew=2,
                     label="query position")
             ax.legend(fontsize=6, loc="lower left")
-        cams = camera_axes(fig, outer[i, 1], camera_names=camera_names)
+        cams = camera_axes(fig, outer[i, 1], camera_names=camera_names, wspace=0.25, hspace=0.45)
         for v, cax in cams.items():
             cax.imshow(np.clip(pers[v], norm.vmin, None), cmap="magma", norm=norm,
                        interpolation="nearest")

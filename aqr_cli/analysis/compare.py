@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from aqr_cli.analysis.sources import WeightSource, build_embeddings
+from aqr_cli.analysis.sources import WeightSource, build_embeddings, metas_for_batch
 from aqr_cli.errors import UserError
 
 DEFAULT_SCALES = (0.5, 1.0, 2.5, 5.0, 10.0)
@@ -44,7 +44,7 @@ def _embeddings_for(src: WeightSource) -> tuple[torch.Tensor, torch.Tensor]:
     if ref.shape[0] != q:
         raise UserError(f"{src.label}: {q} queries but the checkpoint has {ref.shape[0]} reference "
                         "points (DN queries cannot be embedded without their noised centres)")
-    metas = src.img_metas[:b] if len(src.img_metas) >= b else src.img_metas * b
+    metas = metas_for_batch(src.img_metas, b)
     with torch.no_grad():
         qb, qr = emb.query_embed(ref[None].expand(b, -1, -1), metas)
         pos = emb.pos_embed(src.cfg.bev_shape, src.cfg.pers_shape, metas)
@@ -89,11 +89,10 @@ def select_queries(src: WeightSource, n: int = 3, sample: int = 0) -> list[int]:
 
 def query_xy(src: WeightSource) -> torch.Tensor:
     """[B, Q, 2] metres of each query's BEV cell centre."""
-    pc = src.cfg.pc_range
-    h, w = src.cfg.bev_shape
-    x = (src.pts_bev[..., 1] + 0.5) * (pc[3] - pc[0]) / w + pc[0]
-    y = (src.pts_bev[..., 0] + 0.5) * (pc[4] - pc[1]) / h + pc[1]
-    return torch.stack([x, y], dim=-1)
+    from aqr_cli.core.geometry import bev_cell_centres
+
+    xy = bev_cell_centres(src.pts_bev[..., 0], src.pts_bev[..., 1], src.cfg.bev_shape, src.cfg.pc_range)
+    return torch.stack(xy, dim=-1)
 
 
 def compare_source(src: WeightSource, *, method: str | None = None, bias_scale: float | None = None,

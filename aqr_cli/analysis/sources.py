@@ -434,6 +434,11 @@ def _pair(t: dict, a: str, b: str):
     return (t[a].float(), t[b].float()) if a in t and b in t else None
 
 
+def metas_for_batch(metas: list, batch_size: int) -> list:
+    """One ``img_metas`` dict per sample: the first ``batch_size``, or the list repeated."""
+    return metas[:batch_size] if len(metas) >= batch_size else metas * batch_size
+
+
 def _dump_pers_from_checkpoint(head, cfg, ov, metas, pts_bev, notes):
     """Camera cells of the dump's matching queries from the checkpoint's reference points."""
     gen = build_generator(cfg, head, ov)
@@ -444,9 +449,10 @@ def _dump_pers_from_checkpoint(head, cfg, ov, metas, pts_bev, notes):
         return None, None
     n_dn = q - ref.shape[0]
     refs = ref[None].expand(b, -1, -1).float()
+    metas = metas_for_batch(metas, b)
     with torch.no_grad():
-        bev, pers, _, _ = gen.project_3d_to_features(refs, metas[:b] if len(metas) >= b else metas * b)
-        view = gen.first_valid_view(refs, metas[:b] if len(metas) >= b else metas * b)
+        bev, pers, _, _ = gen.project_3d_to_features(refs, metas)
+        view = gen.first_valid_view(refs, metas)
     if not torch.equal(bev, pts_bev[:, n_dn:]):
         bad = int((bev != pts_bev[:, n_dn:]).any(-1).sum())
         notes.append(f"warning: {bad} of {ref.shape[0]} BEV cells recomputed from the checkpoint's "

@@ -252,3 +252,15 @@ def project_points_to_cameras(xyz, rig: CameraRig) -> tuple[np.ndarray, np.ndarr
     u_sel = np.where(any_view, u[safe, cols], np.nan)
     v_sel = np.where(any_view, v[safe, cols], np.nan)
     return view, u_sel, v_sel
+
+
+def bev_cell_centres(rows, cols, bev_hw: Sequence[int], pc_range: Sequence[float]):
+    """(x, y) metres of BEV cell centres for (row, col) cells (numpy arrays or tensors alike).
+
+    Row 0 is y = pc_range[1], column 0 is x = pc_range[0]; a cell spans
+    (pc_range[3] - pc_range[0]) / W metres in x and (pc_range[4] - pc_range[1]) / H in y.
+    """
+    h, w = bev_hw
+    x = (cols + 0.5) * (pc_range[3] - pc_range[0]) / w + pc_range[0]
+    y = (rows + 0.5) * (pc_range[4] - pc_range[1]) / h + pc_range[1]
+    return x, y

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from aqr_cli.core.configs import CAMERA_NAMES
+from aqr_cli.core.geometry import bev_cell_centres
 from aqr_cli.plots.style import (
     SIGNED_CMAP, bev_extent, camera_axes, camera_label, draw_boxes_bev, new_figure, signed_norm,
     symmetric_limit, unsigned_norm,
@@ -31,10 +32,7 @@ def _map_norm(maps: Sequence[np.ndarray], clamp: float | None):
 
 def _bev_cells_to_metres(pts_bev: np.ndarray, bev_hw, pc_range) -> np.ndarray:
     """(row, col) cell indices [Q, 2] -> (x, y) metres of the cell centres [Q, 2]."""
-    h, w = bev_hw
-    x = pc_range[0] + (pts_bev[:, 1] + 0.5) * (pc_range[3] - pc_range[0]) / w
-    y = pc_range[1] + (pts_bev[:, 0] + 0.5) * (pc_range[4] - pc_range[1]) / h
-    return np.stack([x, y], axis=1)
+    return np.stack(bev_cell_centres(pts_bev[:, 0], pts_bev[:, 1], bev_hw, pc_range), axis=1)
 
 
 def _bev_axis(ax, pc_range, title: str) -> None:

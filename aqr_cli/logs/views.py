@@ -176,12 +176,14 @@ def kv_lines(pairs: Sequence[tuple[str, str]], width: int) -> list[str]:
         lines: list[str] = []
         for part in str(value).split("\n"):
             lines += textwrap.wrap(part, room, break_long_words=False, break_on_hyphens=False) or [""]
-        if len(key) + 2 > pad:
+        # a word longer than the value column (a path) moves left instead of being cut
+        body = [(" " * min(pad, max(0, width - len(ln)))) + ln for ln in lines]
+        if len(key) + 2 > pad or len(lines[0]) > room:
             out.append(key)
-            out.extend(" " * pad + ln for ln in lines)
+            out.extend(body)
         else:
             out.append(key.ljust(pad) + lines[0])
-            out.extend(" " * pad + ln for ln in lines[1:])
+            out.extend(body[1:])
     return out
 
 

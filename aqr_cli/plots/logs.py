@@ -69,7 +69,8 @@ def _raw_and_smooth(ax, x, y, colour, label, window: int = 5) -> None:
 def loss_figure(runs: Sequence[RunSummary], baseline: RunSummary | None = None) -> Figure:
     """Total loss, the four main components and grad_norm against the iteration, one line per run."""
     keys = ("loss", *MAIN_LOSSES, "grad_norm")
-    fig = new_figure(12.0, 6.4)
+    fig = new_figure(12.0, 6.4, layout=None)
+    fig.subplots_adjust(left=0.06, right=0.985, bottom=0.08, top=0.9, wspace=0.22, hspace=0.22)
     axes = fig.subplots(2, 3, sharex=True)
     labels = run_labels(runs, baseline)
     for ax, key in zip(axes.flat, keys):
@@ -93,7 +94,8 @@ def loss_figure(runs: Sequence[RunSummary], baseline: RunSummary | None = None) 
 
 def cost_figure(runs: Sequence[RunSummary], baseline: RunSummary | None = None) -> Figure:
     """Time per iteration (with each run's median dashed) and GPU memory against the iteration."""
-    fig = new_figure(11.0, 3.8)
+    fig = new_figure(11.0, 3.8, layout=None)
+    fig.subplots_adjust(left=0.07, right=0.985, bottom=0.14, top=0.9, wspace=0.2)
     ax_t, ax_m = fig.subplots(1, 2)
     labels = run_labels(runs, baseline)
     for i, r in enumerate(runs):
@@ -203,7 +205,10 @@ def debug_figure(runs: Sequence[RunSummary], baseline: RunSummary | None = None)
     if not with_dbg:
         return None
     labels = run_labels(runs, baseline)
-    fig = new_figure(12.0, 7.0)
+    fig = new_figure(12.5, 7.0, layout=None)
+    # manual margins: constrained layout costs about a second here; the right margin holds
+    # the band names
+    fig.subplots_adjust(left=0.06, right=0.9, bottom=0.08, top=0.92, wspace=0.32, hspace=0.32)
     (a_mean, a_std), (a_map, a_rel) = fig.subplots(2, 2)
     old = any(k == "modulation" for _, _, k in with_dbg)
     new = any(k == "bias_monitor" for _, _, k in with_dbg)

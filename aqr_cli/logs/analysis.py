@@ -405,7 +405,8 @@ def summarize_log(path: str | os.PathLike) -> RunSummary:
     if config_text is None:
         notes.append("no config in the log (it starts after the config dump, or the run did not "
                      "print one): config quirks not checked")
-    if t.first is not None and not header and (t.first.iter > 50 or (t.first.epoch or 1) > 1):
+    if t.first is not None and "torch" not in header and "seed" not in header \
+            and (t.first.iter > 50 or (t.first.epoch or 1) > 1):
         notes.append(f"the log starts mid-run (first record epoch {t.first.epoch}, iteration "
                      f"{t.first.iter}) and has no header")
     if t.restarts:

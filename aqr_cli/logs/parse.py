@@ -447,7 +447,7 @@ class LogParser:
                 return None
             self._flavours[flavour] += 1
             return rec
-        for flavour, rx in (("mmcv-text", _MMCV_VAL), ("mmengine-text", _ENG_VAL)):
+        for flavour, rx in (("mmengine-text", _ENG_VAL), ("mmcv-text", _MMCV_VAL)):
             m = rx.match(msg)
             if m is None:
                 continue

@@ -224,7 +224,8 @@ def run_lines(run: RunSummary, width: int = 80) -> list[str]:
                       ", ".join(f"{k} {f4(L.losses[k])}" for k in MAIN_LOSSES if k in L.losses)))
         epoch_s = t.epoch_time_s()
         pairs.append(("time/iter", f"median {f4(t.time_median, 3)} s, mean {f4(t.time_mean, 3)} s "
-                      f"(first record left out); epoch ~{_secs(epoch_s)}"))
+                      "(first record left out)"
+                      + (f"; one epoch ~{_secs(epoch_s)}" if epoch_s is not None else "")))
         pairs.append(("memory peak", f"{f4(t.memory_peak, 0)} MB"))
     else:
         pairs.append(("train records", "none"))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import statistics
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +37,8 @@ TP_METRICS = ("mATE", "mASE", "mAOE", "mAVE", "mAAE")
 HEADLINE = ("mAP", "NDS") + TP_METRICS
 MAIN_LOSSES = ("loss_cls", "loss_bbox", "dn_loss_cls", "dn_loss_bbox")
 SERIES_POINTS = 2048
-DEBUG_BLOCKS_KEPT = 4096
-MAX_VAL = 1000
+DEBUG_BLOCKS_KEPT = 256
+MAX_VAL = 100
 MAX_LOSS_KEYS = 1000
 MAX_EVENTS_LISTED = 50
 
@@ -92,6 +91,12 @@ class Thinned:
 
 def _finite(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
+
+
+def _median(values) -> float:
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2.0
 
 
 def _median_from_counts(counts: Counter) -> float | None:
@@ -310,8 +315,8 @@ class _TrainFold:
     def _spike(self, r: TrainRecord) -> None:
         if len(self.recent) < 5:
             return
-        med = statistics.median(self.recent)
-        mad = statistics.median(abs(x - med) for x in self.recent)
+        med = _median(self.recent)
+        mad = _median([abs(x - med) for x in self.recent])
         if r.loss > med + max(6 * 1.4826 * mad, 0.25 * abs(med)):
             self.s.spike_count += 1
             if len(self.s.spikes) < MAX_EVENTS_LISTED:

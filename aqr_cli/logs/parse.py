@@ -57,7 +57,7 @@ _HEAD_BLOCK = re.compile(r"AQR Attention Bias Debug \(Iteration (\d+)\)")
 
 _KV = re.compile(r"^(\s+)([A-Za-z_][\w.\-]*):\s*(.*)$")
 _TOKEN_SPLIT = re.compile(r",\s+|\t+|\s{2,}")
-_TOKEN = re.compile(r"^([^:]+?):\s*(\S.*)$")
+_DURATION = re.compile(r"^\d+:\d{2}:\d{2}$|^\d+ days?")
 _METRIC_PREFIX = re.compile(r"^(?:.*/)?(?=[^/]+$)")
 
 _CHATTER = re.compile(r"^(?:/\S+\.py:\d+: \w*Warning|WARNING:|INFO:|ERROR:|\s+warnings\.warn\(|"
@@ -243,7 +243,7 @@ class LogParser:
     def _text_events(self, fh: BinaryIO) -> Iterator[Event]:
         block: dict[str, Any] | None = None  # the open multi-line section
         for n, text, ended in self._pieces(fh):
-            m = _PREFIX.search(text)
+            m = _PREFIX.search(text) if " - " in text else None
             if m is not None:
                 if block is not None:
                     yield from self._close(block)
@@ -251,7 +251,7 @@ class LogParser:
                 msg = m.group(5).strip()
                 block = yield from self._message(n, msg, ended, m.group(3))
                 continue
-            hdr = self._debug_header(text)
+            hdr = self._debug_header(text) if "Debug" in text or "Monitoring" in text else None
             if hdr is not None:
                 if block is not None:
                     yield from self._close(block)
@@ -517,23 +517,23 @@ def _fields(tail: str) -> tuple[dict[str, float], bool]:
     out: dict[str, float] = {}
     bad = False
     for tok in _TOKEN_SPLIT.split(tail.strip()):
-        tok = tok.strip().rstrip(",")
-        if not tok:
-            continue
-        pairs = [(m.group(1), m.group(2))] if (m := _TOKEN.match(tok)) else []
-        if pairs and " " in pairs[0][1]:
-            pairs = re.findall(r"(\S+):\s+(\S+)", tok)
-        if not pairs:
-            bad = True
-            continue
-        for key, value in pairs:
-            key = key.strip()
-            v = _number(value.strip().rstrip(","))
-            if v is None:
-                if key not in _STRING_FIELDS and not re.match(r"^\d+:\d{2}:\d{2}$|^\d+ day", value):
-                    bad = True
+        key, sep, value = tok.partition(": ")
+        if not sep:
+            key, sep, value = tok.partition(":")
+            if not sep or not key.strip():
+                bad = bad or bool(tok.strip())
                 continue
-            out[key] = v
+        value = value.strip().rstrip(",")
+        if " " in value:
+            pairs = re.findall(r"(\S+):\s+(\S+)", tok)
+        else:
+            pairs = [(key, value)]
+        for key, value in pairs:
+            try:
+                out[key.strip()] = float(value)
+            except ValueError:
+                if key.strip() not in _STRING_FIELDS and not _DURATION.match(value):
+                    bad = True
     return out, bad
 
 

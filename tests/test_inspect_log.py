@@ -286,3 +286,14 @@ def test_thinned_keeps_a_fixed_stride_and_bounded_size():
     for i in range(1000):
         t.add(i)
     assert len(t.items) <= 8 and t.items == list(range(0, 1000, t.stride))
+
+
+def test_ranks_printing_the_same_record_count_once(tmp_path):
+    lines = []
+    for k in range(4):
+        rec = mmcv_line(f"Epoch [1][{(k + 1) * 50}/200]\tlr: 1e-06, time: 1.5, data_time: 0.1, "
+                        f"memory: 100, loss: {3.0 - k}, grad_norm: 2.0")
+        lines += [rec, "projects.mmdet3d_plugin" + rec]  # a second rank, glued to chatter
+    run = summarize_log(write(tmp_path, "ranks.log", "\n".join(lines) + "\n"))
+    assert run.train.records == 4 and run.train.duplicates == 4
+    assert run.train.last.loss == 0.0 and run.train.time_median == 1.5

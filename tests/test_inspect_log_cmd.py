@@ -138,3 +138,16 @@ def test_folder_and_glob_arguments(tmp_path):
     assert [r["name"] for r in json.loads(res.stdout)["runs"]] == ["20251012.log"]
     res = invoke(str(folder / "*.nothing"))
     assert res.exit_code == 1 and res.stderr.startswith("aqr: error:")
+
+
+def test_baseline_named_twice_is_one_run(base_log):
+    res = invoke(base_log, FIXTURE_LOG, "--baseline", base_log, "--json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert [r["path"] for r in doc["runs"]] == [str(base_log), str(FIXTURE_LOG)]
+    assert len(doc["comparison"]) == 1
+
+
+def test_missing_file(tmp_path):
+    res = invoke(tmp_path / "nope.log")
+    assert res.exit_code == 1 and res.stderr.count("\n") == 1 and "no such file" in res.stderr

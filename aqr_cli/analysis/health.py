@@ -50,7 +50,9 @@ BOUND_MARGIN = (1.1, 0.9)  # upstream's debug print: warn below 1.1 x min or abo
 
 
 def _finding(fid: str, severity: str, message: str, band: str | None = None, value=None) -> dict:
-    return {"id": fid, "severity": severity, "message": message, "band": band, "value": value}
+    """A finding in the schema of ``aqr_cli.analysis.findings.Finding.to_dict``."""
+    return {"id": fid, "severity": severity, "message": message,
+            "detail": {"band": band, "value": value}}
 
 
 def scale_health(effective: float | None, *, raw: float | None, learnable: bool, min_scale: float,

@@ -98,8 +98,10 @@ class Sink:
         """A table that never cuts a value (stacked blocks when it does not fit); human mode."""
         if self.json_mode or self.quiet:
             return
-        console().print(fitted_table(columns, rows, width=console().width, title=title,
-                                     caption=caption, right=right))
+        con = console()
+        con.print(fitted_table(columns, rows, width=con.width, title=title, caption=caption,
+                               right=right))
+        con.print()
 
     def kv(self, pairs: Sequence[tuple[str, str]], *, title: str | None = None) -> None:
         """Aligned ``key  value`` lines, values wrapped with a hanging indent; human mode."""

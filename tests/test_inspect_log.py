@@ -297,3 +297,14 @@ def test_ranks_printing_the_same_record_count_once(tmp_path):
     run = summarize_log(write(tmp_path, "ranks.log", "\n".join(lines) + "\n"))
     assert run.train.records == 4 and run.train.duplicates == 4
     assert run.train.last.loss == 0.0 and run.train.time_median == 1.5
+
+
+def test_bias_scale_near_its_bound_uses_the_bias_health_rules(tmp_path):
+    text = "\n".join([bias_monitor_block(1000, scale=4.2), bias_monitor_block(2000, scale=4.7)])
+    run = summarize_log(write(tmp_path, "scale.log", text + "\n"))
+    f = {x.id: x for x in run.findings}
+    assert f["BIAS_SCALE_NEAR_MAX"].severity == "warning"
+    assert f["BIAS_SCALE_RANGE"].severity == "warning"  # 4.7 > the notes' alarm 4.5
+    r = {x.id: x for x in run.debug.readings}
+    assert r["bias_scale"].value == 4.7 and r["bias_scale"].band == "alarm"
+    assert "stuck" not in r["bias_scale"].message

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from aqr_cli.analysis.findings import Finding, sort_findings
+from aqr_cli.analysis.health import BANDS as BIAS_BANDS
+from aqr_cli.analysis.health import scale_health
 from aqr_cli.logs.parse import LogFormatError, LogParser
 from aqr_cli.logs.records import (
     ConfigText,
@@ -52,8 +54,9 @@ WEIGHT_STD_BANDS = ((0.0, 0.05, "AQR learnt nothing"), (0.05, 0.12, "weak discri
 RELATIVE_CHANGE_BANDS = ((0.0, 0.10, "gentle"), (0.10, 0.15, "target (10-15%)"),
                          (0.15, 0.25, "moderate"), (0.25, 0.30, "the notes' ideal (25-30%)"),
                          (0.30, 10.0, "strong"))
-SCALE_NORMAL = (1.0, 4.0)
-SCALE_ALARM = (0.55, 4.5)
+_SCALE_BAND = next(b for b in BIAS_BANDS if b.key == "scale")
+SCALE_NORMAL = (_SCALE_BAND.low, _SCALE_BAND.high)
+SCALE_ALARM = (_SCALE_BAND.alarm_low, _SCALE_BAND.alarm_high)
 PREFERENCE_COLLAPSE = (0.10, 0.90)
 
 
@@ -683,6 +686,7 @@ def log_findings(run: RunSummary) -> list[Finding]:
                 f"memory grew from {t.memory_early:.0f} MB (first records) to "
                 f"{t.last.memory:.0f} MB (last record): a leak or growing buffers.",
                 {"early_mb": t.memory_early, "last_mb": t.last.memory, "peak_mb": t.memory_peak}))
+    out += _bias_scale_health(run)
     if run.skipped["count"]:
         out.append(Finding(
             "LOG-SKIPPED", "info",
@@ -695,6 +699,27 @@ def log_findings(run: RunSummary) -> list[Finding]:
                            "output or end of file); their missing values are absent.",
                            {"count": run.debug.incomplete}))
     return sort_findings(out)
+
+
+def _bias_scale_health(run: RunSummary) -> list[Finding]:
+    """The bias-health rules of ``render-weights`` on the last printed scale (new scheme)."""
+    rows = run.debug.per_forward("bias_monitor")
+    if not rows or rows[-1].get("scale.value") is None:
+        return []
+    last = next(b for b in reversed(run.debug.kept) if b.kind == "bias_monitor")
+    sc = last.sections.get("scale", {})
+    init = None
+    if run.config is not None:
+        item = run.config.attention_bias_config.get("bias_scale")
+        init = item.value if item is not None and isinstance(item.value, (int, float)) else None
+    values = {b.value("scale", "value") for b in run.debug.kept if b.kind == "bias_monitor"}
+    lo = sc.get("min") if isinstance(sc.get("min"), float) else 0.5
+    hi = sc.get("max") if isinstance(sc.get("max"), float) else 5.0
+    found = scale_health(rows[-1]["scale.value"], raw=rows[-1]["scale.value"],
+                         learnable=bool(sc.get("learnable", True)), min_scale=lo, max_scale=hi,
+                         init=init, trained=len(values) == 1 and len(run.debug.kept) > 1)
+    return [Finding(f["id"], f["severity"], f["message"] + " (last debug print)", f["detail"])
+            for f in found]
 
 
 # ---------------------------------------------------------------- runs side by side

@@ -26,7 +26,8 @@ from aqr_cli.plots.style import SIGNED_CMAP, new_figure, signed_norm
 
 RUN_COLOURS = ("#1b6ca8", "#d1495b", "#2a9d8f", "#e9a23b", "#6a4c93", "#3d405b", "#8ab17d",
                "#b56576")
-BAND_COLOURS = ("#f0f0f0", "#dcecf7", "#fbe3d6", "#f6c9c9", "#e6e6e6")
+BAND_COLOURS = ("#f3f3f3", "#e1edf6", "#e4f0dc", "#f8efd4", "#ebe5f2")
+"""Muted tints for reading bands: none close to a run colour."""
 
 
 def run_colour(i: int) -> str:
@@ -124,7 +125,11 @@ def per_class_figure(runs: Sequence[RunSummary], baseline: RunSummary | None = N
     classes = list(dict.fromkeys(c for _, r in with_val for c in r.last_val.per_class_ap))
     others = [(i, r) for i, r in with_val if r is not baseline]
     show_delta = baseline is not None and baseline.last_val is not None and others
-    fig = new_figure(11.0, 6.6 if show_delta else 3.8)
+    fig = new_figure(11.0, 6.6 if show_delta else 3.8, layout=None)
+    if show_delta:
+        fig.subplots_adjust(left=0.07, right=0.99, bottom=0.12, top=0.95, hspace=0.62)
+    else:
+        fig.subplots_adjust(left=0.07, right=0.99, bottom=0.22, top=0.91)
     axes = fig.subplots(2 if show_delta else 1, 1, squeeze=False)[:, 0]
     labels = run_labels(runs, baseline)
     xs = np.arange(len(classes))

@@ -308,3 +308,13 @@ def test_bias_scale_near_its_bound_uses_the_bias_health_rules(tmp_path):
     r = {x.id: x for x in run.debug.readings}
     assert r["bias_scale"].value == 4.7 and r["bias_scale"].band == "alarm"
     assert "stuck" not in r["bias_scale"].message
+
+
+def test_json_log_over_two_epochs_continues_the_iteration_axis(tmp_path):
+    import json
+
+    rows = [json.dumps({"mode": "train", "epoch": e, "iter": i, "time": 1.0, "loss": 1.0})
+            for e in (1, 2) for i in (50, 100)]
+    run = summarize_log(write(tmp_path, "two.log.json", "\n".join(rows) + "\n"))
+    assert [p["x"] for p in run.train.series] == [50, 100, 150, 200]
+    assert run.train.epochs == [1, 2]

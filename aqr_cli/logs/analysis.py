@@ -267,6 +267,10 @@ class _TrainFold:
         self.extra_keys: dict[str, None] = {}
         self.epochs: dict[int, None] = {}
         self.early_mem: list[float] = []
+        # JSON logs do not print N of [i/N]: the last iteration of the first finished epoch
+        # stands in for it, so that later epochs continue the x axis
+        self.inferred_per_epoch: int | None = None
+        self.max_iter = 0
 
     def add(self, r: TrainRecord) -> None:
         s = self.s
@@ -279,7 +283,10 @@ class _TrainFold:
         if r.iters_per_epoch:
             s.iters_per_epoch = max(s.iters_per_epoch or 0, r.iters_per_epoch)
         if r.epoch is not None:
+            if self.epochs and r.epoch not in self.epochs and self.inferred_per_epoch is None:
+                self.inferred_per_epoch = self.max_iter
             self.epochs[r.epoch] = None
+        self.max_iter = max(self.max_iter, r.iter)
         if s.first is None:
             s.first = r
         elif _finite(r.time):
@@ -308,7 +315,7 @@ class _TrainFold:
         for k in r.extra:
             if k not in self.extra_keys and len(self.extra_keys) < MAX_LOSS_KEYS:
                 self.extra_keys[k] = None
-        point = {"x": r.global_iter(s.iters_per_epoch), "epoch": r.epoch, "iter": r.iter,
+        point = {"x": r.global_iter(s.iters_per_epoch or self.inferred_per_epoch), "epoch": r.epoch, "iter": r.iter,
                  "loss": r.loss, "time": r.time, "data_time": r.data_time, "memory": r.memory,
                  "grad_norm": r.grad_norm, "lr": r.lr}
         point.update({k: r.losses[k] for k in MAIN_LOSSES if k in r.losses})

@@ -13,7 +13,6 @@ record but cannot be read are counted with a reason (:attr:`LogParser.skipped`).
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from collections import Counter
@@ -58,7 +57,6 @@ _HEAD_BLOCK = re.compile(r"AQR Attention Bias Debug \(Iteration (\d+)\)")
 _KV = re.compile(r"^(\s+)([A-Za-z_][\w.\-]*):\s*(.*)$")
 _TOKEN_SPLIT = re.compile(r",\s+|\t+|\s{2,}")
 _DURATION = re.compile(r"^\d+:\d{2}:\d{2}$|^\d+ days?")
-_METRIC_PREFIX = re.compile(r"^(?:.*/)?(?=[^/]+$)")
 
 _CHATTER = re.compile(r"^(?:/\S+\.py:\d+: \w*Warning|WARNING:|INFO:|ERROR:|\s+warnings\.warn\(|"
                       r"\s+logger\.warn\(|projects\.|\*{5,}|Setting OMP_NUM_THREADS|fatal: )")
@@ -610,6 +608,3 @@ def _bias_monitor_line(ev: DebugBlock, block: dict[str, Any], text: str) -> int:
         return 1
     return 0
 
-
-def is_finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)

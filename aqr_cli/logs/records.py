@@ -5,9 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-Number = Union[float, int]
-
-
 @dataclass
 class TrainRecord:
     """One training log record (``Epoch [e][i/N]`` or a JSON ``mode: train`` line).

@@ -145,23 +145,6 @@ class LogParser:
         if len(self.examples) < EXAMPLES:
             self.examples.append({"line": line_no, "reason": reason, "text": text[:160]})
 
-    def _raw_lines(self, fh: BinaryIO) -> Iterator[tuple[int, str, bool]]:
-        """(line number, decoded text without newline, ended with a newline)."""
-        n = 0
-        while True:
-            raw = fh.readline(MAX_LINE)
-            if not raw:
-                return
-            n += 1
-            ended = raw.endswith(b"\n")
-            raw = raw.rstrip(b"\n")
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                self.decode_errors += 1
-                text = raw.decode("utf-8", errors="replace")
-            yield n, text, ended
-
     def events(self) -> Iterator[Event]:
         with open(self.path, "rb") as fh:
             if self.kind == "json":
@@ -174,8 +157,7 @@ class LogParser:
     # ------------------------------------------------------------ JSON
 
     def _json_events(self, fh: BinaryIO) -> Iterator[Event]:
-        for n, text, ended in self._raw_lines(fh):
-            self.lines = n
+        for n, text, ended in self._pieces(fh):
             text = text.strip()
             if not text:
                 continue
@@ -190,7 +172,7 @@ class LogParser:
             mode = obj.get("mode")
             if mode == "train":
                 rec = self._train_from_fields(n, obj.get("epoch"), obj.get("iter"), None,
-                                              obj.items())
+                                              _json_numbers(obj))
                 if rec is None:
                     self._skip(n, "train record without iteration", text)
                 else:
@@ -222,15 +204,30 @@ class LogParser:
     # ------------------------------------------------------------ text
 
     def _pieces(self, fh: BinaryIO) -> Iterator[tuple[int, str, bool]]:
-        """Clean text pieces: ANSI codes removed, carriage-return segments split apart."""
-        for n, text, ended in self._raw_lines(fh):
+        """Clean text pieces: ANSI codes removed, carriage-return segments split apart.
+
+        Reads, decodes and cleans in one generator (this loop runs once per line).
+        """
+        readline = fh.readline
+        n = 0
+        while True:
+            raw = readline(MAX_LINE)
+            if not raw:
+                return
+            n += 1
             self.lines = n
+            ended = raw[-1:] == b"\n"
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                self.decode_errors += 1
+                text = raw.decode("utf-8", errors="replace")
             if "\x1b" in text:
                 self.ansi_lines += 1
                 text = _ANSI.sub("", text)
             if "\r" in text:
                 self.carriage_returns += 1
-                parts = [p for p in text.split("\r") if p.strip()]
+                parts = [p for p in text.rstrip("\n").split("\r") if p.strip()]
                 for i, p in enumerate(parts):
                     yield n, p.rstrip(), ended or i < len(parts) - 1
                 if not parts:
@@ -439,7 +436,7 @@ class LogParser:
             if bad:
                 self._skip(n, "unreadable record field", msg)
                 return None
-            rec = self._train_from_fields(n, g.get("e"), g["i"], g["n"], fields.items())
+            rec = self._train_from_fields(n, g.get("e"), g["i"], g["n"], fields)
             if rec is None or (rec.time is None and rec.loss is None):
                 self._skip(n, "record without time or loss", msg)
                 return None
@@ -469,32 +466,41 @@ class LogParser:
         self._skip(n, "unrecognised record", msg)
         return None
 
-    def _train_from_fields(self, n, epoch, it, per, items) -> TrainRecord | None:
+    def _train_from_fields(self, n, epoch, it, per, fields: dict[str, float]) -> TrainRecord | None:
+        """A :class:`TrainRecord` from numeric fields (consumed: the dict is emptied)."""
         it = _int(it)
         if it is None:
             return None
-        rec = TrainRecord(n, _int(epoch), it, _int(per))
-        lrs: list[float] = []
-        for key, value in items:
-            if key in ("mode", "epoch", "iter") or isinstance(value, (str, bool)) or value is None:
-                continue
-            if isinstance(value, dict):
-                lrs.extend(float(v) for v in value.values() if isinstance(v, (int, float)))
-                continue
-            v = float(value)
-            if key in ("time", "data_time", "memory", "loss", "grad_norm"):
-                setattr(rec, key, v)
-            elif key == "lr":
-                rec.lr = v
-            elif key.startswith("lr_") or key.endswith("_lr") or key == "base_lr":
-                lrs.append(v)
-            elif "loss" in key:
-                rec.losses[key] = v
-            else:
-                rec.extra[key] = v
+        pop = fields.pop
+        rec = TrainRecord(n, _int(epoch), it, _int(per), pop("lr", None), pop("time", None),
+                          pop("data_time", None), pop("memory", None), pop("loss", None),
+                          pop("grad_norm", None))
+        lrs = [k for k in fields if k.startswith("lr_") or k.endswith("_lr") or k == "base_lr"]
         if rec.lr is None and lrs:
-            rec.lr = lrs[0]
+            rec.lr = fields[lrs[0]]
+        for k in lrs:
+            del fields[k]
+        losses, extra = rec.losses, rec.extra
+        for key, v in fields.items():
+            if "loss" in key:
+                losses[key] = v
+            else:
+                extra[key] = v
         return rec
+
+
+def _json_numbers(obj: dict) -> dict[str, float]:
+    """Numeric fields of a JSON record; a dict of learning rates becomes ``lr_<group>`` keys."""
+    out: dict[str, float] = {}
+    for key, value in obj.items():
+        if key in ("mode", "epoch", "iter") or isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)):
+            out[key] = float(value)
+        elif isinstance(value, dict) and key == "lr":
+            out.update((f"lr_{k}", float(v)) for k, v in value.items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool))
+    return out
 
 
 def _int(x: Any) -> int | None:
@@ -514,7 +520,10 @@ def _fields(tail: str) -> tuple[dict[str, float], bool]:
     """
     out: dict[str, float] = {}
     bad = False
-    for tok in _TOKEN_SPLIT.split(tail.strip()):
+    tail = tail.strip()
+    # mmcv separates with ", " and a tab; mmengine with two spaces (the slower regex split)
+    tokens = _TOKEN_SPLIT.split(tail) if "  " in tail else tail.replace("\t", ", ").split(", ")
+    for tok in tokens:
         key, sep, value = tok.partition(": ")
         if not sep:
             key, sep, value = tok.partition(":")

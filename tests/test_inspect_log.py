@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -318,3 +319,19 @@ def test_json_log_over_two_epochs_continues_the_iteration_axis(tmp_path):
     run = summarize_log(write(tmp_path, "two.log.json", "\n".join(rows) + "\n"))
     assert [p["x"] for p in run.train.series] == [50, 100, 150, 200]
     assert run.train.epochs == [1, 2]
+
+
+def test_clamp_inferred_from_bev_maps_without_config(tmp_path):
+    """A 2.5+0.6-style log cut before its config: camera maps at 2.5 are within the clamp."""
+    data = FIXTURE_LOG.read_text(encoding="utf-8")
+    start = data.index("Epoch [1][800/4004]")
+    start = data.rindex("\n", 0, start) + 1
+    text = data[start:].replace("max: 1.500000", "max: 2.500000")
+    text = re.sub(r"(weight_map_pers_stats:\n(?:.*\n){3}\s+max: )[\d.]+", r"\g<1>2.500000", text)
+    run = summarize_log(write(tmp_path, "cut25.log", text))
+    r = {x.id: x for x in run.debug.readings}["camera_map_clamp"]
+    assert run.config is None and r.detail["clamp"] == 2.5 and "BEV map maxima" in r.detail["clamp_source"]
+    assert r.band == "within the clamp" and r.value == 2.5 and r.severity == "info"
+    mid = summarize_log(write(tmp_path, "cut15.log", data[start:]))
+    r = {x.id: x for x in mid.debug.readings}["camera_map_clamp"]
+    assert r.detail["clamp"] == 1.5 and r.band == "above the clamp"

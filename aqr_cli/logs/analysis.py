@@ -533,12 +533,31 @@ def _last_group(rows: list[dict]) -> dict | None:
     return rows[-1] if rows else None
 
 
-def _clamp_of(run: RunSummary) -> tuple[float | None, str]:
+def map_maxima(run: RunSummary) -> tuple[float | None, float | None]:
+    """Largest BEV and camera weight-map maxima over the kept old-scheme prints."""
+    def top(section: str) -> float | None:
+        vals = [v for b in run.debug.kept if b.kind == "modulation"
+                and (v := b.value(section, "max")) is not None and math.isfinite(v)]
+        return max(vals) if vals else None
+
+    return top("weight_map_bev_stats"), top("weight_map_pers_stats")
+
+
+def renderer_clamp(run: RunSummary) -> tuple[float | None, str]:
+    """The renderer's ``max_weight_clamp`` and where it comes from.
+
+    From the printed config when there is one; otherwise the largest BEV map maximum, since the
+    old renderer clamps every BEV map (a log cut before its config still tells the clamp of a
+    2.5 run from its BEV maps); None when neither exists.
+    """
     cfg = run.config
     if cfg is not None:
         item = cfg.renderer_config.get("max_weight_clamp")
         if item is not None and isinstance(item.value, (int, float)):
             return float(item.value), "config" if item.source == "file" else "renderer default"
+    bev_max, _ = map_maxima(run)
+    if bev_max is not None and bev_max > 0:
+        return bev_max, "the BEV map maxima (no config in the log)"
     return None, "no config"
 
 
@@ -598,15 +617,10 @@ def _weight_readings(out: list[Reading], row: dict, lidar: str, camera: str) -> 
 
 
 def _clamp_reading(out: list[Reading], run: RunSummary, d: DebugSummary) -> None:
-    bev_max = max((b.value("weight_map_bev_stats", "max") or -math.inf for b in d.kept
-                   if b.kind == "modulation"), default=None)
-    cam_max = max((b.value("weight_map_pers_stats", "max") or -math.inf for b in d.kept
-                   if b.kind == "modulation"), default=None)
-    if cam_max is None or not math.isfinite(cam_max):
+    bev_max, cam_max = map_maxima(run)
+    clamp, src = renderer_clamp(run)
+    if cam_max is None or clamp is None:
         return
-    clamp, src = _clamp_of(run)
-    if clamp is None:
-        clamp, src = 1.5, "renderer default 1.5 assumed (no config in the log)"
     detail = {"camera_map_max": cam_max, "bev_map_max": bev_max, "clamp": clamp,
               "clamp_source": src}
     if cam_max > clamp * 1.001:

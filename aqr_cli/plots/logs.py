@@ -21,6 +21,7 @@ from aqr_cli.logs.analysis import (
     WEIGHT_MEAN_BANDS,
     WEIGHT_STD_BANDS,
     RunSummary,
+    renderer_clamp,
 )
 from aqr_cli.plots.style import SIGNED_CMAP, new_figure, signed_norm
 
@@ -240,10 +241,11 @@ def debug_figure(runs: Sequence[RunSummary], baseline: RunSummary | None = None)
                 a_map.fill_between(x, [row.get(key + ":min", np.nan) for row in rows],
                                    [row.get(key + ":max", np.nan) for row in rows], color=c,
                                    alpha=0.12, linewidth=0)
-            clamp = _clamp(r)
-            a_map.axhline(clamp, color=c, linestyle=":", linewidth=1.0)
-            a_map.text(x[0] if len(x) else 0, clamp, f" clamp {clamp:g}", fontsize=6.5,
-                       va="bottom", color=c)
+            clamp, _ = renderer_clamp(r)
+            if clamp is not None:
+                a_map.axhline(clamp, color=c, linestyle=":", linewidth=1.0)
+                a_map.text(x[0] if len(x) else 0, clamp, f" clamp {clamp:g}", fontsize=6.5,
+                           va="bottom", color=c)
             for key, style, name in (("modulation_effect_bev.relative_change", "-", "BEV"),
                                      ("modulation_effect_pers.relative_change", "--", "camera")):
                 a_rel.plot(x, [row.get(key, np.nan) for row in rows], color=c, linestyle=style,
@@ -283,11 +285,3 @@ def _ymax(ax) -> float:
           if len(ln.get_ydata()) and np.isfinite(np.asarray(ln.get_ydata(), dtype=float)).any()]
     return float(max(ys) * 1.15) if ys else 1.0
 
-
-def _clamp(run: RunSummary) -> float:
-    cfg = run.config
-    if cfg is not None:
-        item = cfg.renderer_config.get("max_weight_clamp")
-        if item is not None and isinstance(item.value, (int, float)):
-            return float(item.value)
-    return 1.5

@@ -239,3 +239,44 @@ def test_dump_with_dn_rows_reports_groups(tmp_path):
     matching = d["camera_weights"][0, dn:]
     assert groups["matching"]["camera"]["mean"] == pytest.approx(float(matching.mean()), abs=1e-6)
     assert "DN vs matching queries" in res.stdout
+
+
+def _inspect(*args):
+    return CliRunner().invoke(app, ["inspect-checkpoint", *map(str, args)], env={"COLUMNS": "120"})
+
+
+@pytest.mark.parametrize("scale, expect", [(4.7, "BIAS_SCALE_NEAR_MAX"), (2.5, "BIAS_SCALE_STUCK")])
+def test_inspect_reports_bias_health(tmp_path, scale, expect):
+    import json
+
+    from conftest import CHECKPOINT
+
+    ck = torch.load(CHECKPOINT, map_location="cpu", weights_only=True)
+    ck["state_dict"]["pts_bbox_head.attention_bias_generator.bias_scale"] = torch.tensor([scale])
+    path = tmp_path / "epoch_6.pth"
+    torch.save(ck, path)
+    res = _inspect(path, "--json")
+    assert res.exit_code == 0, res.stderr
+    found = {f["id"]: f for f in json.loads(res.stdout)["findings"]}
+    assert found[expect]["severity"] == "warning" and found[expect]["detail"]["band"]
+    sev = [f["severity"] for f in json.loads(res.stdout)["findings"]]
+    assert sev == sorted(sev, key=["error", "warning", "info"].index)
+    human = _inspect(path)
+    assert f"{expect} warning" in human.stdout
+
+
+def test_inspect_dump_with_dn_rows(tmp_path):
+    import json
+
+    d = torch.load(DUMP, map_location="cpu", weights_only=False)
+    d["lidar_weights"] = torch.cat([torch.full((1, 70), 0.2), d["lidar_weights"]], 1)
+    d["camera_weights"] = torch.cat([torch.full((1, 70), 0.9), d["camera_weights"]], 1)
+    d["pts_bev"] = torch.cat([torch.zeros(1, 70, 2), d["pts_bev"]], 1)
+    path = tmp_path / "weights_iter_5.pth"
+    torch.save(d, path)
+    res = _inspect(path, "--json")
+    assert res.exit_code == 0, res.stderr
+    g = json.loads(res.stdout)["weights"]["by_query_group"]
+    assert g["dn"]["count"] == 70 and g["dn"]["camera"]["mean"] == pytest.approx(0.9)
+    assert g["matching"]["count"] == 900 and g["all"]["count"] == 970
+    assert "dn queries" in _inspect(path).stdout

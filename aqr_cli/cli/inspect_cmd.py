@@ -431,7 +431,15 @@ def _show_dump(r) -> None:
     for name, label in (("lidar", "LiDAR weights"), ("camera", "camera weights")):
         w = r.weights[name]
         kv.add_row(label, f"mean {w['mean']:.4f}, std {w['std']:.4f}, min {w['min']:.4f}, "
-                   f"max {w['max']:.4f}, {100 * w['share_negative']:.1f}% negative")
+                   f"max {w['max']:.4f}, {100 * w['share_negative']:.1f}% negative (all queries)")
+    groups = r.weights.get("by_query_group") or {}
+    for g in ("matching", "dn"):
+        if groups.get("dn") and groups.get(g):
+            d = groups[g]
+            kv.add_row(f"{g} queries", f"{d['count']}: LiDAR mean {d['lidar']['mean']:.4f} std "
+                       f"{d['lidar']['std']:.4f}; camera mean {d['camera']['mean']:.4f} std "
+                       f"{d['camera']['std']:.4f}; LiDAR > camera "
+                       f"{100 * d['preference']['prefer_lidar']:.1f}%")
     for name, label in (("bev", "BEV map"), ("pers", "camera map")):
         mp = r.maps.get(name)
         if mp:

@@ -23,7 +23,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from aqr_cli.io.outdir import output_folder as output_dir  # noqa: F401  (the --out contract)
+
+
+def output_dir(out, command: str):
+    """The ``--out`` contract (:func:`aqr_cli.io.outdir.output_folder`), imported when used."""
+    from aqr_cli.io.outdir import output_folder
+
+    return output_folder(out, command)
 
 
 def one_line(text: object) -> str:

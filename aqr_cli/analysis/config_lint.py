@@ -484,7 +484,7 @@ def _lost_aqr(index: OriginIndex) -> list[tuple[str, Any, dict[str, Any]]]:
         for path, origin in rec.lost.items():
             k = _aqr_key(path)
             if k is not None and k not in keys:
-                keys[k] = origin
+                keys[k] = rec.origin_of(f"{HEAD}.{k}") or origin
         if keys:
             out.append(("replaced" if isinstance(rec, Replaced) else "deleted", rec, keys))
     return out

@@ -23,8 +23,8 @@ _SEV_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 def inspect_checkpoint_command(
     paths: List[Path] = typer.Argument(
         ..., metavar="PATH", show_default=False,
-        help="Checkpoints (epoch_N.pth, .safetensors, ...) and/or upstream debug dumps "
-             "(weights_iter_N.pth)."),
+        help="Checkpoints (epoch_N.pth, .safetensors, ...), upstream debug dumps "
+             "(weights_iter_N.pth) and/or mmcv config files (linted without a checkpoint)."),
     as_json: bool = typer.Option(
         False, "--json", help="Print one JSON document on stdout (a list for several paths)."),
     keys: bool = typer.Option(
@@ -44,18 +44,26 @@ def inspect_checkpoint_command(
     trust: bool = typer.Option(
         False, "--trust-checkpoint", help="Allow full unpickling of files the safe loader "
         "refuses. This runs code named in the file: only for files you trust."),
+    diff: bool = typer.Option(
+        False, "--diff", help="With two or more configs (or checkpoints): show only the AQR "
+        "settings whose merged values differ between them."),
 ) -> None:
     """Report what AQR parts a checkpoint holds, its config, learned bias scale, weight head,
     reference points and the upstream bugs (spec section 9) it shows; for debug dumps: contents,
-    queries and DN share, and dump quirks. Several paths give one row each.
+    queries and DN share, and dump quirks; for mmcv config files (detected by content): the
+    merged AQR settings with the file and line each comes from, whether AQR ends up on, and the
+    quirks the config alone decides. Several paths give one row each.
 
     Example: aqr inspect-checkpoint work_dirs/cmt_aqr/epoch_*.pth --out inspect_report/
     """
     if keys and out is not None:
         raise typer.BadParameter("--keys prints the key tree only; it cannot be combined with --out",
                                  param_hint="--keys")
+    if diff and (keys or len(paths) < 2):
+        raise typer.BadParameter("--diff compares two or more configs or checkpoints (without "
+                                 "--keys)", param_hint="--diff")
     run_guarded(lambda: _run(paths, as_json=as_json, keys=keys, out=out, rig=rig, config=config,
-                             checkpoint=checkpoint, trust=trust))
+                             checkpoint=checkpoint, trust=trust, diff=diff))
 
 
 # ---------------------------------------------------------------- the command body
@@ -84,7 +92,7 @@ def _warn(text: str) -> None:
 
 
 def _run(paths: list[Path], *, as_json: bool, keys: bool, out: Path | None, rig: Path | None,
-         config: Path | None, checkpoint: Path | None, trust: bool) -> None:
+         config: Path | None, checkpoint: Path | None, trust: bool, diff: bool = False) -> None:
     import warnings
 
     if trust:
@@ -100,6 +108,8 @@ def _run(paths: list[Path], *, as_json: bool, keys: bool, out: Path | None, rig:
     if ok or len(results) > 1:
         if keys:
             _show_keys(results, as_json)
+        elif diff:
+            _show_diff(ok, as_json)
         elif as_json:
             docs = [r.to_dict() for r in results]
             emit_json(_clean(docs[0] if len(results) == 1 else docs))
@@ -136,10 +146,15 @@ def _inspect_all(paths, *, keys, rig, config, checkpoint, trust) -> list:
             ck = load_file(checkpoint, trust=trust, expect="checkpoint")
         except LoadError as e:
             raise UserError(f"--checkpoint: {e}", e.hint) from None
+    from aqr_cli.analysis.config_lint import lint_config, looks_like_config
+
     results: list = []
     for p in paths:
         try:
-            if keys:
+            if looks_like_config(p):
+                results.append(_Failure(p, f"{p}: an mmcv config has no key tree (--keys is for "
+                                        "checkpoints and dumps)") if keys else lint_config(p))
+            elif keys:
                 results.append((p, key_tree(load_file(p, trust=trust))))
             else:
                 results.append(inspect_file(p, rig=rig, config_path=config, trust=trust,
@@ -153,6 +168,8 @@ def _inspect_all(paths, *, keys, rig, config, checkpoint, trust) -> list:
         _warn("--rig is not used for debug dumps: they carry their own lidar2img")
     if checkpoint is not None and "debug_dump" not in kinds and not keys:
         _warn("--checkpoint is used only for debug dumps; no dump was given")
+    if config is not None and "config" in kinds:
+        _warn("--config applies to checkpoints and dumps; config files are linted as given")
     return results
 
 
@@ -300,7 +317,11 @@ def _fmt(x: float | None, d: int = 4) -> str:
 
 
 def _show_one(r) -> None:
-    if r.kind == "debug_dump":
+    if r.kind == "config":
+        from aqr_cli.cli._config_lint_view import render_config
+
+        _console().print(render_config(r), markup=False, highlight=False, soft_wrap=True)
+    elif r.kind == "debug_dump":
         _show_dump(r)
     else:
         _show_checkpoint(r)
@@ -508,11 +529,31 @@ def _natural(name: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
+def _show_diff(reports, as_json: bool) -> None:
+    from aqr_cli.analysis.config_lint import diff_configs
+    from aqr_cli.cli._config_lint_view import render_diff
+
+    d = diff_configs([r for r in reports if getattr(r, "config", None) is not None])
+    if as_json:
+        emit_json(_clean(d.to_dict()))
+    else:
+        _console().print(render_diff(d), markup=False, highlight=False, soft_wrap=True)
+
+
 def _show_table(results) -> None:
     from rich.table import Table
     from rich.text import Text
 
     con = _console()
+    configs = [r for r in results if getattr(r, "kind", None) == "config"]
+    if configs:
+        from aqr_cli.cli._config_lint_view import render_rows
+
+        con.print(render_rows(configs), markup=False, highlight=False, soft_wrap=True)
+        results = [r for r in results if r not in configs]
+        if not any(not isinstance(r, _Failure) for r in results):
+            return
+        con.print()
     good = sorted((r for r in results if not isinstance(r, _Failure)), key=lambda r: _natural(r.name))
     bad = [r for r in results if isinstance(r, _Failure)]
     inits = {r.bias_scale.init for r in good if getattr(r, "bias_scale", None) is not None}

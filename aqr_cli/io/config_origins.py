@@ -35,6 +35,17 @@ _MAX_BASE_DEPTH = 16
 _MAX_STEPS = 200_000  # nodes built or merged; a config is a few thousand
 
 
+def _descend(node: "_Node | None", root: str, path: str) -> "Origin | None":
+    """The origin of the key at dotted ``path`` inside ``node`` (whose own path is ``root``)."""
+    if node is None or not (path == root or path.startswith(root + ".")):
+        return None
+    for part in path[len(root):].split(".")[1:]:
+        if node.children is None or part not in node.children:
+            return None
+        node = node.children[part]
+    return node.origin
+
+
 class _TooBig(Exception):
     """The origin walk would exceed its work budget."""
 
@@ -70,6 +81,11 @@ class Replaced:
     line: int | None  # the discarded assignment
     by_line: int | None  # the assignment that replaces it
     lost: dict[str, Origin] = field(default_factory=dict)  # dotted key path -> where it was set
+    tree: "_Node | None" = field(default=None, repr=False)
+
+    def origin_of(self, path: str) -> Origin | None:
+        """Where the discarded assignment set the key at ``path`` (a dict key included)."""
+        return _descend(self.tree, self.name, path)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "file": self.file, "line": self.line, "by_line": self.by_line,
@@ -84,6 +100,11 @@ class Deleted:
     path: str
     origin: Origin
     lost: dict[str, Origin] = field(default_factory=dict)  # base key paths no longer set
+    tree: "_Node | None" = field(default=None, repr=False)
+
+    def origin_of(self, path: str) -> Origin | None:
+        """Where the replaced ``_base_`` dict set the key at ``path``."""
+        return _descend(self.tree, self.path, path)
 
     def to_dict(self) -> dict:
         return {"path": self.path, "file": self.origin.file, "line": self.origin.line,
@@ -234,7 +255,7 @@ class _Merger:
                 _leaves(v, path, kept, self.budget)
                 gone = {p: o for p, o in lost.items() if p not in kept}
                 if gone:
-                    self.deleted.append(Deleted(path, v.origin, gone))
+                    self.deleted.append(Deleted(path, v.origin, gone, old))
             out[k] = _Node(v.origin, v.children, False)
         return out
 
@@ -331,7 +352,7 @@ class _Tracer:
                 _leaves(node, name, lost, self.budget)
                 self.index.replaced.append(Replaced(
                     name, walker.label, line, last_line,
-                    {p: o for p, o in lost.items() if p not in kept}))
+                    {p: o for p, o in lost.items() if p not in kept}, node))
 
 
 def trace_origins(path: str | os.PathLike) -> OriginIndex:

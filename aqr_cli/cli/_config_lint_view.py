@@ -65,6 +65,10 @@ def _shape(v) -> str:
     return "?" if not v else "x".join("?" if x is None else str(x) for x in v)
 
 
+def _unbuilt(r) -> str:
+    return "" if r.aqr.state in ("on", "half") else " (not built while AQR is off)"
+
+
 def _windows(r) -> str:
     s = r.shapes
     parts = []
@@ -80,20 +84,21 @@ def _windows(r) -> str:
         ws = s.bias_window
         lo, hi = (-ws // 2 + 1, ws // 2) if ws % 2 == 0 else (-(ws // 2), ws // 2)
         parts.append(f"bias window {ws} (offsets {lo}..{hi} at HEAD)")
-    return "; ".join(parts) or "not set"
+    return ("; ".join(parts) or "not set") + _unbuilt(r)
 
 
 def _attention(r) -> list[str]:
-    cfg = r.config
     out = []
     for label, name in (("encoder", "attention.encoder"), ("decoder self", "attention.decoder_self"),
                         ("decoder cross", "attention.decoder_cross")):
         s = r.setting(name)
+        if label == "encoder" and _unbuilt(r):
+            out.append("encoder - (no AQR encoder while AQR is off)")
+            continue
         value = s.value if s is not None else None
         if isinstance(value, list):
             value = ", ".join(map(str, value))
         out.append(f"{label} {value or '-'} ({_where(s, r.path)})" if s is not None else label)
-    del cfg
     return out
 
 
@@ -129,8 +134,9 @@ def render_config(r) -> str:
     out += _aqr_lines(r)
     out += _wrap("attention", "\n".join(_attention(r)))
     det = r.detector_shapes
-    out += _wrap("shapes", f"AQR maps BEV {_shape(r.shapes.bev)}, camera {_shape(r.shapes.pers)}; "
-                 f"detector BEV {_shape(det.get('bev'))}, camera {_shape(det.get('pers'))}")
+    out += _wrap("shapes", f"AQR maps BEV {_shape(r.shapes.bev)}, camera {_shape(r.shapes.pers)}"
+                 f"{_unbuilt(r)}; detector BEV {_shape(det.get('bev'))}, camera "
+                 f"{_shape(det.get('pers'))}")
     out += _wrap("windows", _windows(r))
     cfg = r.config
     data = [f"train: {', '.join(cfg.train_ann_files) or '-'}",
@@ -173,7 +179,8 @@ def render_rows(reports) -> str:
         out.append(f"{r.name}  config")
         out += _aqr_lines(r, indent=2)
         out += _wrap("attention", "; ".join(_attention(r)), indent=2)
-        out += _wrap("maps", f"BEV {_shape(r.shapes.bev)}, camera {_shape(r.shapes.pers)}", indent=2)
+        out += _wrap("maps", f"BEV {_shape(r.shapes.bev)}, camera {_shape(r.shapes.pers)}"
+                     + _unbuilt(r), indent=2)
         out += _wrap("windows", _windows(r), indent=2)
         out += _wrap("findings", _finding_ids(r.findings), indent=2)
     return "\n".join(out)

@@ -221,6 +221,9 @@ def _write_out(out: Path, results: list) -> None:
     reports = [r for r in results if isinstance(r, CheckpointReport)]
     docs = [r.to_dict() for r in results]
     atomic_write_json(out / JSON_NAME, _clean(docs))
+    if all(getattr(r, "kind", None) == "config" for r in results if not isinstance(r, _Failure)):
+        sys.stderr.write(f"aqr: wrote {out / JSON_NAME}\n")  # configs have no epoch figure
+        return
     if not any(r.bias_scale is not None or r.weight_head is not None for r in reports):
         _warn(f"--out: no checkpoint with an AQR bias scale or weight head; {PNG_NAME} not written "
               f"({JSON_NAME} was)")

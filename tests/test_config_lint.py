@@ -212,6 +212,9 @@ def test_cli_human_output_fits_80_columns():
 
 
 def test_every_rule_is_run_or_listed():
+    from aqr_cli.analysis.config_lint import _RULES_BY_ID
+
+    assert set(CONFIG_RULE_IDS) - {"Q33"} <= set(_RULES_BY_ID)
     run_ids = set(CONFIG_RULE_IDS)
     for rule in RULES:
         assert rule.id in run_ids or rule.id in NOT_RUN, rule.id
@@ -371,6 +374,18 @@ def test_1600x640_shapes_against_an_800x320_detector(tmp_path):
     assert "6x20x50" in checks["pers_feature_shape vs detector"].message
     assert checks["bev_feature_shape vs detector"].status == "mismatch"
     assert "checks" in run(r.path).stdout and "mismatch: aqr_config.pers_feature_shape" in run(r.path).stdout
+
+
+def test_json_stays_valid_with_infinite_values(tmp_path):
+    cfg = write(tmp_path / "inf.py", BASE.replace("54.0, 54.0, 3.0]", "54.0, 54.0, 1e999]"))
+    doc = run_json(cfg)  # fails on NaN/Infinity tokens
+    assert doc["config"]["point_cloud_range"]["value"][-1] is None
+    assert ids(lint_config(cfg)) == {}
+
+
+def test_data_only_config_is_not_a_problem(tmp_path):
+    r = lint_config(write(tmp_path / "data_only.py", "data = dict(samples_per_gpu=2)\n"))
+    assert (r.aqr.state, r.aqr.ok) == ("unknown", True) and r.findings == []
 
 
 def test_val_infos_in_the_training_set(tmp_path):

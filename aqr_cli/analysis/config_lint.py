@@ -306,7 +306,7 @@ def lint_config(path: str | os.PathLike) -> ConfigLintReport:
         _detector_checks(shapes, detector, chk)
     view = _RuleView(comps, shapes)
     ctx = CheckpointContext(view, cfg, parsed, {}, "pts_bbox_head.", None)
-    found = [f for qid in CONFIG_RULE_IDS if qid in _RULES_BY_ID
+    found = [f for qid in CONFIG_RULE_IDS if qid != "Q33"
              if (f := _RULES_BY_ID[qid](ctx)) is not None]
     q33 = custom_key_finding(parsed.get(("optimizer", "paramwise_cfg", "custom_keys")),
                              _parameter_names(cfg), full=False)
@@ -516,8 +516,9 @@ def _aqr_status(cfg: AQRConfig, index: OriginIndex, complete: bool) -> AQRStatus
         return AQRStatus("unknown", False, f"the model settings were not read completely ({why}), "
                          "so whether AQR is on cannot be decided")
     if cfg.head_type.source not in ("file", "default") or cfg.head_type.value is None:
-        return AQRStatus("unknown", False, "model.pts_bbox_head is not set: not a CMT detector "
-                         "config, or its head comes from a _base_ that was not read")
+        return AQRStatus("unknown", parsed_ok(cfg), "model.pts_bbox_head is not set: not a CMT "
+                         "detector config (e.g. a _base_ holding only data settings), or its "
+                         "head comes from a _base_ that was not read")
     enable = cfg.head["enable_aqr"]
     en_origin = index.lookup(enable.key) if enable.key else None
     en_where = (f"enable_aqr={enable.value!r} at {_where(en_origin.file, en_origin.line, this)}"
@@ -562,6 +563,11 @@ def _aqr_status(cfg: AQRConfig, index: OriginIndex, complete: bool) -> AQRStatus
     if discarded:
         return AQRStatus("off", False, f"AQR is off ({en_where}); {lost_text}", lines)
     return AQRStatus("off", True, f"AQR is off ({en_where}): a baseline CMT config", lines)
+
+
+def parsed_ok(cfg: AQRConfig) -> bool:
+    """No AQR-relevant assignment was refused by the reader."""
+    return "model" not in cfg.unparsed
 
 
 def _with_lost_settings(f: Finding, index: OriginIndex) -> Finding:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aqr_cli.io.config_ast import _base_spec_of
 from aqr_cli.io.errors import ConfigParseError
 
 _DELETE_KEY = "_delete_"
@@ -260,24 +261,9 @@ class _Merger:
         return out
 
 
-def _base_files(tree: ast.Module) -> list[str]:
-    """The ``_base_`` names of a file when written as a literal (what the reader resolves)."""
-    spec = None
-    for stmt in tree.body:
-        if isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "_base_"
-                                                for t in stmt.targets):
-            spec = stmt.value
-    if spec is None:
-        return []
-    try:
-        value = ast.literal_eval(spec)
-    except (ValueError, SyntaxError, TypeError, RecursionError):
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        return list(value)
-    return []
+def _base_files(tree: ast.Module, label: str) -> list[str]:
+    """The ``_base_`` names of a file, read exactly as the reader reads them."""
+    return _base_spec_of(tree, label)[0]
 
 
 def _json_node(value, where: Origin, budget: _Budget) -> _Node:
@@ -324,7 +310,7 @@ class _Tracer:
             walker.run(tree)
             self.replacements(walker)
             own = {k: v for k, v in walker.names.items() if k != "_base_"}
-            bases = _base_files(tree)
+            bases = _base_files(tree, label)
         if not bases:
             return own
         return _Merger(self.budget, self.index.deleted).merge(own, self.bases(bases, path, stack))

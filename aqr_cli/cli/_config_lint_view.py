@@ -9,21 +9,24 @@ from __future__ import annotations
 
 import os
 import textwrap
+from functools import partial
 from typing import Any
 
-WIDTH = 80
+WIDTH = 80  # the default; the command passes the console width (80 when piped)
 _SOURCES = {"default": "CmtHead default", "unparsed": "not parsed", "missing": "not set"}
 
 
-def _wrap(key: str, value: str, *, indent: int = 0, key_width: int = 12) -> list[str]:
+def _wrap_at(key: str, value: str, *, indent: int = 0, key_width: int = 12,
+          width: int = WIDTH) -> list[str]:
     """``key`` padded to ``key_width``, ``value`` wrapped under it; nothing is cut."""
+    width = max(40, width)
     lead = " " * indent + key.ljust(key_width)
     if len(lead) > indent + key_width:
         lead += " "
-    hang = " " * len(lead) if len(lead) < WIDTH // 2 else " " * (indent + 4)
+    hang = " " * len(lead) if len(lead) < width // 2 else " " * (indent + 4)
     out: list[str] = []
     for i, part in enumerate(str(value).split("\n")):
-        lines = textwrap.wrap(part, WIDTH, initial_indent=lead if i == 0 else hang,
+        lines = textwrap.wrap(part, width, initial_indent=lead if i == 0 else hang,
                               subsequent_indent=hang, break_long_words=False,
                               break_on_hyphens=False) or [(lead if i == 0 else hang).rstrip()]
         out += lines
@@ -116,36 +119,38 @@ def _finding_ids(findings) -> str:
     return "  ".join(parts) or "none"
 
 
-def _aqr_lines(r, indent: int = 0) -> list[str]:
+def _aqr_lines(r, indent: int = 0, width: int = WIDTH) -> list[str]:
+    wrap = partial(_wrap_at, width=width)
     a = r.aqr
     head = f"{a.state}" + ("" if a.ok else " (PROBLEM)")
-    out = _wrap("AQR", f"{head}: {a.message}", indent=indent)
+    out = wrap("AQR", f"{head}: {a.message}", indent=indent)
     if not a.ok and a.lines:
-        out += _wrap("lines", "\n".join(a.lines), indent=indent)
+        out += wrap("lines", "\n".join(a.lines), indent=indent)
     return out
 
 
-def render_config(r) -> str:
+def render_config(r, width: int = WIDTH) -> str:
     """The full view of one config lint."""
+    wrap = partial(_wrap_at, width=width)
     out = [f"{r.name}  config"]
-    out += _wrap("file", r.path)
+    out += wrap("file", r.path)
     if len(r.files) > 1:
-        out += _wrap("_base_", ", ".join(os.path.basename(f) for f in r.files[1:]))
-    out += _aqr_lines(r)
-    out += _wrap("attention", "\n".join(_attention(r)))
+        out += wrap("_base_", ", ".join(os.path.basename(f) for f in r.files[1:]))
+    out += _aqr_lines(r, width=width)
+    out += wrap("attention", "\n".join(_attention(r)))
     det = r.detector_shapes
-    out += _wrap("shapes", f"AQR maps BEV {_shape(r.shapes.bev)}, camera {_shape(r.shapes.pers)}"
+    out += wrap("shapes", f"AQR maps BEV {_shape(r.shapes.bev)}, camera {_shape(r.shapes.pers)}"
                  f"{_unbuilt(r)}; detector BEV {_shape(det.get('bev'))}, camera "
                  f"{_shape(det.get('pers'))}")
-    out += _wrap("windows", _windows(r))
+    out += wrap("windows", _windows(r))
     cfg = r.config
     data = [f"train: {', '.join(cfg.train_ann_files) or '-'}",
             f"val: {', '.join(cfg.val_ann_files) or '-'}"]
     if cfg.val_in_train:
         data.append("the val infos are among the training files (Q34)")
-    out += _wrap("data", "\n".join(data))
+    out += wrap("data", "\n".join(data))
     bad = [c for c in r.checks if c.status != "ok"]
-    out += _wrap("checks", f"{sum(c.status == 'ok' for c in r.checks)} ok"
+    out += wrap("checks", f"{sum(c.status == 'ok' for c in r.checks)} ok"
                  + "".join(f"\n{c.status}: {c.message}" for c in bad))
     out += ["", "AQR settings (merged value, where it comes from)"]
     groups: dict[str, list] = {}
@@ -155,43 +160,45 @@ def render_config(r) -> str:
     for group, rows in groups.items():
         out.append(f"  {group}")
         for key, s in rows:
-            out += _wrap(key, f"{_value(s.value)}  ({_where(s, r.path)})", indent=4, key_width=24)
+            out += wrap(key, f"{_value(s.value)}  ({_where(s, r.path)})", indent=4, key_width=24)
     out += ["", "Findings (spec section 9; config alone)"]
     if not r.findings:
         out.append("  none")
     for f in r.findings:
-        out += _wrap(f.id, f"{f.severity}: {f.message}", indent=2, key_width=6)
+        out += wrap(f.id, f"{f.severity}: {f.message}", indent=2, key_width=6)
     out += ["", "Not checked without a checkpoint, rig or dump"]
     for n in r.not_run:
-        out += _wrap(n["id"], ("partly: " if n["scope"] == "part" else "") + f"needs {n['needs']}",
+        out += wrap(n["id"], ("partly: " if n["scope"] == "part" else "") + f"needs {n['needs']}",
                      indent=2, key_width=10)
     for note in r.notes:
-        out += _wrap("note", note)
+        out += wrap("note", note)
     return "\n".join(out)
 
 
-def render_rows(reports) -> str:
+def render_rows(reports, width: int = WIDTH) -> str:
     """One stacked block per config (several configs side by side)."""
+    wrap = partial(_wrap_at, width=width)
     out: list[str] = []
     for r in reports:
         if out:
             out.append("")
         out.append(f"{r.name}  config")
-        out += _aqr_lines(r, indent=2)
-        out += _wrap("attention", "; ".join(_attention(r)), indent=2)
-        out += _wrap("maps", f"BEV {_shape(r.shapes.bev)}, camera {_shape(r.shapes.pers)}"
+        out += _aqr_lines(r, indent=2, width=width)
+        out += wrap("attention", "; ".join(_attention(r)), indent=2)
+        out += wrap("maps", f"BEV {_shape(r.shapes.bev)}, camera {_shape(r.shapes.pers)}"
                      + _unbuilt(r), indent=2)
-        out += _wrap("windows", _windows(r), indent=2)
-        out += _wrap("findings", _finding_ids(r.findings), indent=2)
+        out += wrap("windows", _windows(r), indent=2)
+        out += wrap("findings", _finding_ids(r.findings), indent=2)
     return "\n".join(out)
 
 
-def render_diff(diff) -> str:
+def render_diff(diff, width: int = WIDTH) -> str:
     """The AQR settings that differ between files, one block per setting, files numbered."""
+    wrap = partial(_wrap_at, width=width)
     out = [f"AQR settings that differ between {len(diff.paths)} files "
            f"({len(diff.settings)} differ, {diff.same} equal and not shown)"]
     for i, path in enumerate(diff.paths, 1):
-        out += _wrap(f"[{i}]", path, indent=2, key_width=5)
+        out += wrap(f"[{i}]", path, indent=2, key_width=5)
     if not diff.settings:
         out.append("none: the merged AQR settings are the same")
     for s in diff.settings:
@@ -204,5 +211,5 @@ def render_diff(diff) -> str:
                 where = f"line {v['line']}" if same else f"{os.path.basename(v['file'])}:{v['line']}"
             else:
                 where = "its config"
-            out += _wrap(f"[{i}]", f"{_value(v['value'])}  ({where})", indent=2, key_width=5)
+            out += wrap(f"[{i}]", f"{_value(v['value'])}  ({where})", indent=2, key_width=5)
     return "\n".join(out)

@@ -69,7 +69,7 @@ def _shape(v) -> str:
 
 
 def _unbuilt(r) -> str:
-    return "" if r.aqr.state in ("on", "half") else " (not built while AQR is off)"
+    return " (not built while AQR is off)" if r.aqr.state == "off" else ""
 
 
 def _windows(r) -> str:

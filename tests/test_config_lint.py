@@ -480,3 +480,23 @@ def test_readme_documents_the_config_lint():
     assert "aqr inspect-checkpoint projects/configs/fusion/cmt_aqr_voxel0100_r50_800x320_cbgs.py" in section
     assert "--diff" in section and "not_run" in section
     assert re.search(r"enable_aqr\s+True\s+\(line 95\)", section)
+
+
+def test_missing_base_leaves_the_state_unknown(tmp_path):
+    cfg = write(tmp_path / "m.py", "_base_ = ['./nope.py']\n"
+                "model = dict(pts_bbox_head=dict(type='CmtHead'))\n")
+    r = lint_config(cfg)
+    assert (r.aqr.state, r.aqr.ok) == ("unknown", False)
+    assert any("nope.py" in n and "not found" in n for n in r.notes)
+    out = run(cfg).stdout
+    assert "unknown (PROBLEM)" in out and "not built while AQR is off" not in out
+
+
+def test_half_configured_by_a_replaced_block(tmp_path):
+    """AQR settings in a first `model =` and only enable_aqr in the second."""
+    cfg = child(tmp_path, head_block() + "model = dict(pts_bbox_head=dict(enable_aqr=True))\n")
+    r = lint_config(cfg)
+    assert (r.aqr.state, r.aqr.ok) == ("half", False)
+    second = line_of(cfg, "model = dict(", 2)
+    assert f"child.py:{second}" in r.aqr.message and "aqr_config" in r.aqr.message
+    assert f"child.py:{line_of(cfg, 'aqr_config=dict(')}: aqr_config (discarded)" in r.aqr.lines

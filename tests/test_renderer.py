@@ -643,3 +643,30 @@ def test_random_shapes_match_naive(method, seed):
     assert _max_err(_quiet(r.render_bev_weights, wts, pts), ref) <= TOL
     ref = naive_pers(method, wts, pp, (V, h, w), sigma=sigma, thr=thr, norm=norm)
     assert _max_err(r.render_perspective_weights(wts, pp), ref) <= TOL
+
+
+@pytest.mark.parametrize("shape", [(128, 128), (37, 53)])
+def test_distance_weighted_integer_path_equals_box_path(shape):
+    # integer centres take the one-table path; it must give the very bits of the per-query
+    # distance boxes (same float32 expressions, same per-cell summation order)
+    h, w = shape
+    weights, pts = _edge_bev(h, w, 2, 300, seed=13)
+    weights, pts = weights.clamp(0, 1), pts.floor()
+    pts[0, :4] = torch.tensor([[-1e9, 5.0], [5.0, 1e9], [-40.0, -40.0], [h + 20.0, 3.0]])
+    r = WeightRenderer(render_method="distance_weighted", bev_feature_shape=shape,
+                       normalize_weights=False)
+    fast = r.render_bev_weights(weights, pts)
+    radius = min(shape) * 0.2
+    boxes = r._distance_boxes(weights, pts[..., 0], pts[..., 1], r._drawn(weights), shape,
+                              radius, int(math.ceil(radius)) + 1)
+    assert float(fast.sum()) > 0
+    assert torch.equal(fast, r._postprocess_weight_map(boxes))
+    assert _max_err(fast, naive_bev("distance_weighted", weights, pts, shape, norm=False)) <= TOL
+
+
+def test_distance_weighted_fractional_centre_takes_box_path():
+    r = WeightRenderer(render_method="distance_weighted", bev_feature_shape=(40, 40))
+    r._distance_stamps = lambda *a: pytest.fail("a fractional centre took the table path")
+    weights, pts = torch.tensor([[0.5, 0.7]]), torch.tensor([[[3.0, 4.0], [10.5, 7.0]]])
+    out = r.render_bev_weights(weights, pts)
+    assert _max_err(out, naive_bev("distance_weighted", weights, pts, (40, 40))) <= TOL

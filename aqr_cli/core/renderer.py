@@ -493,20 +493,67 @@ class WeightRenderer(nn.Module):
         cell in query order, i.e. in upstream's summation order.
         """
         h, w = shape
-        b, q = weights.shape
         radius = min(h, w) * 0.2
         reach = int(math.ceil(radius)) + 1
-        offs = torch.arange(-reach, reach + 1, device=weights.device)
+        cy, cx = rows.to(torch.float32), cols.to(torch.float32)
         drawn = self._drawn(weights)
+        # far centres reach no cell; dropping them keeps float32 cell arithmetic exact below
+        near = (cy > -reach) & (cy < h + reach) & (cx > -reach) & (cx < w + reach)
+        if bool(((cy == cy.floor()) & (cx == cx.floor()) | ~near).all()):
+            return self._distance_stamps(weights, cy, cx, drawn & near, shape, radius, reach)
+        return self._distance_boxes(weights, cy, cx, drawn, shape, radius, reach)
+
+    def _distance_table(self, radius: float, reach: int, device) -> tuple:
+        """``(flat offsets [K], values [K])`` of the cells within ``radius`` of an integer
+        centre, in a canvas of row length ``w + 4*reach`` (see :meth:`_distance_stamps`).
+
+        The values come from the same float32 expression as the general path with centre 0:
+        for an integer centre ``gy - cy`` is exactly the integer offset, so every query's
+        distances and weights are this one table."""
+        offs = torch.arange(-reach, reach + 1, device=device, dtype=torch.float32)
+        dist = torch.sqrt(offs[:, None] ** 2 + offs[None, :] ** 2)
+        dw = torch.exp(-dist / (radius * self.distance_decay))
+        keep = dist <= radius
+        return keep, dw[keep]
+
+    def _distance_stamps(self, weights, cy, cx, drawn, shape, radius, reach) -> torch.Tensor:
+        """'distance_weighted' for integer centres: one precomputed stamp scaled per query.
+
+        Centres within ``reach`` of the map are kept (the others reach nothing), so every cell
+        of every stamp lies on a canvas padded by ``2*reach``: no bounds masks. Each query adds
+        ``w * table`` (one float32 product, as upstream's ``weight * distance_weights``), and
+        one ``scatter_add_`` in (sample, query) order sums every cell in query order.
+        """
+        h, w = shape
+        b = weights.shape[0]
+        pad = 2 * reach
+        rows_c, cols_c = h + 2 * pad, w + 2 * pad
+        keep, table = self._distance_table(radius, reach, weights.device)
+        span = torch.arange(-reach, reach + 1, device=weights.device)
+        offsets = (span[:, None] * cols_c + span[None, :])[keep]  # [K]
+        sample, query = drawn.nonzero(as_tuple=True)  # (sample, query) order
+        centre = ((sample * rows_c + cy[sample, query].long() + pad) * cols_c
+                  + cx[sample, query].long() + pad)
+        index = (centre[:, None] + offsets[None, :]).view(-1)
+        values = weights[sample, query][:, None] * table.to(weights.dtype)[None, :]
+        out = weights.new_zeros(b * rows_c * cols_c)
+        out.scatter_add_(0, index, values.view(-1))
+        return out.view(b, rows_c, cols_c)[:, pad:pad + h, pad:pad + w].contiguous()
+
+    def _distance_boxes(self, weights, cy, cx, drawn, shape, radius, reach) -> torch.Tensor:
+        """'distance_weighted' for any centres: distances over a box around each centre,
+        computed per query in blocks of bounded memory."""
+        h, w = shape
+        b, q = weights.shape
+        offs = torch.arange(-reach, reach + 1, device=weights.device)
         out = torch.zeros(b, h * w + 1, dtype=weights.dtype, device=weights.device)
         step = max(1, _BLOCK_ELEMENTS // (max(b, 1) * offs.numel() ** 2))
         for start in range(0, q, step):  # blocks of queries, bounded memory
             sl = slice(start, start + step)
-            cy = rows[:, sl].to(torch.float32)[..., None, None]
-            cx = cols[:, sl].to(torch.float32)[..., None, None]
-            gy = torch.floor(cy) + offs[:, None]  # [B, q, 2r+1, 1] candidate rows
-            gx = torch.floor(cx) + offs[None, :]  # [B, q, 1, 2r+1] candidate cols
-            dist = torch.sqrt((gy - cy) ** 2 + (gx - cx) ** 2)
+            by, bx = cy[:, sl, None, None], cx[:, sl, None, None]
+            gy = torch.floor(by) + offs[:, None]  # [B, q, 2r+1, 1] candidate rows
+            gx = torch.floor(bx) + offs[None, :]  # [B, q, 1, 2r+1] candidate cols
+            dist = torch.sqrt((gy - by) ** 2 + (gx - bx) ** 2)
             dw = torch.exp(-dist / (radius * self.distance_decay))
             val = weights[:, sl, None, None] * dw.to(weights.dtype)
             ok = (dist <= radius) & (gy >= 0) & (gy < h) & (gx >= 0) & (gx < w)

@@ -94,13 +94,15 @@ class _Canvas(NamedTuple):
     ``[h, w]`` grid land in rows ``0 .. 2*pad`` (top padding of map 0): neither reaches a real
     row.
 
-    ``lookup [views * (h+2) * (w+2), k]`` holds the canvas index of every tap for the key
+    ``lookup [views * (h+2) * (w+2)]`` holds the canvas index of the centre tap for the key
     ``(v*(h+2) + y+1)*(w+2) + x+1`` of view ``v`` and truncated cell ``(y, x)`` clamped to
-    ``low`` / ``high`` = (0, -1, -1) / (V-1, h, w); ``strides = ((h+2)*(w+2), w+2, 1)``,
-    ``row_length = w + 2``.
+    ``low`` / ``high`` = (0, -1, -1) / (V-1, h, w) (off the grid: row ``pad`` of map 0);
+    tap ``t`` of a query lies ``t*w`` further (``tap_offsets [k]``).
+    ``strides = ((h+2)*(w+2), w+2, 1)``, ``row_length = w + 2``.
     """
 
     lookup: torch.Tensor
+    tap_offsets: torch.Tensor
     views: int
     rows: int
     top: int
@@ -116,25 +118,27 @@ class _Canvas(NamedTuple):
         b, q, d = clamped.shape
         keys = clamped.long() @ (self.strides if d == 3 else self.strides[1:])
         keys += self.row_length + 1  # the +1 shift of y and x
-        return self.lookup.index_select(0, keys.view(-1)).view(b, q * self.lookup.shape[1])
+        centre = self.lookup.index_select(0, keys.view(-1))
+        return (centre[:, None] + self.tap_offsets).view(b, q * self.tap_offsets.shape[0])
 
 
 @functools.lru_cache(maxsize=8)
 def _canvas(views: int, h: int, w: int, pad: int, device: torch.device) -> _Canvas:
     """The :class:`_Canvas` for ``views`` maps ``[h, w]`` and ``2*pad + 1`` taps (cached)."""
-    y = torch.arange(-1, h + 1, device=device).view(1, -1, 1, 1)  # clamped rows -1 .. h
-    x = torch.arange(-1, w + 1, device=device).view(1, 1, -1, 1)
+    y = torch.arange(-1, h + 1, device=device).view(1, -1, 1)  # clamped rows -1 .. h
+    x = torch.arange(-1, w + 1, device=device).view(1, 1, -1)
     top, taps = 2 * pad + 1, torch.arange(-pad, pad + 1, device=device)
     rows = top + h + pad
-    view = torch.arange(views, device=device).view(-1, 1, 1, 1)
-    index = (view * rows + top + y + taps) * w + x
+    view = torch.arange(views, device=device).view(-1, 1, 1)
+    centre = (view * rows + top + y) * w + x
     inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)
-    off_grid = taps + pad  # rows 0 .. 2*pad of the top padding of map 0
-    lookup = torch.where(inside, index, off_grid * w).reshape(-1, taps.numel())
+    off_grid = pad * w  # its taps fill rows 0 .. 2*pad of the top padding of map 0
+    lookup = torch.where(inside, centre, off_grid).reshape(-1)
     strides = torch.tensor([(h + 2) * (w + 2), w + 2, 1], device=device)
     low = torch.tensor([0.0, -1.0, -1.0], device=device)
     high = torch.tensor([views - 1.0, h, w], device=device)
-    return _Canvas(lookup, views, rows, top, views * rows * w, w + 2, strides, low, high)
+    return _Canvas(lookup, taps * w, views, rows, top, views * rows * w, w + 2, strides, low,
+                   high)
 
 
 def _real_rows(flat: torch.Tensor, canvas: _Canvas, h: int, w: int) -> torch.Tensor:
@@ -192,7 +196,7 @@ def _stamp_separable(index, drawn, separable, canvas, shape) -> torch.Tensor:
     # the canvas, with `half` spare zeros on each side for the column blocks' windows
     storage = drawn.new_zeros(b * canvas.length + 2 * half)
     flat = storage[half:half + b * canvas.length].view(b, canvas.length)
-    values = drawn.view(-1, 1) @ col_taps.view(1, -1)  # [B*Q, k] products w * c
+    values = drawn.view(-1, 1) * col_taps  # [B*Q, k] products w * c
     flat.scatter_add_(1, index, values.view(index.shape))
     if columns.dim() == 2:
         maps = _real_rows(flat, canvas, h, w)

@@ -267,16 +267,42 @@ def from_scene(cfg, rig, ov: Overrides, head: dict | None, label: str, kind: str
         query_embed=query, pos_embed=pos, head_state=head or {}, img_metas=metas, notes=notes)
 
 
+# (resolved path, size, mtime, trust) -> (loaded, head, warnings of the load): a batch of dumps
+# with one --checkpoint reads and unpickles it once per process.
+_CHECKPOINTS: dict = {}
+
+
 def load_checkpoint_source(path: str, trust: bool = False):
-    """Load a checkpoint (safely) and return (loaded file, head state_dict)."""
+    """Load a checkpoint (safely) and return (loaded file, head state_dict).
+
+    Cached per process while the file is unchanged; the warnings of the first load are
+    emitted again on every call, so each source still collects its quirks.
+    """
+    import warnings
+
     from aqr_cli.io.checkpoint import load_checkpoint
 
-    loaded = load_checkpoint(path, trust=trust)
-    head = _head_state(loaded)
-    if not any(k.startswith("aqr_weight_generator.") for k in head):
-        raise UserError(f"{path}: no AQR weight generator in this checkpoint "
-                        "(no pts_bbox_head.aqr_weight_generator.* keys)")
-    return loaded, head
+    try:
+        st = Path(path).stat()
+        key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, bool(trust))
+    except OSError:
+        key = None
+    hit = _CHECKPOINTS.get(key) if key is not None else None
+    if hit is None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loaded = load_checkpoint(path, trust=trust)
+        head = _head_state(loaded)
+        if not any(k.startswith("aqr_weight_generator.") for k in head):
+            raise UserError(f"{path}: no AQR weight generator in this checkpoint "
+                            "(no pts_bbox_head.aqr_weight_generator.* keys)")
+        hit = (loaded, head, list(caught))
+        if key is not None:
+            _CHECKPOINTS.clear()  # one checkpoint at a time is what batches use
+            _CHECKPOINTS[key] = hit
+    for w in hit[2]:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return hit[0], hit[1]
 
 
 def checkpoint_settings(loaded, ov: Overrides) -> tuple[ReferenceConfig, str]:
@@ -439,9 +465,24 @@ def metas_for_batch(metas: list, batch_size: int) -> list:
     return metas[:batch_size] if len(metas) >= batch_size else metas * batch_size
 
 
+_GENERATORS: dict = {}
+
+
+def _projecting_generator(cfg, head: dict, ov: Overrides):
+    """``build_generator`` for projections only, reused across the dumps of one checkpoint
+    (same head object, same generator settings and shapes)."""
+    key = (id(head), repr(sorted(cfg.aqr_config.items())), tuple(cfg.bev_shape),
+           tuple(cfg.pers_shape), ov.seed, ov.activation, ov.honour_lam)
+    hit = _GENERATORS.get(key)
+    if hit is None or hit[0] is not head:
+        _GENERATORS.clear()
+        hit = _GENERATORS[key] = (head, build_generator(cfg, head, ov))
+    return hit[1]
+
+
 def _dump_pers_from_checkpoint(head, cfg, ov, metas, pts_bev, notes):
     """Camera cells of the dump's matching queries from the checkpoint's reference points."""
-    gen = build_generator(cfg, head, ov)
+    gen = _projecting_generator(cfg, head, ov)
     ref = head.get("reference_points.weight")
     b, q = pts_bev.shape[:2]
     if ref is None or ref.shape[0] > q:
@@ -451,8 +492,7 @@ def _dump_pers_from_checkpoint(head, cfg, ov, metas, pts_bev, notes):
     refs = ref[None].expand(b, -1, -1).float()
     metas = metas_for_batch(metas, b)
     with torch.no_grad():
-        bev, pers, _, _ = gen.project_3d_to_features(refs, metas)
-        view = gen.first_valid_view(refs, metas)
+        bev, pers, _, _, view = gen.project_with_views(refs, metas)
     if not torch.equal(bev, pts_bev[:, n_dn:]):
         bad = int((bev != pts_bev[:, n_dn:]).any(-1).sum())
         notes.append(f"warning: {bad} of {ref.shape[0]} BEV cells recomputed from the checkpoint's "

@@ -331,6 +331,11 @@ class AQRWeightGenerator(nn.Module):
         """[B, Q] int64: view picked by ``project_3d_to_features``, -1 = none (pre-sentinel)."""
         return self._project(ref_points, img_metas, warn=False)[4]
 
+    def project_with_views(self, ref_points: torch.Tensor, img_metas):
+        """``project_3d_to_features`` and ``first_valid_view`` from one projection:
+        ``(pts_bev, pts_pers, pts_idx, pts_pers_idx, view)`` (same warnings as the former)."""
+        return self._project(ref_points, img_metas)
+
     def _project(self, ref_points, img_metas, warn: bool = True):
         b, n_q = self._check_ref_points(ref_points, img_metas)
         ref_points = ref_points.float()  # upstream projects in float32

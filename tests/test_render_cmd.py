@@ -183,7 +183,11 @@ def test_figures_use_zero_centred_signed_scales():
     fig = bias_heatmap_figure(bev, np.zeros((6, 4, 5)), [-54, -54, -5, 54, 54, 3], 2.5)
     ims = [im for ax in fig.axes for im in ax.get_images()]
     assert len(ims) == 7 and all(isinstance(im.norm, TwoSlopeNorm) for im in ims)
-    assert all(im.norm.vcenter == 0 and im.norm.vmax == pytest.approx(2.5) for im in ims)
+    # fixed range by default: the final clamp bound, whatever the data or the scale
+    assert all(im.norm.vcenter == 0 and im.norm.vmax == pytest.approx(5.0) for im in ims)
+    auto = bias_heatmap_figure(bev, np.zeros((6, 4, 5)), [-54, -54, -5, 54, 54, 3], 2.5,
+                               range_mode="auto")
+    assert all(im.norm.vmax == pytest.approx(2.0) for ax in auto.axes for im in ax.get_images())
     labels = [ax.get_ylabel() for ax in fig.axes]
     assert any("attention bias (logits)" in lab for lab in labels)
     fig = bev_weight_figure(np.ones((16, 16)), np.linspace(-1, 1, 5), np.zeros((5, 2)),

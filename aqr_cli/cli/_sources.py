@@ -40,6 +40,9 @@ Sigma = Annotated[Optional[float], typer.Option("--sigma", help="Renderer gaussi
 BiasWindow = Annotated[Optional[int], typer.Option("--bias-window", help="Bias window_size (cells).")]
 BiasScale = Annotated[Optional[float], typer.Option("--bias-scale", help="Raw bias_scale to use instead of "
                                                     "the checkpoint's (clamped as upstream when learnable).")]
+BiasRange = Annotated[str, typer.Option("--bias-range", help="Colour range of bias heatmaps: fixed "
+                                        "(+-min(5, max_scale), the final clamp; runs compare by eye) "
+                                        "or auto (+-max |b| of this run).")]
 Activation = Annotated[Optional[str], typer.Option("--activation", help="Weight activation: tanh (HEAD) or "
                                                    "sigmoid (logged runs).")]
 Lam = Annotated[Optional[str], typer.Option("--lam", help="Encoder local attention mask: config (upstream "
@@ -65,6 +68,8 @@ def validate(sources: list, o: dict) -> None:
         bad("choose 800x320 or 1600x640", "--reference")
     if o["activation"] not in (None, "tanh", "sigmoid"):
         bad("choose tanh or sigmoid", "--activation")
+    if o.get("bias_range", "fixed") not in ("fixed", "auto"):
+        bad("choose fixed or auto", "--bias-range")
     if o["lam"] not in (None, "config", "honour", "ignore"):
         bad("choose config, honour or ignore", "--lam")
     if o["features"] is not None and o["checkpoint"] is None:

@@ -37,6 +37,7 @@ def compare_modes_command(
     sigma: S.Sigma = None,
     bias_window: S.BiasWindow = None,
     bias_scale: S.BiasScale = None,
+    bias_range: S.BiasRange = "fixed",
     activation: S.Activation = None,
     lam: S.Lam = None,
     batch_size: S.BatchSize = 1,
@@ -59,7 +60,8 @@ def compare_modes_command(
     """
     opts = dict(out=out, synthetic=synthetic, checkpoint=checkpoint, features=features,
                 weights=weights, reference=reference, rig=rig, method=method, sigma=sigma,
-                bias_window=bias_window, bias_scale=bias_scale, activation=activation, lam=lam,
+                bias_window=bias_window, bias_scale=bias_scale, bias_range=bias_range,
+                activation=activation, lam=lam,
                 batch_size=batch_size, sample=sample, seed=seed, as_json=as_json, trust=trust)
     if width not in ("zero_pad", "orthogonal", "skip"):
         raise typer.BadParameter("choose zero_pad, orthogonal or skip", param_hint="--width")

@@ -110,3 +110,39 @@ def draw_boxes_bev(ax: Axes, boxes: np.ndarray, labels: Sequence[str] | None = N
 def bev_extent(pc_range: Sequence[float]) -> list[float]:
     """imshow extent (left, right, bottom, top) in metres for a [H, W] map with row 0 at y_min."""
     return [pc_range[0], pc_range[3], pc_range[1], pc_range[4]]
+
+
+def weight_scale(activation: str):
+    """(cmap, norm, axis limits, label) for per-query weights of ``activation``.
+
+    tanh weights live in [-1, 1] (diverging, centred at 0); sigmoid weights in [0, 1]
+    (sequential).
+    """
+    if activation == "sigmoid":
+        return UNSIGNED_CMAP, unsigned_norm(1.0), (0.0, 1.0), "AQR weight (sigmoid, in [0, 1])"
+    return SIGNED_CMAP, signed_norm(1.0), (-1.0, 1.0), "AQR weight (tanh, in [-1, 1])"
+
+
+def caption_lines(fig: Figure, title: str, subtitle: str = "", notes: Sequence[str] = ()) -> list[str]:
+    """The title, then the run's subtitle and notes wrapped to the figure width."""
+    import textwrap
+
+    width_chars = max(60, int(fig.get_figwidth() * 11.5))
+    lines = [title] if title else []
+    for text in ([subtitle] if subtitle else []) + [n for n in notes if n]:
+        lines.extend(textwrap.wrap(text, width_chars))
+    return lines
+
+
+def caption_title(fig: Figure, title: str, subtitle: str = "", notes: Sequence[str] = ()) -> float:
+    """Set the figure title: ``title``, then the run's subtitle (source kind, configuration,
+    sample, changed settings; :meth:`aqr_cli.analysis.caption.RunCaption.subtitle`) and
+    ``notes``, wrapped to the figure width. Returns the top of the free area as a figure
+    fraction, for builders that place their axes by hand.
+    """
+    lines = caption_lines(fig, title, subtitle, notes)
+    if not lines:
+        return 0.97
+    fig.suptitle("\n".join(lines), y=0.995, va="top", fontsize=10.5, linespacing=1.25)
+    header_in = 0.12 + 0.2 * len(lines) + 0.3
+    return max(0.5, 1.0 - header_in / fig.get_figheight())

@@ -143,6 +143,9 @@ def caption_title(fig: Figure, title: str, subtitle: str = "", notes: Sequence[s
     lines = caption_lines(fig, title, subtitle, notes)
     if not lines:
         return 0.97
+    if fig.get_layout_engine() is not None:   # constrained layout places an auto-positioned title
+        fig.suptitle("\n".join(lines), fontsize=10.5, linespacing=1.25)
+        return 1.0
     fig.suptitle("\n".join(lines), y=0.995, va="top", fontsize=10.5, linespacing=1.25)
     header_in = 0.12 + 0.2 * len(lines) + 0.3
     return max(0.5, 1.0 - header_in / fig.get_figheight())

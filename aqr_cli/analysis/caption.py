@@ -75,13 +75,12 @@ def _name(path) -> str | None:
 def source_kind(src, opts: Mapping) -> str:
     """The source in words: debug dump, checkpoint on a synthetic scene, synthetic scene with
     generator (random or checkpoint) or scene-model weights, or a generator re-run on features."""
-    ck = _name(opts.get("checkpoint"))
+    ck = _name(getattr(src, "checkpoint_path", None) or opts.get("checkpoint"))
     seed = opts.get("seed", 0)
     scene_weights = opts.get("weights") == "scene"
     if src.kind == "dump":
         it = f", iteration {src.iteration}" if src.iteration is not None else ""
         with_ck = (f", settings and camera cells from checkpoint {ck}" if src.head_state and ck else
-                   ", settings from the checkpoint of its folder" if src.head_state else
                    ", reference settings (no checkpoint)")
         return f"debug dump {src.label}{it}{with_ck}"
     if src.kind == "features":

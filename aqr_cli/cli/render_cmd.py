@@ -91,8 +91,7 @@ def _run_body(paths: list, **o) -> None:
             for (src, quirks), sub in zip(loaded, names):
                 docs.append(_render_one(src, quirks, stage / sub if sub else stage, o))
                 advance()
-            if len(loaded) > 1:
-                _write_evolution(docs, names, stage)
+            _write_evolution(docs, names, stage)
     _report(sink, docs, names, o)
 
 
@@ -209,13 +208,29 @@ def _no_pers(cw):
     return np.full((cw.shape[0], 3), -1.0)
 
 
+def evolution_docs(docs: list, names: list) -> list[tuple[dict, str]]:
+    """The dumps among the sources, in iteration order (file names need not follow it, Q38):
+    an evolution is over one run's dumps only, never checkpoints or synthetic scenes."""
+    dumps = [(d, n) for d, n in zip(docs, names) if d["source"]["kind"] == "dump"]
+    if len(dumps) < 2:
+        return []
+    return sorted(dumps, key=lambda dn: (dn[0]["source"]["iteration"] is None,
+                                         dn[0]["source"]["iteration"] or 0))
+
+
 def _write_evolution(docs: list, names: list, stage: Path) -> None:
+    """``evolution.json`` / ``evolution.png`` over the dumps (two or more), in iteration order."""
     from aqr_cli.io.atomic import atomic_save_figure, atomic_write_json
     from aqr_cli.plots.evolution import evolution_figure
 
-    rows = [_evolution_row(d, n) for d, n in zip(docs, names)]
+    pairs = evolution_docs(docs, names)
+    if not pairs:
+        return
+    rows = [_evolution_row(d, n) for d, n in pairs]
     atomic_write_json(stage / EVOLUTION_JSON, rows)
-    atomic_save_figure(evolution_figure(rows), stage / EVOLUTION_PNG)
+    act = {d.get("caption", {}).get("activation", "tanh") for d, _ in pairs}
+    atomic_save_figure(evolution_figure(rows, activation=act.pop() if len(act) == 1 else "mixed"),
+                       stage / EVOLUTION_PNG)
 
 
 def _evolution_row(doc: dict, name: str) -> dict:
@@ -257,7 +272,7 @@ def _report(sink, docs: list, names: list, o: dict) -> None:
             sink.note(f"re-render vs dump: BEV max |diff| {fid['bev_max_abs_diff']:.2e}"
                       + (f", camera {fid['camera_max_abs_diff']:.2e}" if fid["camera_max_abs_diff"] is not None
                          else ", camera not re-rendered (no --checkpoint)"), source=label)
-    sink.wrote(_count_files(docs, len(docs) > 1), o["out"])
+    sink.wrote(_count_files(docs, bool(evolution_docs(docs, names))), o["out"])
 
 
 def _count_files(docs: list, with_evolution: bool) -> int:

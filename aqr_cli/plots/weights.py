@@ -217,7 +217,7 @@ def query_panel_figure(lidar: np.ndarray, camera: np.ndarray, shares: dict, titl
     fig = new_figure(14.0, 5.0, layout=None)
     ax_sc, ax_h, ax_bar = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.1, 1.3, 0.9]})
     top = caption_title(fig, title or "Per-query AQR weights", subtitle)
-    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.13, top=top, wspace=0.28)
+    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.2, top=top, wspace=0.28)
     _, _, (lo, hi), _ = weight_scale(activation)
     pad = 0.02 * (hi - lo)
     diff = lidar - camera
@@ -230,8 +230,8 @@ def query_panel_figure(lidar: np.ndarray, camera: np.ndarray, shares: dict, titl
               title=f"Per-query weights (n = {lidar.size})")
     ax_sc.legend(handles=[Line2D([], [], ls="", marker="o", color=c, label=l) for c, l in
                           (("tab:orange", "LiDAR > camera"), ("tab:blue", "camera > LiDAR"),
-                           ("0.55", "|diff| < 0.2"))], fontsize=7,
-                 loc="lower right" if activation == "tanh" else "upper left")
+                           ("0.55", "|diff| < 0.2"))], fontsize=7, ncol=3, handletextpad=0.2,
+                 columnspacing=0.8, loc="upper center", bbox_to_anchor=(0.5, -0.16))  # off the data
     bins = np.linspace(lo, hi, 41)
     ax_h.hist(lidar, bins=bins, histtype="step", lw=1.8, color="tab:orange", label="LiDAR")
     ax_h.hist(camera, bins=bins, histtype="step", lw=1.8, color="tab:blue", label="camera")

@@ -25,7 +25,9 @@ def _map_norm(maps: Sequence[np.ndarray], clamp: float | None):
     hi = max(float(np.max(m)) for m in maps)
     if lo < 0:
         return SIGNED_CMAP, signed_norm(max(abs(lo), hi))
-    return "magma", unsigned_norm(max(hi, 1e-6))
+    if hi <= 0:   # all zero: a 1e-6 range would dress an empty map up as data
+        return "magma", unsigned_norm(clamp or 1.0)
+    return "magma", unsigned_norm(hi)
 
 
 def _flag(ax, text: str | None, *, loc: str = "top") -> None:
@@ -98,7 +100,7 @@ def bev_weight_figure(weight_map: np.ndarray, lidar_weights: np.ndarray, pts_bev
     off = int((~inside).sum())
     _bev_axis(ax_q, pc_range, f"Per-query LiDAR weights ({int(inside.sum())} queries on the grid"
               + (f", {off} off it)" if off else ")"))
-    ax_q.set_facecolor("0.92")
+    ax_q.set_facecolor("0.92" if activation == "tanh" else "0.45")  # contrast with the colour map's ends
     if boxes is not None and len(boxes):
         for ax, color in ((ax_map, "cyan"), (ax_q, "black")):
             draw_boxes_bev(ax, boxes, box_labels, color=color)
@@ -119,6 +121,9 @@ def camera_weight_figure(pers_map: np.ndarray, camera_weights: np.ndarray, pts_p
     if pts_pers is None:
         notes.append("camera cells unknown (a dump stores no pts_pers; pass --checkpoint): maps as "
                      "stored in the dump, no query markers")
+    flag = _map_flag(pers_map, clamp, method)
+    if flag:
+        notes.insert(0, f"camera maps {flag}")
     if pts_pers is not None and unseen is not None and unseen.any():
         notes.append(f"red x at FRONT (0, 0): {int(unseen.sum())} queries no camera sees are drawn "
                      "there by upstream's sentinel (Q3); they are not marked as queries")
@@ -128,7 +133,6 @@ def camera_weight_figure(pers_map: np.ndarray, camera_weights: np.ndarray, pts_p
     cmap, norm = _map_norm([pers_map], clamp)
     w_cmap, w_norm, _, w_label = weight_scale(activation)
     im, sc = None, None
-    flag = _map_flag(pers_map, clamp, method)
     for v, ax in axes.items():
         im = ax.imshow(pers_map[v], cmap=cmap, norm=norm, interpolation="nearest", aspect="equal")
         name = camera_label(camera_names[v])
@@ -144,8 +148,6 @@ def camera_weight_figure(pers_map: np.ndarray, camera_weights: np.ndarray, pts_p
         ax.set_title(f"{name}  ({count}, max {pers_map[v].max():.2f})")
         ax.set_xlabel("feature column w (cells)")
         ax.set_ylabel("row h (cells)")
-        if flag and v == min(axes):
-            _flag(ax, flag)
     if pts_pers is not None and unseen is not None and unseen.any():
         ax0 = axes.get(0)
         if ax0 is not None:
@@ -269,11 +271,11 @@ def methods_figure(results: dict, pc_range, *, camera_names: Sequence[str] = CAM
     ``results`` maps method name -> (bev [H, W], pers [V, h, w]). Shared colour range per row;
     all-zero and saturated maps are flagged on their panel.
     """
-    fig = new_figure(16.0, 7.0, layout=None)
+    fig = new_figure(16.0, 6.0, layout=None)
     methods = list(results)
     axes = fig.subplots(2, len(methods), squeeze=False, gridspec_kw={"height_ratios": [1.0, 0.42]})
     top = caption_title(fig, title or "WeightRenderer methods on the same per-query weights", subtitle)
-    fig.subplots_adjust(left=0.04, right=0.97, bottom=0.08, top=top, wspace=0.3, hspace=0.32)
+    fig.subplots_adjust(left=0.04, right=0.97, bottom=0.09, top=top, wspace=0.3, hspace=0.22)
     cmap_b, norm_b = _map_norm([results[m][0] for m in methods], clamp)
     cmap_p, norm_p = _map_norm([results[m][1] for m in methods], clamp)
     for i, m in enumerate(methods):

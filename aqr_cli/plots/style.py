@@ -130,7 +130,7 @@ def caption_lines(fig: Figure, title: str, subtitle: str = "", notes: Sequence[s
     width_chars = max(60, int(fig.get_figwidth() * 11.5))
     lines = [title] if title else []
     for text in ([subtitle] if subtitle else []) + [n for n in notes if n]:
-        lines.extend(textwrap.wrap(text, width_chars))
+        lines.extend(textwrap.wrap(text, width_chars, break_on_hyphens=False))
     return lines
 
 

@@ -34,8 +34,10 @@ def _flag(ax, text: str | None, *, loc: str = "top") -> None:
     """A red boxed warning on an axis (all-zero or saturated map), inside its top edge."""
     if not text:
         return
+    import textwrap
+
     y, va = (0.97, "top") if loc == "top" else (0.03, "bottom")
-    ax.text(0.5, y, text, transform=ax.transAxes, ha="center", va=va, fontsize=7.5, color="darkred",
+    ax.text(0.5, y, "\n".join(textwrap.wrap(text, 46, break_on_hyphens=False)), transform=ax.transAxes, ha="center", va=va, fontsize=7.5, color="darkred",
             bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="darkred", alpha=0.92), zorder=10)
 
 

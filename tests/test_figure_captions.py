@@ -199,3 +199,18 @@ def test_clamped_scale_and_map_conditions_are_quirks(sample_run):
     assert any("bilinear" in m and "distance_weighted" in m and "all zero" in m for m in msgs)
     assert any(m.startswith("distance_weighted BEV weight map is saturated") for m in msgs)
     assert doc["methods"]["distance_weighted"]["bev"]["max"] == pytest.approx(1.5)
+
+
+def test_evolution_figure_keeps_legends_off_the_data():
+    from aqr_cli.plots.evolution import evolution_figure
+
+    rows = [dict(name=f"weights_iter_{i}", iteration=i, lidar_mean=0.7, lidar_std=0.3, camera_mean=0.6,
+                 camera_std=0.4, prefer_lidar=0.5, bev_map_max=0.4, camera_map_max=1.5,
+                 bias_in_window_mean=2.0, bias_in_window_std=1.1, bias_scale=3.17) for i in (100, 200)]
+    fig = evolution_figure(rows, activation="sigmoid")
+    fig.canvas.draw()
+    for ax in fig.axes:
+        leg = ax.get_legend()
+        assert leg is not None and not leg.get_window_extent().overlaps(ax.get_window_extent())
+    assert "sigmoid" in fig.axes[0].get_ylabel()
+    assert "debug dumps" in _suptitle(fig) and "iteration order" in _suptitle(fig)

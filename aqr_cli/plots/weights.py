@@ -104,7 +104,7 @@ def bev_weight_figure(weight_map: np.ndarray, lidar_weights: np.ndarray, pts_bev
               + (f", {off} off it)" if off else ")"))
     ax_q.set_facecolor("0.92" if activation == "tanh" else "0.45")  # contrast with the colour map's ends
     if boxes is not None and len(boxes):
-        for ax, color in ((ax_map, "cyan"), (ax_q, "black")):
+        for ax, color in ((ax_map, "cyan"), (ax_q, "black" if activation == "tanh" else "white")):
             draw_boxes_bev(ax, boxes, box_labels, color=color)
     return fig
 

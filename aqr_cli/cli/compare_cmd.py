@@ -199,10 +199,11 @@ def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed"
                 title=f"Cross-attention of query {q}, {pick['role']} (LiDAR w "
                       f"{float(src.lidar_weights[b, q]):+.2f}, camera w "
                       f"{float(src.camera_weights[b, q]):+.2f}){flag}",
-                subtitle=sub, notes=[] if info.get("informative", True) else [info["statement"]])
+                subtitle=sub, notes=[f"WARNING: {w}" for w in _warnings(res)])
     if res.sweep is not None:
         figs[FILES["sweep"]] = P.sweep_figure(res.sweep, title="Bias-scale sweep of the additive path "
-                                              "(all queries of the batch)", subtitle=sub)
+                                              "(all queries of the batch)", subtitle=sub,
+                                              notes=_warnings(res))
     figs[FILES["summary_png"]] = P.summary_figure(
         res.features, res.summary["attention"] if att.status == "ok" else att, res.sweep,
         title="Multiplicative vs additive (batch-wide)", subtitle=sub, notes=_notes(res),

@@ -263,7 +263,7 @@ def shade_bands(ax, xmax: float, xmin: float = 0.0, labels: bool = True) -> None
                        label=label if labels and sign == 1 else None)
 
 
-def sweep_figure(sweep, title: str = "", subtitle: str = "") -> Figure:
+def sweep_figure(sweep, title: str = "", subtitle: str = "", notes: Sequence[str] = ()) -> Figure:
     """Attention statistics of the additive path against the bias scale, with the |b| zones.
 
     ``sweep``: a :class:`~aqr_cli.analysis.sweep.SweepResult` or its ``to_dict()``. Solid =
@@ -315,7 +315,8 @@ def sweep_figure(sweep, title: str = "", subtitle: str = "") -> Figure:
                loc="outside lower center", ncol=4, fontsize=8,
                title=(f"softmax zones of |bias| (design notes); bias = clamp(s * w, "
                       f"-{d.get('max_bias', 5.0):g}, {d.get('max_bias', 5.0):g})"))
-    caption_title(fig, title or "Bias-scale sweep: additive path vs scale (fixed-scale semantics)", subtitle)
+    caption_title(fig, title or "Bias-scale sweep: additive path vs scale (fixed-scale semantics)", subtitle,
+                  [f"WARNING: {n}" for n in notes])
     return fig
 
 

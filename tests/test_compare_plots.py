@@ -159,3 +159,16 @@ def test_png_smoke(results, tmp_path):
     fig.savefig(path, metadata={"Software": None})
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_every_compare_figure_carries_the_run_caption(results):
+    sub = "checkpoint epoch_6.pth on a synthetic scene (seed 0); 1600x640; sample 1 of 2; --sigma 2"
+    figs = [feature_histogram_figure(results["features"], subtitle=sub),
+            gain_map_figure(results["g_bev"][0].numpy(), results["g_cam"][0].numpy(), PC, subtitle=sub),
+            sweep_figure(results["sweep"], subtitle=sub, notes=["baseline attention is near-uniform"]),
+            summary_figure(results["features"], None, None, subtitle=sub)]
+    for fig in figs:
+        head = " ".join(fig._suptitle.get_text().split())
+        assert "checkpoint epoch_6.pth on a synthetic scene" in head and "sample 1 of 2" in head
+        assert "--sigma 2" in head
+    assert "WARNING: baseline attention is near-uniform" in figs[2]._suptitle.get_text()

@@ -214,3 +214,15 @@ def test_evolution_figure_keeps_legends_off_the_data():
         assert leg is not None and not leg.get_window_extent().overlaps(ax.get_window_extent())
     assert "sigmoid" in fig.axes[0].get_ylabel()
     assert "debug dumps" in _suptitle(fig) and "iteration order" in _suptitle(fig)
+
+
+def test_box_labels_of_clustered_objects_do_not_overlap():
+    boxes = np.array([[0.0, -30.0, -1, 0.4, 0.4, 1, 0, 0, 0], [1.0, -30.5, -1, 0.4, 0.4, 1, 0, 0, 0],
+                      [-2.0, -29.5, -1, 4.0, 2.0, 1.5, 0, 0, 0]])
+    fig = bev_weight_figure(np.ones((16, 16)), np.zeros(3), np.full((3, 2), 3.0), PC, boxes=boxes,
+                            box_labels=["traffic_cone", "traffic_cone", "car"])
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    boxes_px = [t.get_window_extent() for t in ax.texts if t.get_text() in ("traffic_cone", "car")]
+    assert len(boxes_px) == 3
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes_px) for b in boxes_px[i + 1:])

@@ -96,15 +96,34 @@ def box_corners_xy(box: np.ndarray) -> np.ndarray:
 
 def draw_boxes_bev(ax: Axes, boxes: np.ndarray, labels: Sequence[str] | None = None,
                    color: str = "black") -> None:
-    """Draw rotated GT boxes on a BEV axis in metres (x right, y up); heading tick on the front edge."""
+    """Draw rotated GT boxes on a BEV axis in metres (x right, y up); heading tick on the front edge.
+
+    A label that would overlap one already placed (estimated text boxes in points) is moved
+    down a line at a time, so clustered objects stay readable.
+    """
+    placed: list[tuple[float, float, float, float]] = []
     for i, box in enumerate(np.asarray(boxes).reshape(-1, np.asarray(boxes).shape[-1] if len(boxes) else 9)):
         corners = box_corners_xy(box)
         ax.add_patch(Polygon(corners, closed=True, fill=False, edgecolor=color, linewidth=0.9))
         front = corners[:2].mean(axis=0)
         ax.plot([box[0], front[0]], [box[1], front[1]], color=color, linewidth=0.7)
         if labels is not None:
-            ax.annotate(labels[i], (box[0], box[1]), xytext=(3, 3), textcoords="offset points",
+            dy = _free_label_offset(ax, box[0], box[1], str(labels[i]), placed)
+            ax.annotate(labels[i], (box[0], box[1]), xytext=(3, dy), textcoords="offset points",
                         fontsize=6, color=color)
+
+
+def _free_label_offset(ax: Axes, x: float, y: float, text: str, placed: list) -> float:
+    """Vertical offset (points) where a 6 pt label at data (x, y) overlaps no placed label."""
+    px, py = ax.transData.transform((x, y)) * 72.0 / ax.figure.dpi      # points
+    width, height = 3.4 * len(text) + 2, 7.0
+    for level in range(8):
+        dy = 3 - height * level
+        rect = (px + 3, py + dy, px + 3 + width, py + dy + height)
+        if not any(rect[0] < r[2] and r[0] < rect[2] and rect[1] < r[3] and r[1] < rect[3] for r in placed):
+            break
+    placed.append(rect)
+    return dy
 
 
 def bev_extent(pc_range: Sequence[float]) -> list[float]:

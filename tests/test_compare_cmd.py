@@ -144,3 +144,16 @@ def test_dump_without_checkpoint_is_one_line_error(tmp_path):
 def test_usage_errors(tmp_path, args):
     res = runner.invoke(app, ["compare-modes", "--synthetic", *args, "--out", str(tmp_path / "o")])
     assert res.exit_code == 2
+
+
+def test_split_memory_inverts_build_memory():
+    import torch
+
+    from aqr_cli.analysis.compare import split_memory
+    from aqr_cli.core.embeddings import build_memory
+
+    bev, cam = torch.randn(2, 5, 4, 6), torch.randn(12, 5, 3, 7)
+    memory = build_memory(bev, cam).transpose(0, 1)
+    back_bev, back_cam = split_memory(memory, bev.shape, cam.shape)
+    assert torch.equal(back_bev, bev) and torch.equal(back_cam, cam)
+    assert back_bev.data_ptr() != bev.data_ptr()          # a tensor read back, not the input

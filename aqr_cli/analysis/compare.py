@@ -217,13 +217,17 @@ def compare_source(src: WeightSource, *, method: str | None = None, bias_scale: 
     mult = apply_multiplicative(renderer, modulator, src.lidar_weights, src.camera_weights,
                                 src.pts_bev, pers, bev, cam)
     bev_masks, cam_masks, labels = _box_masks(src)
+    memory = build_memory(bev, cam).transpose(0, 1)
+    # The additive path's features are read back from the memory the decoder attends to, so
+    # its (zero) change is measured on what the decoder reads, not on the input tensor itself.
+    bev_add, cam_add = split_memory(memory, bev.shape, cam.shape)
     feats = compare_features(bev, cam, bev_multiplicative=mult["bev"], cam_multiplicative=mult["camera"],
+                             bev_additive=bev_add, cam_additive=cam_add,
                              bev_gain=mult["bev_gain"], cam_gain=mult["pers_gain"],
                              bev_weight_map=mult["bev_map"], cam_weight_map=mult["pers_map"],
                              bev_masks=bev_masks, cam_masks=cam_masks, labels=labels)
     sb, gen = sparse_bias(src, bias_scale)
     query_pos, key_pos = _embeddings_for(src)
-    memory = build_memory(bev, cam).transpose(0, 1)
     modulated = build_memory(mult["bev"], mult["camera"]).transpose(0, 1)
     key_pos = key_pos.transpose(0, 1)
     weights = CrossAttentionWeights.resolve(src.head_state or None, int(query_pos.shape[-1]))
@@ -248,9 +252,10 @@ def compare_source(src: WeightSource, *, method: str | None = None, bias_scale: 
     att_doc = _attention_doc(att, groups)
     att_doc["information"] = attention_information(att_doc, weights, att.projection)
     feats["additive"]["note"] = (
-        "the additive path hands the decoder the original features: its memory equals the baseline "
-        "memory by construction (the numbers here confirm it); what it changes is the attention, so "
-        "its effect on what the decoder reads is in decoder_readout")
+        "measured on the memory the decoder attends to under the additive path (read back per "
+        "modality): the additive path hands the decoder the original features, so no feature "
+        "changes; what it changes is the attention, and its effect on what the decoder reads is "
+        "in decoder_readout")
     res.summary = {
         "run": semantics,
         "features": feats,
@@ -271,6 +276,17 @@ def compare_source(src: WeightSource, *, method: str | None = None, bias_scale: 
         },
     }
     return res
+
+
+def split_memory(memory: torch.Tensor, bev_shape, cam_shape) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of ``build_memory`` for batch-first memory ``[B, F, C]``: (bev [B, C, H, W],
+    cam [B*V, C, h, w])."""
+    b, c, h, w = bev_shape
+    bn, _, ph, pw = cam_shape
+    hw = h * w
+    bev = memory[:, :hw].transpose(1, 2).reshape(b, c, h, w)
+    cam = memory[:, hw:].reshape(b, bn // b, ph, pw, c).permute(0, 1, 4, 2, 3).reshape(bn, c, ph, pw)
+    return bev, cam
 
 
 def _readout_doc(att) -> dict | None:

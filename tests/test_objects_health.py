@@ -124,7 +124,7 @@ def test_scale_health(eff, ids):
     if eff == 4.2:
         assert sev["BIAS_SCALE_RANGE"] == "info"
     if eff == 4.7:
-        assert sev["BIAS_SCALE_RANGE"] == "warning" and all(f["band"] for f in found)
+        assert sev["BIAS_SCALE_RANGE"] == "warning" and all(f["detail"]["band"] for f in found)
 
 
 def test_scale_stuck_at_init_only_when_trained():
@@ -141,8 +141,142 @@ def test_share_health_bands():
     assert found["BIAS_POSITIVE"]["severity"] == "info" and "65.8%" in found["BIAS_POSITIVE"]["message"]
     assert found["BIAS_STRONG"]["severity"] == "warning" and "unstable" in found["BIAS_STRONG"]["message"]
     assert found["BIAS_NEAR_ZERO"]["severity"] == "warning" and "AQR failed" in found["BIAS_NEAR_ZERO"]["message"]
-    assert found["BIAS_STRONG"]["band"] == BANDS[2].text()
+    assert found["BIAS_STRONG"]["detail"]["band"] == BANDS[2].text()
 
 
 def test_readme_holds_the_generated_band_table():
     assert readme_table() in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+# ---- through the command
+
+from typer.testing import CliRunner  # noqa: E402
+
+import aqr_cli.cli.commands  # noqa: E402,F401  (registers the commands)
+from aqr_cli.cli.app import app  # noqa: E402
+from conftest import DUMP  # noqa: E402
+
+
+def _render(*args):
+    return CliRunner().invoke(app, ["render-weights", *map(str, args)], env={"COLUMNS": "120"})
+
+
+@pytest.fixture(scope="module")
+def scene_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("scene") / "o"
+    res = _render("--synthetic", "--weights", "scene", "-o", out)
+    assert res.exit_code == 0, res.stderr
+    return res, out
+
+
+def test_scene_model_trend_has_separated_intervals(scene_run):
+    import json
+
+    res, out = scene_run
+    doc = json.loads((out / "summary.json").read_text())
+    by_class = doc["preference"]["by_class"]
+    car, cone = by_class["car"]["prefer_lidar_ci95"], by_class["traffic_cone"]["prefer_lidar_ci95"]
+    assert cone[1] < car[0]  # cars lean LiDAR, cones camera, intervals apart
+    small, large = doc["preference"]["by_size"]["small"], doc["preference"]["by_size"]["large"]
+    assert small["prefer_lidar_ci95"][1] < large["prefer_lidar_ci95"][0]
+    assert doc["coverage"]["bev"]["coverage"] is not None and doc["coverage"]["camera_views"]
+    for name in ("preference_by_class.png", "camera_views.png"):
+        assert name in doc["files"] and (out / name).read_bytes()[:4] == b"\x89PNG"
+    assert "Preference by class" in res.stdout and "traffic_cone" in res.stdout
+
+
+def test_class_preference_figure_structure():
+    from aqr_cli.plots.readings import class_preference_figure
+
+    by_class = {"car": dict(count=10, lidar_mean=0.5, lidar_std=0.1, camera_mean=0.1, camera_std=0.1,
+                            prefer_lidar=0.9, prefer_lidar_ci95=[0.7, 1.0]),
+                "pedestrian": dict(count=5, lidar_mean=-0.2, lidar_std=0.1, camera_mean=0.6,
+                                   camera_std=0.1, prefer_lidar=0.0, prefer_lidar_ci95=[0.0, 0.0])}
+    fig = class_preference_figure(by_class, {}, title="T: synthetic scene", scope="scope text")
+    ax, ax2 = fig.axes[:2]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["car (n=10)", "pedestrian (n=5)"]
+    assert "95% bootstrap CI" in ax.get_xlabel() and ax.get_xlim() == (0.0, 1.0)
+    assert ax2.get_xlim() == (-1.05, 1.05)
+    assert "synthetic scene" in fig._suptitle.get_text()
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any(t.startswith("small class") for t in texts) and "LiDAR weight" in texts
+
+
+def test_camera_views_figure_layout_and_counts():
+    from aqr_cli.core.configs import CAMERA_NAMES
+    from aqr_cli.plots.readings import camera_views_figure
+
+    w = np.linspace(-1, 1, 60)
+    views = np.repeat(np.arange(6), 10)
+    views[:3] = -1  # unseen queries are left out
+    fig = camera_views_figure(w, views, camera_names=CAMERA_NAMES, title="views")
+    titles = {ax.get_title(): ax for ax in fig.axes}
+    assert set(titles) == {"FRONT", "FRONT_RIGHT", "FRONT_LEFT", "BACK", "BACK_LEFT", "BACK_RIGHT"}
+    front_text = " ".join(t.get_text() for t in titles["FRONT"].texts)
+    assert "n=7" in front_text  # view 0 lost its first three queries
+    assert titles["FRONT_LEFT"].get_position().x0 < titles["FRONT"].get_position().x0 < \
+        titles["FRONT_RIGHT"].get_position().x0
+
+
+def test_dump_with_dn_rows_reports_groups(tmp_path):
+    import json
+
+    d = torch.load(DUMP, map_location="cpu", weights_only=False)
+    dn = 130
+    g = torch.Generator().manual_seed(0)
+    d["lidar_weights"] = torch.cat([torch.full((1, dn), 0.05), d["lidar_weights"]], 1)
+    d["camera_weights"] = torch.cat([torch.full((1, dn), -0.7), d["camera_weights"]], 1)
+    d["pts_bev"] = torch.cat([torch.randint(0, 128, (1, dn, 2), generator=g).float(), d["pts_bev"]], 1)
+    path = tmp_path / "weights_iter_300.pth"
+    torch.save(d, path)
+    res = _render(path, "-o", tmp_path / "o")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads((tmp_path / "o" / "summary.json").read_text())
+    groups = doc["weights"]["by_query_group"]
+    assert groups["dn"]["count"] == dn and groups["matching"]["count"] == 900
+    assert groups["dn"]["camera"]["mean"] == pytest.approx(-0.7)
+    matching = d["camera_weights"][0, dn:]
+    assert groups["matching"]["camera"]["mean"] == pytest.approx(float(matching.mean()), abs=1e-6)
+    assert "DN vs matching queries" in res.stdout
+
+
+def _inspect(*args):
+    return CliRunner().invoke(app, ["inspect-checkpoint", *map(str, args)], env={"COLUMNS": "120"})
+
+
+@pytest.mark.parametrize("scale, expect", [(4.7, "BIAS_SCALE_NEAR_MAX"), (2.5, "BIAS_SCALE_STUCK")])
+def test_inspect_reports_bias_health(tmp_path, scale, expect):
+    import json
+
+    from conftest import CHECKPOINT
+
+    ck = torch.load(CHECKPOINT, map_location="cpu", weights_only=True)
+    ck["state_dict"]["pts_bbox_head.attention_bias_generator.bias_scale"] = torch.tensor([scale])
+    path = tmp_path / "epoch_6.pth"
+    torch.save(ck, path)
+    res = _inspect(path, "--json")
+    assert res.exit_code == 0, res.stderr
+    found = {f["id"]: f for f in json.loads(res.stdout)["findings"]}
+    assert found[expect]["severity"] == "warning" and found[expect]["detail"]["band"]
+    sev = [f["severity"] for f in json.loads(res.stdout)["findings"]]
+    assert sev == sorted(sev, key=["error", "warning", "info"].index)
+    human = _inspect(path)
+    assert f"{expect} warning" in human.stdout
+
+
+def test_inspect_dump_with_dn_rows(tmp_path):
+    import json
+
+    d = torch.load(DUMP, map_location="cpu", weights_only=False)
+    d["lidar_weights"] = torch.cat([torch.full((1, 70), 0.2), d["lidar_weights"]], 1)
+    d["camera_weights"] = torch.cat([torch.full((1, 70), 0.9), d["camera_weights"]], 1)
+    d["pts_bev"] = torch.cat([torch.zeros(1, 70, 2), d["pts_bev"]], 1)
+    path = tmp_path / "weights_iter_5.pth"
+    torch.save(d, path)
+    res = _inspect(path, "--json")
+    assert res.exit_code == 0, res.stderr
+    g = json.loads(res.stdout)["weights"]["by_query_group"]
+    assert g["dn"]["count"] == 70 and g["dn"]["camera"]["mean"] == pytest.approx(0.9)
+    assert g["matching"]["count"] == 900 and g["all"]["count"] == 970
+    assert "dn queries" in _inspect(path).stdout

@@ -274,3 +274,52 @@ def test_flags_show_as_flags_in_help():
         res = invoke([name, "--help"], columns=200)
         assert "<bool>" not in res.stdout, name
         assert "-o" in res.stdout and "--quiet" in res.stdout and "-q" in res.stdout
+
+
+# ---- interruptions (real processes)
+
+def _start(args, cwd):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "aqr_cli", *map(str, args)], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_staging(parent: Path, proc, timeout: float = 60.0) -> bool:
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and proc.poll() is None:
+        if any(p.name.startswith(STAGING_PREFIX) for p in parent.iterdir()):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_ctrl_c_exits_130_with_one_line_and_leaves_nothing(tmp_path):
+    import signal
+
+    out = tmp_path / "o"
+    proc = _start(["compare-modes", "--synthetic", "-o", out], tmp_path)
+    assert _wait_for_staging(tmp_path, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.splitlines() == ["aqr: error: interrupted"]
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(STAGING_PREFIX)]
+
+
+def test_killed_run_staging_is_removed_by_the_next_run(tmp_path):
+    import signal
+
+    out = tmp_path / "o"
+    proc = _start(["render-weights", "--synthetic", "-o", out], tmp_path)
+    assert _wait_for_staging(tmp_path, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(STAGING_PREFIX)]
+    res = invoke([*COMMANDS["inspect-checkpoint"], "-o", out])
+    assert res.exit_code == 0, res.stderr
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(STAGING_PREFIX)]

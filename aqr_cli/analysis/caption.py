@@ -28,11 +28,16 @@ class RunCaption:
     changes: list[str] = field(default_factory=list)
     activation: str = "tanh"
     activation_from: str = "generator"
+    batch_size: int = 1
 
-    def subtitle(self) -> str:
-        """One line: source; configuration; sample; changed settings (or 'config settings')."""
+    def subtitle(self, batch: bool = False) -> str:
+        """One line: source; configuration; sample; changed settings (or 'config settings').
+
+        ``batch``: the figure pools every sample, so the sample part says so instead.
+        """
         changed = ", ".join(self.changes) if self.changes else "settings as in the config"
-        return f"{self.source}; {self.config}; {self.sample}; {changed}"
+        which = f"batch-wide: all {self.batch_size} sample(s)" if batch else self.sample
+        return f"{self.source}; {self.config}; {which}; {changed}"
 
     def to_dict(self) -> dict:
         return dict(asdict(self), subtitle=self.subtitle())
@@ -131,4 +136,4 @@ def describe_run(src, sample: int, opts: Mapping, bias_scale_effective: float | 
         config=configuration_name(src.cfg.bev_shape, src.cfg.pers_shape),
         sample=f"sample {sample} of {src.batch_size}",
         changes=changed_settings(opts, bias_scale_effective, recorded=src.kind == "dump"),
-        activation=act, activation_from=act_from)
+        activation=act, activation_from=act_from, batch_size=src.batch_size)

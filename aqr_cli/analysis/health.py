@@ -8,6 +8,7 @@ finding with the band it left.
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass
 
 
@@ -50,7 +51,9 @@ BOUND_MARGIN = (1.1, 0.9)  # upstream's debug print: warn below 1.1 x min or abo
 
 
 def _finding(fid: str, severity: str, message: str, band: str | None = None, value=None) -> dict:
-    return {"id": fid, "severity": severity, "message": message, "band": band, "value": value}
+    """A finding in the schema of ``aqr_cli.analysis.findings.Finding.to_dict``."""
+    return {"id": fid, "severity": severity, "message": message,
+            "detail": {"band": band, "value": value}}
 
 
 def scale_health(effective: float | None, *, raw: float | None, learnable: bool, min_scale: float,
@@ -75,7 +78,8 @@ def scale_health(effective: float | None, *, raw: float | None, learnable: bool,
     elif not band.low <= effective <= band.high:
         out.append(_finding("BIAS_SCALE_RANGE", "info", f"bias scale {effective:.4f} is outside the "
                             "notes' normal range", band.text(), effective))
-    if trained and learnable and init is not None and raw is not None and raw == init:
+    if trained and learnable and init is not None and raw is not None \
+            and struct.pack("f", raw) == struct.pack("f", init):  # bit-equal in float32
         out.append(_finding("BIAS_SCALE_STUCK", "warning",
                             f"bias scale is exactly its initial value {init:g} in a trained checkpoint: "
                             "it got no gradient (the bias may never reach attention, see Q15)",

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from aqr_cli.analysis.readings import add_readings
 from aqr_cli.analysis.sources import WeightSource
 from aqr_cli.analysis.stats import map_condition, map_stats, preference_shares, split_dn, weight_stats
 from aqr_cli.core.errors import warn_quirk
@@ -121,6 +122,7 @@ def render_source(src: WeightSource, method: str = "gaussian",
                                            "checkpoint" if src.bias_scale is not None else "config")
     warn_scale_clamp(gen, bias_scale)
     warn_map_conditions(result)
+    add_readings(result.summary, result)
     return result
 
 

@@ -161,7 +161,7 @@ def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed"
     from aqr_cli.plots.weights import bias_heatmap_figure, bias_limit
 
     src = res.source
-    sub = caption.subtitle()
+    sub, batch_sub = caption.subtitle(), caption.subtitle(batch=True)
     boxes = src.boxes[b] if src.boxes else None
     labels = src.box_labels[b] if src.box_labels else None
     info = res.summary["attention"].get("information") or {}
@@ -170,7 +170,7 @@ def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed"
     hb, hp = hb[b].numpy(), hp[b].numpy()
     figs = {
         FILES["histograms"]: P.feature_histogram_figure(res.features, title="Feature values before "
-                                                        "and after AQR (batch-wide)", subtitle=sub),
+                                                        "and after AQR (batch-wide)", subtitle=batch_sub),
         FILES["gain"]: P.gain_map_figure(
             res.gains[0][b].numpy(), res.gains[1][b].numpy(), src.cfg.pc_range,
             camera_names=src.camera_names, boxes=boxes, box_labels=labels,
@@ -202,11 +202,11 @@ def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed"
                 subtitle=sub, notes=[f"WARNING: {w}" for w in _warnings(res)])
     if res.sweep is not None:
         figs[FILES["sweep"]] = P.sweep_figure(res.sweep, title="Bias-scale sweep of the additive path "
-                                              "(all queries of the batch)", subtitle=sub,
+                                              "(all queries of the batch)", subtitle=batch_sub,
                                               notes=_warnings(res))
     figs[FILES["summary_png"]] = P.summary_figure(
         res.features, res.summary["attention"] if att.status == "ok" else att, res.sweep,
-        title="Multiplicative vs additive (batch-wide)", subtitle=sub, notes=_notes(res),
+        title="Multiplicative vs additive (batch-wide)", subtitle=batch_sub, notes=_notes(res),
         readout=res.summary.get("decoder_readout"), warnings=_warnings(res))
     for name, fig in figs.items():
         atomic_save_figure(fig, folder / name)

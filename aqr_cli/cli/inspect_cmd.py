@@ -25,8 +25,9 @@ _SEV_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 def inspect_checkpoint_command(
     paths: List[Path] = typer.Argument(
         ..., metavar="PATH...", show_default=False,
-        help="Checkpoints (epoch_N.pth, .safetensors, ...) and/or upstream debug dumps "
-             "(weights_iter_N.pth); files, folders or quoted globs."),
+        help="Checkpoints (epoch_N.pth, .safetensors, ...), upstream debug dumps "
+             "(weights_iter_N.pth) and/or mmcv config files (linted without a checkpoint); "
+             "files, folders or quoted globs."),
     as_json: S.AsJson = False,
     quiet: S.Quiet = False,
     keys: bool = typer.Option(
@@ -44,19 +45,27 @@ def inspect_checkpoint_command(
         None, "--checkpoint", metavar="FILE", help="For debug dumps: the run's checkpoint, whose "
         "reference points give the exact Q3 sentinel count and whose config gives num_query."),
     trust: S.Trust = False,
+    diff: bool = typer.Option(
+        False, "--diff", help="With two or more configs (or checkpoints): show only the AQR "
+        "settings whose merged values differ between them."),
 ) -> None:
     """Report what AQR parts a checkpoint holds, its config, learned bias scale, weight head,
     reference points and the upstream bugs (spec section 9) it shows; for debug dumps: contents,
-    queries and DN share, and dump quirks. Several paths give one row each.
+    queries and DN share, and dump quirks; for mmcv config files (detected by content): the
+    merged AQR settings with the file and line each comes from, whether AQR ends up on, and the
+    quirks the config alone decides. Several paths give one row each.
 
     Example: aqr inspect-checkpoint work_dirs/cmt_aqr/epoch_*.pth --out inspect_report/
     """
     if keys and out is not None:
         raise typer.BadParameter("--keys prints the key tree only; it cannot be combined with --out",
                                  param_hint="--keys")
+    if diff and (keys or len(paths) < 2):
+        raise typer.BadParameter("--diff compares two or more configs or checkpoints (without "
+                                 "--keys)", param_hint="--diff")
     run_guarded(lambda: _run(S.expand_sources(paths), sink=Sink(json_mode=as_json, quiet=quiet),
                              keys=keys, out=out, rig=rig, config=config, checkpoint=checkpoint,
-                             trust=trust))
+                             trust=trust, diff=diff))
 
 
 # ---------------------------------------------------------------- the command body
@@ -79,7 +88,7 @@ class _Failure:
 
 
 def _run(paths: list[Path], *, sink: Sink, keys: bool, out: Path | None, rig: Path | None,
-         config: Path | None, checkpoint: Path | None, trust: bool) -> None:
+         config: Path | None, checkpoint: Path | None, trust: bool, diff: bool = False) -> None:
     import sys
 
     if trust:
@@ -88,7 +97,7 @@ def _run(paths: list[Path], *, sink: Sink, keys: bool, out: Path | None, rig: Pa
     if out is None or keys:
         results = _collect(paths, sink, keys=keys, rig=rig, config=config, checkpoint=checkpoint,
                            trust=trust)
-        _show(results, sink, keys)
+        _show(results, sink, keys, diff)
     else:
         from aqr_cli.cli.output import output_dir
 
@@ -96,7 +105,7 @@ def _run(paths: list[Path], *, sink: Sink, keys: bool, out: Path | None, rig: Pa
             results = _collect(paths, sink, keys=keys, rig=rig, config=config,
                                checkpoint=checkpoint, trust=trust)
             written = _write_out(stage, results, sink) if _good(results) else []
-        _show(results, sink, keys)
+        _show(results, sink, keys, diff)
         if written:
             sink.wrote(len(written), out)
     failures = [r for r in results if isinstance(r, _Failure)]
@@ -120,11 +129,13 @@ def _collect(paths, sink: Sink, **kw) -> list:
     return results
 
 
-def _show(results: list, sink: Sink, keys: bool) -> None:
+def _show(results: list, sink: Sink, keys: bool, diff: bool = False) -> None:
     if not (_good(results) or len(results) > 1):
         return
     if keys:
         _show_keys(results, sink)
+    elif diff:
+        _show_diff(_good(results), sink)
     elif sink.json_mode:
         docs = [r.to_dict() for r in results]
         sink.json(_clean(docs[0] if len(results) == 1 else docs))
@@ -155,10 +166,15 @@ def _inspect_all(paths, sink: Sink, *, keys, rig, config, checkpoint, trust) -> 
             ck = load_file(checkpoint, trust=trust, expect="checkpoint")
         except LoadError as e:
             raise UserError(f"--checkpoint: {e}", e.hint) from None
+    from aqr_cli.analysis.config_lint import lint_config, looks_like_config
+
     results: list = []
     for p in paths:
         try:
-            if keys:
+            if looks_like_config(p):
+                results.append(_Failure(p, f"{p}: an mmcv config has no key tree (--keys is for "
+                                        "checkpoints and dumps)") if keys else lint_config(p))
+            elif keys:
                 results.append((p, key_tree(load_file(p, trust=trust))))
             else:
                 results.append(inspect_file(p, rig=rig, config_path=config, trust=trust,
@@ -172,6 +188,8 @@ def _inspect_all(paths, sink: Sink, *, keys, rig, config, checkpoint, trust) -> 
         sink.warn("--rig is not used: debug dumps carry their own cameras (img_metas lidar2img)")
     if checkpoint is not None and "debug_dump" not in kinds and not keys:
         sink.warn("--checkpoint is not used: it applies to debug dumps, and no dump was given")
+    if config is not None and "config" in kinds:
+        sink.warn("--config is not used for config files: they are linted as given")
     return results
 
 
@@ -222,6 +240,8 @@ def _write_out(stage: Path, results: list, sink: Sink) -> list[str]:
     reports = [r for r in results if isinstance(r, CheckpointReport)]
     docs = [r.to_dict() for r in results]
     atomic_write_json(stage / JSON_NAME, _clean(docs))
+    if all(getattr(r, "kind", None) == "config" for r in _good(results)):
+        return [JSON_NAME]  # configs have no epoch figure
     if not any(r.bias_scale is not None or r.weight_head is not None for r in reports):
         sink.note(f"{PNG_NAME} not written: no checkpoint with an AQR bias scale or weight head")
         return [JSON_NAME]
@@ -293,7 +313,12 @@ def _fmt(x: float | None, d: int = 4) -> str:
 
 
 def _show_one(r) -> None:
-    if r.kind == "debug_dump":
+    if r.kind == "config":
+        from aqr_cli.cli._config_lint_view import render_config
+
+        con = _console()
+        con.print(render_config(r, width=con.width), markup=False)
+    elif r.kind == "debug_dump":
         _show_dump(r)
     else:
         _show_checkpoint(r)
@@ -431,7 +456,15 @@ def _show_dump(r) -> None:
     for name, label in (("lidar", "LiDAR weights"), ("camera", "camera weights")):
         w = r.weights[name]
         kv.add_row(label, f"mean {w['mean']:.4f}, std {w['std']:.4f}, min {w['min']:.4f}, "
-                   f"max {w['max']:.4f}, {100 * w['share_negative']:.1f}% negative")
+                   f"max {w['max']:.4f}, {100 * w['share_negative']:.1f}% negative (all queries)")
+    groups = r.weights.get("by_query_group") or {}
+    for g in ("matching", "dn"):
+        if groups.get("dn") and groups.get(g):
+            d = groups[g]
+            kv.add_row(f"{g} queries", f"{d['count']}: LiDAR mean {d['lidar']['mean']:.4f} std "
+                       f"{d['lidar']['std']:.4f}; camera mean {d['camera']['mean']:.4f} std "
+                       f"{d['camera']['std']:.4f}; LiDAR > camera "
+                       f"{100 * d['preference']['prefer_lidar']:.1f}%")
     for name, label in (("bev", "BEV map"), ("pers", "camera map")):
         mp = r.maps.get(name)
         if mp:
@@ -498,11 +531,32 @@ def _natural(name: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
+def _show_diff(reports, sink: Sink) -> None:
+    from aqr_cli.analysis.config_lint import diff_configs
+    from aqr_cli.cli._config_lint_view import render_diff
+
+    d = diff_configs([r for r in reports if getattr(r, "config", None) is not None])
+    if sink.json_mode:
+        sink.json(_clean(d.to_dict()))
+    elif not sink.quiet:
+        con = _console()
+        con.print(render_diff(d, width=con.width), markup=False)
+
+
 def _show_table(results) -> None:
     from rich.table import Table
     from rich.text import Text
 
     con = _console()
+    configs = [r for r in results if getattr(r, "kind", None) == "config"]
+    if configs:
+        from aqr_cli.cli._config_lint_view import render_rows
+
+        con.print(render_rows(configs, width=con.width), markup=False)
+        results = [r for r in results if r not in configs]
+        if not _good(results):
+            return
+        con.print()
     good = sorted((r for r in results if not isinstance(r, _Failure)), key=lambda r: _natural(r.name))
     bad = [r for r in results if isinstance(r, _Failure)]
     inits = {r.bias_scale.init for r in good if getattr(r, "bias_scale", None) is not None}

@@ -23,7 +23,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from aqr_cli.io.outdir import output_folder as output_dir  # noqa: F401  (the --out contract)
+
+
+def output_dir(out, command: str):
+    """The ``--out`` contract (:func:`aqr_cli.io.outdir.output_folder`), imported when used."""
+    from aqr_cli.io.outdir import output_folder
+
+    return output_folder(out, command)
 
 
 def one_line(text: object) -> str:
@@ -98,8 +104,10 @@ class Sink:
         """A table that never cuts a value (stacked blocks when it does not fit); human mode."""
         if self.json_mode or self.quiet:
             return
-        console().print(fitted_table(columns, rows, width=console().width, title=title,
-                                     caption=caption, right=right))
+        con = console()
+        con.print(fitted_table(columns, rows, width=con.width, title=title, caption=caption,
+                               right=right))
+        con.print()
 
     def kv(self, pairs: Sequence[tuple[str, str]], *, title: str | None = None) -> None:
         """Aligned ``key  value`` lines, values wrapped with a hanging indent; human mode."""

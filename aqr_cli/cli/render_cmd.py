@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from aqr_cli.cli import _readings_view as readings_view
 from aqr_cli.cli import _sources as S
 from aqr_cli.cli._common import UserError, run_guarded
 from aqr_cli.cli.app import app
@@ -115,12 +116,17 @@ def _render_one(src, quirks: list, folder: Path, o: dict) -> dict:
     doc["caption"] = caption.to_dict()
     doc["quirks"] = [_quirk_doc(q) for q in sorted(all_quirks, key=lambda q: _qnum(q.quirk_id))]
     doc["files"] = _write_figures(res, folder, o["sample"], caption, o.get("bias_range", "fixed"))
+    doc["files"] += readings_view.write_figures(res, folder, _tag(src), caption)
     if o["save_arrays"]:
         atomic_save_npz(folder / FILES["arrays"], **_arrays(res))
         doc["files"].append(FILES["arrays"])
     doc["files"].append(FILES["summary"])
     atomic_write_json(folder / FILES["summary"], doc)
     return doc
+
+
+def _tag(src) -> str:
+    return src.label + (f", iteration {src.iteration}" if src.iteration is not None else "")
 
 
 def _qnum(qid: str) -> int:
@@ -258,15 +264,17 @@ def _report(sink, docs: list, names: list, o: dict) -> None:
                      f"{w['camera']['mean']:+.3f}±{w['camera']['std']:.3f}",
                      f"{100 * d['preference']['prefer_lidar']:.1f}%", f"{d['maps']['bev']['max']:.3f}",
                      f"{iw['mean']:+.3f}±{iw['std']:.3f}", f"{d['bias']['scale_effective']:.3f}"])
-    sink.table(["source", "Q", "LiDAR mean±std", "camera mean±std", "LiDAR>cam", "BEV max",
-                "bias in-window mean±std", "scale"], rows, title=f"aqr render-weights -> {o['out']}",
-               right=["Q", "LiDAR mean±std", "camera mean±std", "LiDAR>cam", "BEV max",
-                      "bias in-window mean±std", "scale"])
+    cols = ["source", "Q", "LiDAR w", "camera w", "LiDAR>cam", "BEV max", "bias in window",
+            "scale"]
+    sink.table(cols, rows, title=f"aqr render-weights -> {o['out']}", right=cols[1:],
+               caption="w: mean±std of the per-query weights; bias in window: mean±std of the "
+                       "bias inside the query windows; scale: effective bias scale")
     for d, n in zip(docs, names):
         label = n or None
         for note in d["source"]["notes"]:
             sink.note(note, source=label)
         sink.quirks(d["quirks"], source=label)
+        readings_view.report(sink, d, label)
         fid = d.get("fidelity")
         if fid:
             sink.note(f"re-render vs dump: BEV max |diff| {fid['bev_max_abs_diff']:.2e}"

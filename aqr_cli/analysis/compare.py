@@ -199,7 +199,7 @@ def compare_source(src: WeightSource, *, method: str | None = None, bias_scale: 
     semantics = run_semantics(src, trust)
     from aqr_cli.analysis.attention import CrossAttentionWeights, compare_attention, query_groups
     from aqr_cli.analysis.features import apply_multiplicative, compare_features
-    from aqr_cli.analysis.render import build_renderer, sparse_bias
+    from aqr_cli.analysis.render import build_renderer, sparse_bias, warn_maps
     from aqr_cli.analysis.sweep import bias_scale_sweep, unit_bias
     from aqr_cli.analysis.attention import align_width
     from aqr_cli.core.embeddings import build_memory
@@ -216,6 +216,7 @@ def compare_source(src: WeightSource, *, method: str | None = None, bias_scale: 
     pers = src.pts_pers.clamp(min=-1)
     mult = apply_multiplicative(renderer, modulator, src.lidar_weights, src.camera_weights,
                                 src.pts_bev, pers, bev, cam)
+    warn_maps(src, {renderer.render_method: (mult["bev_map"], mult["pers_map"])})
     bev_masks, cam_masks, labels = box_masks(src)
     memory = build_memory(bev, cam).transpose(0, 1)
     # The additive path's features are read back from the memory the decoder attends to, so

@@ -161,16 +161,19 @@ def _clamp_of(src: WeightSource) -> float | None:
 def warn_map_conditions(res: RenderResult) -> None:
     """Q25 for camera maps that are all zero although queries have camera cells (bilinear and
     distance_weighted are not implemented for cameras) and for maps saturated at the clamp."""
-    src = res.source
+    warn_maps(res.source, res.methods or {res.method: (res.bev_map, res.pers_map)})
+
+
+def warn_maps(src: WeightSource, maps: dict) -> None:
+    """The Q25 warnings of :func:`warn_map_conditions` for ``{method: (bev, pers)}`` maps."""
     clamp = _clamp_of(src)
-    maps = res.methods or {res.method: (res.bev_map, res.pers_map)}
     zero = [m for m, (_, p) in maps.items()
             if src.pts_pers is not None and map_condition(p, clamp)["all_zero"]
             and bool((src.camera_weights >= 0.01).any())]
     if zero:
         warn_quirk("Q25", f"camera weight maps of {', '.join(zero)} are all zero: upstream's "
-                   "perspective renderer implements only gaussian and direct, so the old scheme "
-                   "would have multiplied every camera feature by the residual alone",
+                   "perspective renderer implements only gaussian and direct, so the old scheme's "
+                   "camera modulation gets an empty map whatever the camera weights",
                    methods=", ".join(zero))
     for m, (b, p) in maps.items():
         for name, arr in (("BEV", b), ("camera", p)):

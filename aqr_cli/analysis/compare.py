@@ -133,7 +133,7 @@ def run_semantics(src: WeightSource, trust: bool = False) -> dict:
     q15 = next((f for f in found if f.id == "Q15" and f.severity == "error"), None)
     reached = None if report.config is None else q15 is None
     if q15 is not None:
-        statement = ("the checkpoint's config never applies the bias (Q15): the additive path below "
+        statement = ("the checkpoint's config never applies the bias (Q15): the additive path shown "
                      "is what the designed PETRMultiheadAttention would do, NOT what this run did")
     elif reached:
         statement = "the checkpoint's config applies the bias in the decoder cross-attention"

@@ -203,7 +203,7 @@ def bias_heatmap_figure(bev: np.ndarray, pers: np.ndarray, pc_range, scale: floa
     cax = fig.add_axes((0.045, 0.15, 0.01, top - 0.25))
     rng = ("fixed: final clamp" if range_mode == "fixed" else "auto: max |b|")
     cbar = fig.colorbar(im, cax=cax, location="left",
-                        label=f"attention bias (logits), {reduce_label}\ncolour range +-{lim:g} ({rng}); "
+                        label=f"attention bias (logits), {reduce_label}\ncolour range +-{lim:.3g} ({rng}); "
                               f"dashes: effective scale +-{scale:.3g}")
     for y in (scale, -scale):
         if abs(y) <= lim:

@@ -96,17 +96,75 @@ def box_corners_xy(box: np.ndarray) -> np.ndarray:
 
 def draw_boxes_bev(ax: Axes, boxes: np.ndarray, labels: Sequence[str] | None = None,
                    color: str = "black") -> None:
-    """Draw rotated GT boxes on a BEV axis in metres (x right, y up); heading tick on the front edge."""
+    """Draw rotated GT boxes on a BEV axis in metres (x right, y up); heading tick on the front edge.
+
+    A label that would overlap one already placed (estimated text boxes in points) is moved
+    down a line at a time, so clustered objects stay readable.
+    """
+    placed: list[tuple[float, float, float, float]] = []
     for i, box in enumerate(np.asarray(boxes).reshape(-1, np.asarray(boxes).shape[-1] if len(boxes) else 9)):
         corners = box_corners_xy(box)
         ax.add_patch(Polygon(corners, closed=True, fill=False, edgecolor=color, linewidth=0.9))
         front = corners[:2].mean(axis=0)
         ax.plot([box[0], front[0]], [box[1], front[1]], color=color, linewidth=0.7)
         if labels is not None:
-            ax.annotate(labels[i], (box[0], box[1]), xytext=(3, 3), textcoords="offset points",
+            dy = _free_label_offset(ax, box[0], box[1], str(labels[i]), placed)
+            ax.annotate(labels[i], (box[0], box[1]), xytext=(3, dy), textcoords="offset points",
                         fontsize=6, color=color)
+
+
+def _free_label_offset(ax: Axes, x: float, y: float, text: str, placed: list) -> float:
+    """Vertical offset (points) where a 6 pt label at data (x, y) overlaps no placed label."""
+    px, py = ax.transData.transform((x, y)) * 72.0 / ax.figure.dpi      # points
+    width, height = 3.4 * len(text) + 2, 7.0
+    for level in range(8):
+        dy = 3 - height * level
+        rect = (px + 3, py + dy, px + 3 + width, py + dy + height)
+        if not any(rect[0] < r[2] and r[0] < rect[2] and rect[1] < r[3] and r[1] < rect[3] for r in placed):
+            break
+    placed.append(rect)
+    return dy
 
 
 def bev_extent(pc_range: Sequence[float]) -> list[float]:
     """imshow extent (left, right, bottom, top) in metres for a [H, W] map with row 0 at y_min."""
     return [pc_range[0], pc_range[3], pc_range[1], pc_range[4]]
+
+
+def weight_scale(activation: str):
+    """(cmap, norm, axis limits, label) for per-query weights of ``activation``.
+
+    tanh weights live in [-1, 1] (diverging, centred at 0); sigmoid weights in [0, 1]
+    (sequential).
+    """
+    if activation == "sigmoid":
+        return UNSIGNED_CMAP, unsigned_norm(1.0), (0.0, 1.0), "AQR weight (sigmoid, in [0, 1])"
+    return SIGNED_CMAP, signed_norm(1.0), (-1.0, 1.0), "AQR weight (tanh, in [-1, 1])"
+
+
+def caption_lines(fig: Figure, title: str, subtitle: str = "", notes: Sequence[str] = ()) -> list[str]:
+    """The title, then the run's subtitle and notes wrapped to the figure width."""
+    import textwrap
+
+    width_chars = max(60, int(fig.get_figwidth() * 11.5))
+    lines = [title] if title else []
+    for text in ([subtitle] if subtitle else []) + [n for n in notes if n]:
+        lines.extend(textwrap.wrap(text, width_chars, break_on_hyphens=False))
+    return lines
+
+
+def caption_title(fig: Figure, title: str, subtitle: str = "", notes: Sequence[str] = ()) -> float:
+    """Set the figure title: ``title``, then the run's subtitle (source kind, configuration,
+    sample, changed settings; :meth:`aqr_cli.analysis.caption.RunCaption.subtitle`) and
+    ``notes``, wrapped to the figure width. Returns the top of the free area as a figure
+    fraction, for builders that place their axes by hand.
+    """
+    lines = caption_lines(fig, title, subtitle, notes)
+    if not lines:
+        return 0.97
+    if fig.get_layout_engine() is not None:   # constrained layout places an auto-positioned title
+        fig.suptitle("\n".join(lines), fontsize=10.5, linespacing=1.25)
+        return 1.0
+    fig.suptitle("\n".join(lines), y=0.995, va="top", fontsize=10.5, linespacing=1.25)
+    header_in = 0.12 + 0.2 * len(lines) + 0.3
+    return max(0.5, 1.0 - header_in / fig.get_figheight())

@@ -177,3 +177,55 @@ def test_output_errors(tmp_path, monkeypatch):
         atomic_write_text(locked / "r.txt", "x")
     assert _listing(locked) == []
     assert isinstance(OutputError("x"), OSError)
+
+
+def _figures(n):
+    from matplotlib.figure import Figure
+
+    out = []
+    for i in range(n):
+        fig = Figure(figsize=(3, 2), dpi=80)
+        for j in range(1 + i % 3):
+            ax = fig.add_subplot(1, 3, j + 1)
+            ax.imshow(np.arange(20 * (i + 1)).reshape(4, -1) % 7, cmap="RdBu_r")
+            ax.set_title(f"{i}.{j}")
+        out.append(fig)
+    return out
+
+
+def test_save_figures_in_workers_gives_the_serial_bytes(tmp_path):
+    from aqr_cli.io.atomic import atomic_save_figures
+
+    figs = _figures(5)
+    serial = atomic_save_figures([(f, tmp_path / f"s{i}.png") for i, f in enumerate(figs)], workers=1)
+    paths = atomic_save_figures([(f, tmp_path / f"p{i}.png") for i, f in enumerate(figs)], workers=2)
+    assert [p.name for p in paths] == [f"p{i}.png" for i in range(5)]
+    for s, p in zip(serial, paths):
+        assert p.read_bytes() == s.read_bytes()
+    assert not [n for n in _listing(tmp_path) if not n.endswith(".png")]  # no temporaries left
+
+
+def test_save_figures_worker_failure_is_raised(tmp_path):
+    from aqr_cli.io.atomic import atomic_save_figures
+
+    figs = _figures(2)
+    figs[0].add_subplot(1, 3, 3).set_title("biggest")  # the largest goes to this process
+
+    def broken_savefig(fp, **kwargs):
+        raise RuntimeError("renderer crashed")
+
+    figs[1].savefig = broken_savefig  # saved by the forked worker
+    with pytest.raises(RuntimeError, match="renderer crashed"):
+        atomic_save_figures([(f, tmp_path / f"f{i}.png") for i, f in enumerate(figs)], workers=2)
+    assert _listing(tmp_path) == ["f0.png"]
+
+
+def test_figure_workers_setting(monkeypatch):
+    from aqr_cli.io.atomic import figure_workers
+
+    monkeypatch.setenv("AQR_FIGURE_WORKERS", "1")
+    assert figure_workers() == 1
+    monkeypatch.setenv("AQR_FIGURE_WORKERS", "3")
+    assert figure_workers() == 3
+    monkeypatch.delenv("AQR_FIGURE_WORKERS")
+    assert 1 <= figure_workers() <= 2

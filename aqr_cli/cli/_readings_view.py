@@ -10,11 +10,19 @@ SCOPE = ("matching queries of the whole batch; a query belongs to the nearest GT
          "within {radius:g} m; bars: 95% bootstrap interval ({n} resamples)")
 
 
-def write_figures(res, folder: Path, tag: str, caption=None) -> list[str]:
+def write_figures(res, folder: Path, tag: str, caption=None, pending: list | None = None) -> list[str]:
     """``preference_by_class.png`` (when GT boxes are known) and ``camera_views.png`` (when the
     camera cells are known); returns the file names written. ``caption``: the run's
-    :class:`~aqr_cli.analysis.caption.RunCaption` (subtitle and weight activation)."""
+    :class:`~aqr_cli.analysis.caption.RunCaption` (subtitle and weight activation). With
+    ``pending``, append ``(figure, path)`` pairs there instead of saving."""
     from aqr_cli.io.atomic import atomic_save_figure
+
+    def save(fig, path):
+        if pending is None:
+            atomic_save_figure(fig, path)
+        else:
+            pending.append((fig, path))
+
     from aqr_cli.plots.readings import camera_views_figure, class_preference_figure
 
     src, doc = res.source, res.summary
@@ -27,7 +35,7 @@ def write_figures(res, folder: Path, tag: str, caption=None) -> list[str]:
                                       if caption else f"Modality preference by class and size: {tag}",
                                       subtitle=caption.subtitle(batch=True) if caption else "",
                                       scope=SCOPE.format(radius=a["radius_m"], n=a["bootstrap_samples"]))
-        atomic_save_figure(fig, folder / FILES["classes"])
+        save(fig, folder / FILES["classes"])
         written.append(FILES["classes"])
     if src.pts_pers is not None:
         views = src.pts_pers[..., 0].clone()
@@ -40,7 +48,7 @@ def write_figures(res, folder: Path, tag: str, caption=None) -> list[str]:
                                         "(matching queries, whole batch)" + ("" if caption else f": {tag}"),
                                   subtitle=caption.subtitle(batch=True) if caption else "",
                                   **_weight_axis(caption))
-        atomic_save_figure(fig, folder / FILES["views"])
+        save(fig, folder / FILES["views"])
         written.append(FILES["views"])
     return written
 

@@ -156,7 +156,7 @@ def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed"
     """Feature histograms, gain map, bias heatmaps, attention of the selected queries, sweep and
     the one-page summary, all of sample ``b`` and subtitled with ``caption``."""
     from aqr_cli.analysis.compare import query_xy
-    from aqr_cli.io.atomic import atomic_save_figure
+    from aqr_cli.io.atomic import atomic_save_figures
     from aqr_cli.plots import compare as P
     from aqr_cli.plots.weights import bias_heatmap_figure, bias_limit
 
@@ -208,8 +208,7 @@ def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed"
         res.features, res.summary["attention"] if att.status == "ok" else att, res.sweep,
         title="Multiplicative vs additive (batch-wide)", subtitle=batch_sub, notes=_notes(res),
         readout=res.summary.get("decoder_readout"), warnings=_warnings(res))
-    for name, fig in figs.items():
-        atomic_save_figure(fig, folder / name)
+    atomic_save_figures([(fig, folder / name) for name, fig in figs.items()])
     return list(figs)
 
 

@@ -115,8 +115,13 @@ def _render_one(src, quirks: list, folder: Path, o: dict) -> dict:
     caption = describe_run(src, o["sample"], o, res.bias_scale)
     doc["caption"] = caption.to_dict()
     doc["quirks"] = [_quirk_doc(q) for q in sorted(all_quirks, key=lambda q: _qnum(q.quirk_id))]
-    doc["files"] = _write_figures(res, folder, o["sample"], caption, o.get("bias_range", "fixed"))
-    doc["files"] += readings_view.write_figures(res, folder, _tag(src), caption)
+    from aqr_cli.io.atomic import atomic_save_figures
+
+    pending: list = []  # (figure, path): saved together, in parallel worker processes
+    doc["files"] = _write_figures(res, folder, o["sample"], caption, o.get("bias_range", "fixed"),
+                                  pending=pending)
+    doc["files"] += readings_view.write_figures(res, folder, _tag(src), caption, pending=pending)
+    atomic_save_figures(pending)
     if o["save_arrays"]:
         atomic_save_npz(folder / FILES["arrays"], **_arrays(res))
         doc["files"].append(FILES["arrays"])
@@ -150,8 +155,10 @@ def _arrays(res) -> dict:
     return {k: v.detach().cpu().numpy() for k, v in out.items()}
 
 
-def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed") -> list[str]:
+def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed",
+                   pending: list | None = None) -> list[str]:
     """Build and save every figure of one source for sample ``b``; returns the file names written.
+    With ``pending``, append ``(figure, path)`` pairs there instead of saving.
 
     Every figure carries ``caption`` (source kind, configuration, sample, changed settings) as
     its subtitle and draws sample ``b`` only.
@@ -201,11 +208,13 @@ def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed"
         figs["methods"] = P.methods_figure({m: (bb[b].numpy(), pp[b].numpy()) for m, (bb, pp) in
                                             res.methods.items()}, pc, camera_names=src.camera_names,
                                            clamp=clamp, title="Renderer methods", subtitle=sub)
-    written = []
-    for key, fig in figs.items():
-        atomic_save_figure(fig, folder / FILES[key])
-        written.append(FILES[key])
-    return written
+    items = [(fig, folder / FILES[key]) for key, fig in figs.items()]
+    if pending is None:
+        for fig, path in items:
+            atomic_save_figure(fig, path)
+    else:
+        pending.extend(items)
+    return [FILES[key] for key in figs]
 
 
 def _no_pers(cw):

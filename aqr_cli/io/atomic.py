@@ -120,6 +120,89 @@ def atomic_save_figure(fig: Any, path: str | os.PathLike, *, dpi: float | None =
     return atomic_write_bytes(target, buf.getvalue())
 
 
+def figure_workers() -> int:
+    """Processes that save figures: ``AQR_FIGURE_WORKERS`` if set, else the usable CPUs (max 2).
+
+    Saving (drawing every artist, then PNG encoding) is most of a report's wall time and does
+    not need the GIL's owner: forked copies of the process draw figures side by side.
+    """
+    env = os.environ.get("AQR_FIGURE_WORKERS", "").strip()
+    if env.isdigit() and int(env) >= 1:
+        return int(env)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(2, cpus))
+
+
+def atomic_save_figures(items: list, workers: int | None = None) -> list[Path]:
+    """Save ``[(figure, path), ...]`` like :func:`atomic_save_figure`, in up to ``workers``
+    processes (default :func:`figure_workers`); returns the paths in input order.
+
+    The figures are built in this process; forked children inherit them and each saves its
+    share (bytes are those of a serial save: drawing does not depend on the process). The
+    shares balance the figures by their number of axes, the largest first. A child's failure
+    is raised here as ``RuntimeError`` with its message, after all children have ended.
+    """
+    items = list(items)
+    workers = figure_workers() if workers is None else max(1, int(workers))
+    workers = min(workers, len(items))
+    if workers <= 1 or not hasattr(os, "fork"):
+        return [atomic_save_figure(fig, path) for fig, path in items]
+    shares: list[list] = [[] for _ in range(workers)]
+    loads = [0] * workers
+    for fig, path in sorted(items, key=lambda it: -len(it[0].axes)):
+        i = loads.index(min(loads))
+        shares[i].append((fig, path))
+        loads[i] += max(1, len(fig.axes))
+    import gc
+
+    children = []
+    # Frozen objects are left alone by the collector: a child's collections would otherwise
+    # write to (and so copy) every page that holds a tracked object.
+    gc.freeze()
+    for share in shares[1:]:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: save, report a failure on the pipe, never return into the caller
+            code = 0
+            try:
+                gc.disable()
+                os.close(read_fd)
+                for fig, path in share:
+                    atomic_save_figure(fig, path)
+            except BaseException as e:  # noqa: BLE001 - reported to the parent
+                code = 1
+                try:
+                    os.write(write_fd, f"{type(e).__name__}: {e}".encode()[:4000])
+                except OSError:
+                    pass
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        children.append((pid, read_fd))
+    gc.unfreeze()
+    error = None
+    try:
+        for fig, path in shares[0]:
+            atomic_save_figure(fig, path)
+    except BaseException as e:  # noqa: BLE001 - re-raised once the children are reaped
+        error = e
+    failures = []
+    for pid, read_fd in children:
+        with os.fdopen(read_fd, "rb") as f:
+            message = f.read().decode(errors="replace")
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            failures.append(message or f"figure worker exited with status {status}")
+    if error is not None:
+        raise error
+    if failures:
+        raise RuntimeError("saving figures failed: " + "; ".join(failures))
+    return [Path(path) for _, path in items]
+
+
 def atomic_save_npz(path: str | os.PathLike, *, compressed: bool = True, **arrays: Any) -> Path:
     """Save arrays as ``.npz`` atomically (no pickled objects: object arrays are refused)."""
     import numpy as np

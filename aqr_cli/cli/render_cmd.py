@@ -78,6 +78,7 @@ def _run(paths: list, **o) -> None:
 
 def _run_body(paths: list, **o) -> None:
     from aqr_cli.cli.output import Sink, output_dir
+    from aqr_cli.io.atomic import FigureSaver
 
     sink = Sink(json_mode=o["as_json"], quiet=o["quiet"])
     ov = S.overrides(o)
@@ -89,15 +90,18 @@ def _run_body(paths: list, **o) -> None:
             S.report_unused_flags(sink, [src for src, _ in loaded], o)
             names = S.subfolder_names([src for src, _ in loaded]) if len(loaded) > 1 else [""]
             docs = []
-            for (src, quirks), sub in zip(loaded, names):
-                docs.append(_render_one(src, quirks, stage / sub if sub else stage, o))
-                advance()
-            _write_evolution(docs, names, stage)
+            # figures of one source are drawn by worker processes while the next is computed
+            with FigureSaver() as saver:
+                for (src, quirks), sub in zip(loaded, names):
+                    docs.append(_render_one(src, quirks, stage / sub if sub else stage, o, saver))
+                    advance()
+                _write_evolution(docs, names, stage)
     _report(sink, docs, names, o)
 
 
-def _render_one(src, quirks: list, folder: Path, o: dict) -> dict:
-    """Render one source into ``folder``; returns its summary document."""
+def _render_one(src, quirks: list, folder: Path, o: dict, saver) -> dict:
+    """Render one source into ``folder``; returns its summary document. The figures go to
+    ``saver`` (a :class:`~aqr_cli.io.atomic.FigureSaver`), which may still be drawing them."""
     from aqr_cli.analysis.caption import describe_run
     from aqr_cli.analysis.render import render_source
     from aqr_cli.cli._common import collect_quirks
@@ -115,13 +119,11 @@ def _render_one(src, quirks: list, folder: Path, o: dict) -> dict:
     caption = describe_run(src, o["sample"], o, res.bias_scale)
     doc["caption"] = caption.to_dict()
     doc["quirks"] = [_quirk_doc(q) for q in sorted(all_quirks, key=lambda q: _qnum(q.quirk_id))]
-    from aqr_cli.io.atomic import atomic_save_figures
-
-    pending: list = []  # (figure, path): saved together, in parallel worker processes
+    pending: list = []  # (figure, path)
     doc["files"] = _write_figures(res, folder, o["sample"], caption, o.get("bias_range", "fixed"),
                                   pending=pending)
     doc["files"] += readings_view.write_figures(res, folder, _tag(src), caption, pending=pending)
-    atomic_save_figures(pending)
+    saver.submit(pending)
     if o["save_arrays"]:
         atomic_save_npz(folder / FILES["arrays"], **_arrays(res))
         doc["files"].append(FILES["arrays"])

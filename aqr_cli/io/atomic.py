@@ -136,66 +136,145 @@ def figure_workers() -> int:
     return max(1, min(2, cpus))
 
 
+def _shares(items: list, n: int) -> list[list]:
+    """``items`` split into ``n`` shares balanced by the figures' axes counts, largest first."""
+    shares: list[list] = [[] for _ in range(n)]
+    loads = [0] * n
+    for fig, path in sorted(items, key=lambda it: -len(it[0].axes)):
+        i = loads.index(min(loads))
+        shares[i].append((fig, path))
+        loads[i] += max(1, len(fig.axes))
+    return [s for s in shares if s]
+
+
+def _fork_saver(share: list) -> tuple[int, int]:
+    """Fork a child that saves ``share`` and exits; returns (pid, read end of its error pipe).
+
+    The caller freezes the collector around the fork: a child's collections would otherwise
+    write to (and so copy) every page that holds a tracked object.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: save, report a failure on the pipe, never return into the caller
+        code = 0
+        try:
+            import gc
+
+            gc.disable()
+            os.close(read_fd)
+            for fig, path in share:
+                atomic_save_figure(fig, path)
+        except BaseException as e:  # noqa: BLE001 - reported to the parent
+            code = 1
+            try:
+                os.write(write_fd, f"{type(e).__name__}: {e}".encode()[:4000])
+            except OSError:
+                pass
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    return pid, read_fd
+
+
+def _reap(pid: int, read_fd: int) -> str | None:
+    """Wait for a saver child; its error message, or None if it succeeded."""
+    with os.fdopen(read_fd, "rb") as f:
+        message = f.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        return message or f"figure worker exited with status {status}"
+    return None
+
+
+class FigureSaver:
+    """Save figures in forked worker processes while this process goes on (e.g. with the next
+    dump of a batch): at most ``workers`` children at a time (default :func:`figure_workers`).
+
+    ``submit([(figure, path), ...])`` splits the figures into up to ``workers`` shares and forks
+    a child per share (waiting for running children first when the limit is reached); the
+    figures may be dropped afterwards. ``close()`` waits for all children and raises
+    ``RuntimeError`` with their messages if any failed; use it before the output is committed.
+    With one worker (or no ``fork``) ``submit`` saves in this process. Bytes are those of
+    :func:`atomic_save_figure`.
+    """
+
+    def __init__(self, workers: int | None = None):
+        self.workers = figure_workers() if workers is None else max(1, int(workers))
+        self._children: list[tuple[int, int]] = []
+        self._failures: list[str] = []
+
+    def submit(self, items: list) -> None:
+        import gc
+
+        items = list(items)
+        if not items:
+            return
+        if self.workers <= 1 or not hasattr(os, "fork"):
+            for fig, path in items:
+                atomic_save_figure(fig, path)
+            return
+        for share in _shares(items, min(self.workers, len(items))):
+            while len(self._children) >= self.workers:
+                self._wait_one()
+            gc.freeze()
+            try:
+                self._children.append(_fork_saver(share))
+            finally:
+                gc.unfreeze()
+
+    def _wait_one(self) -> None:
+        message = _reap(*self._children.pop(0))
+        if message:
+            self._failures.append(message)
+
+    def close(self) -> None:
+        """Wait for every child; raise if any failed."""
+        while self._children:
+            self._wait_one()
+        if self._failures:
+            failures, self._failures = self._failures, []
+            raise RuntimeError("saving figures failed: " + "; ".join(failures))
+
+    def __enter__(self) -> "FigureSaver":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        while self._children:  # failing anyway: reap the children, keep the first error
+            self._wait_one()
+        self._failures = []
+
+
 def atomic_save_figures(items: list, workers: int | None = None) -> list[Path]:
     """Save ``[(figure, path), ...]`` like :func:`atomic_save_figure`, in up to ``workers``
     processes (default :func:`figure_workers`); returns the paths in input order.
 
-    The figures are built in this process; forked children inherit them and each saves its
-    share (bytes are those of a serial save: drawing does not depend on the process). The
-    shares balance the figures by their number of axes, the largest first. A child's failure
-    is raised here as ``RuntimeError`` with its message, after all children have ended.
+    The figures are built in this process; forked children inherit them and save their shares
+    while this process saves the largest one (bytes are those of a serial save: drawing does
+    not depend on the process). A child's failure is raised here as ``RuntimeError``.
     """
+    import gc
+
     items = list(items)
     workers = figure_workers() if workers is None else max(1, int(workers))
     workers = min(workers, len(items))
     if workers <= 1 or not hasattr(os, "fork"):
         return [atomic_save_figure(fig, path) for fig, path in items]
-    shares: list[list] = [[] for _ in range(workers)]
-    loads = [0] * workers
-    for fig, path in sorted(items, key=lambda it: -len(it[0].axes)):
-        i = loads.index(min(loads))
-        shares[i].append((fig, path))
-        loads[i] += max(1, len(fig.axes))
-    import gc
-
-    children = []
-    # Frozen objects are left alone by the collector: a child's collections would otherwise
-    # write to (and so copy) every page that holds a tracked object.
+    shares = _shares(items, workers)
     gc.freeze()
-    for share in shares[1:]:
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: save, report a failure on the pipe, never return into the caller
-            code = 0
-            try:
-                gc.disable()
-                os.close(read_fd)
-                for fig, path in share:
-                    atomic_save_figure(fig, path)
-            except BaseException as e:  # noqa: BLE001 - reported to the parent
-                code = 1
-                try:
-                    os.write(write_fd, f"{type(e).__name__}: {e}".encode()[:4000])
-                except OSError:
-                    pass
-            finally:
-                os._exit(code)
-        os.close(write_fd)
-        children.append((pid, read_fd))
-    gc.unfreeze()
+    try:
+        children = [_fork_saver(share) for share in shares[1:]]
+    finally:
+        gc.unfreeze()
     error = None
     try:
         for fig, path in shares[0]:
             atomic_save_figure(fig, path)
     except BaseException as e:  # noqa: BLE001 - re-raised once the children are reaped
         error = e
-    failures = []
-    for pid, read_fd in children:
-        with os.fdopen(read_fd, "rb") as f:
-            message = f.read().decode(errors="replace")
-        _, status = os.waitpid(pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
-            failures.append(message or f"figure worker exited with status {status}")
+    failures = [m for m in (_reap(pid, fd) for pid, fd in children) if m]
     if error is not None:
         raise error
     if failures:

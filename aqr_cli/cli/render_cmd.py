@@ -158,6 +158,7 @@ def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed"
     """
     from aqr_cli.analysis.render import final_clamp_value
     from aqr_cli.io.atomic import atomic_save_figure
+    from aqr_cli.analysis.sources import sample_rig
     from aqr_cli.plots import weights as P
 
     src = res.source
@@ -166,6 +167,7 @@ def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed"
     act = caption.activation
     boxes = src.boxes[b] if src.boxes else None
     labels = src.box_labels[b] if src.box_labels else None
+    rig = sample_rig(src, b) if boxes is not None else None
     lw, cw = src.lidar_weights[b].numpy(), src.camera_weights[b].numpy()
     clamp = src.cfg.renderer_config.get("max_weight_clamp", 1.5) \
         if src.cfg.renderer_config.get("normalize_weights", True) else None
@@ -182,7 +184,7 @@ def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed"
         "bias": P.bias_heatmap_figure(
             res.bias_bev[b].numpy(), res.bias_pers[b].numpy(), pc, res.bias_scale, limit=lim,
             range_mode=bias_range, camera_names=src.camera_names, boxes=boxes, box_labels=labels,
-            title=f"AQR attention bias (window {bias['window_size']}, effective scale "
+            rig=rig, title=f"AQR attention bias (window {bias['window_size']}, effective scale "
                   f"{res.bias_scale:.3g}, final clamp +-{final_clamp_value(bias):g})",
             subtitle=sub,
             notes=() if src.pts_pers is not None else
@@ -192,11 +194,12 @@ def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed"
         figs["camera"] = P.camera_weight_figure(
             res.pers_map[b].numpy(), cw, src.pts_pers[b].numpy(), camera_names=src.camera_names,
             unseen=None if src.unseen is None else src.unseen[b].numpy(), clamp=clamp,
-            activation=act, method=method, title=f"Camera weight maps, {method} render", subtitle=sub)
+            activation=act, method=method, boxes=boxes, rig=rig,
+            title=f"Camera weight maps, {method} render", subtitle=sub)
     elif src.stored_maps is not None:
         figs["camera"] = P.camera_weight_figure(
             src.stored_maps[1][b].numpy(), cw, None, camera_names=src.camera_names, clamp=clamp,
-            activation=act, title="Camera weight maps as stored in the dump", subtitle=sub)
+            activation=act, boxes=boxes, rig=rig, title="Camera weight maps as stored in the dump", subtitle=sub)
     if res.methods:
         figs["methods"] = P.methods_figure({m: (bb[b].numpy(), pp[b].numpy()) for m, (bb, pp) in
                                             res.methods.items()}, pc, camera_names=src.camera_names,
@@ -267,8 +270,10 @@ def _report(sink, docs: list, names: list, o: dict) -> None:
     cols = ["source", "Q", "LiDAR w", "camera w", "LiDAR>cam", "BEV max", "bias in window",
             "scale"]
     sink.table(cols, rows, title=f"aqr render-weights -> {o['out']}", right=cols[1:],
-               caption="w: mean±std of the per-query weights; bias in window: mean±std of the "
-                       "bias inside the query windows; scale: effective bias scale")
+               caption="batch-wide numbers (all samples of each source): w = mean±std of the "
+                       "per-query weights, LiDAR>cam = share of queries preferring LiDAR, bias in "
+                       "window = mean±std of the bias inside the query windows, scale = effective "
+                       "bias scale; summary.json holds the --sample's own numbers under 'sample'")
     for d, n in zip(docs, names):
         label = n or None
         for note in d["source"]["notes"]:

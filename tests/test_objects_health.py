@@ -239,6 +239,13 @@ def test_dump_with_dn_rows_reports_groups(tmp_path):
     matching = d["camera_weights"][0, dn:]
     assert groups["matching"]["camera"]["mean"] == pytest.approx(float(matching.mean()), abs=1e-6)
     assert "DN vs matching queries" in res.stdout
+    assert "matching queries (900 of 1030; 130 DN rows left out)" in doc["caption"]["subtitle"]
+    res = _render(path, "--queries", "dn", "-o", tmp_path / "o2")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads((tmp_path / "o2" / "summary.json").read_text())
+    assert "DN queries only (130 of 1030)" in doc["caption"]["subtitle"]
+    res = _render(DUMP, "--queries", "dn", "-o", tmp_path / "o3")
+    assert res.exit_code == 1 and "holds no DN rows" in res.stderr and not (tmp_path / "o3").exists()
 
 
 def _inspect(*args):

@@ -10,10 +10,11 @@ SCOPE = ("matching queries of the whole batch; a query belongs to the nearest GT
          "within {radius:g} m; bars: 95% bootstrap interval ({n} resamples)")
 
 
-def write_figures(res, folder: Path, tag: str, caption=None) -> list[str]:
+def write_figures(res, folder: Path, tag: str, caption=None, queries: str = "matching") -> list[str]:
     """``preference_by_class.png`` (when GT boxes are known) and ``camera_views.png`` (when the
     camera cells are known); returns the file names written. ``caption``: the run's
     :class:`~aqr_cli.analysis.caption.RunCaption` (subtitle and weight activation)."""
+    from aqr_cli.analysis.objects import query_rows
     from aqr_cli.io.atomic import atomic_save_figure
     from aqr_cli.plots.readings import camera_views_figure, class_preference_figure
 
@@ -33,11 +34,11 @@ def write_figures(res, folder: Path, tag: str, caption=None) -> list[str]:
         views = src.pts_pers[..., 0].clone()
         if src.unseen is not None:
             views[src.unseen] = -1
-        rows = slice(max(src.num_queries - src.cfg.num_query, 0), src.num_queries)
+        rows = query_rows(src.num_queries, src.cfg.num_query)[queries]
         fig = camera_views_figure(src.camera_weights[:, rows].reshape(-1).numpy(),
                                   views[:, rows].reshape(-1).numpy(), camera_names=src.camera_names,
                                   title="Camera weights of the queries each view sees first "
-                                        "(matching queries, whole batch)" + ("" if caption else f": {tag}"),
+                                        f"({queries} queries, whole batch)" + ("" if caption else f": {tag}"),
                                   subtitle=caption.subtitle(batch=True) if caption else "",
                                   **_weight_axis(caption))
         atomic_save_figure(fig, folder / FILES["views"])

@@ -43,6 +43,7 @@ def render_weights_command(
     bias_window: S.BiasWindow = None,
     bias_scale: S.BiasScale = None,
     bias_range: S.BiasRange = "fixed",
+    queries: S.Queries = "matching",
     activation: S.Activation = None,
     lam: S.Lam = None,
     batch_size: S.BatchSize = 1,
@@ -61,7 +62,7 @@ def render_weights_command(
     """
     opts = dict(out=out, synthetic=synthetic, checkpoint=checkpoint, features=features,
                 weights=weights, reference=reference, rig=rig, method=method, sigma=sigma,
-                bias_window=bias_window, bias_scale=bias_scale, bias_range=bias_range,
+                bias_window=bias_window, bias_scale=bias_scale, bias_range=bias_range, queries=queries,
                 activation=activation, lam=lam,
                 batch_size=batch_size, sample=sample, seed=seed, save_arrays=save_arrays,
                 as_json=as_json, quiet=quiet, trust=trust)
@@ -106,6 +107,9 @@ def _render_one(src, quirks: list, folder: Path, o: dict) -> dict:
     if o["sample"] >= src.batch_size:
         raise UserError(f"{src.label}: --sample {o['sample']} but the batch holds {src.batch_size} "
                         "sample(s)")
+    if o.get("queries", "matching") == "dn" and src.num_queries <= src.cfg.num_query:
+        raise UserError(f"{src.label}: --queries dn but the source holds no DN rows "
+                        f"({src.num_queries} queries, num_query {src.cfg.num_query})")
     folder.mkdir(parents=True, exist_ok=True)
     with collect_quirks() as more:
         res = render_source(src, o["method"] or src.cfg.renderer_config.get("render_method", "gaussian"),
@@ -115,8 +119,10 @@ def _render_one(src, quirks: list, folder: Path, o: dict) -> dict:
     caption = describe_run(src, o["sample"], o, res.bias_scale)
     doc["caption"] = caption.to_dict()
     doc["quirks"] = [_quirk_doc(q) for q in sorted(all_quirks, key=lambda q: _qnum(q.quirk_id))]
-    doc["files"] = _write_figures(res, folder, o["sample"], caption, o.get("bias_range", "fixed"))
-    doc["files"] += readings_view.write_figures(res, folder, _tag(src), caption)
+    doc["files"] = _write_figures(res, folder, o["sample"], caption, o.get("bias_range", "fixed"),
+                                  o.get("queries", "matching"))
+    doc["files"] += readings_view.write_figures(res, folder, _tag(src), caption,
+                                                o.get("queries", "matching"))
     if o["save_arrays"]:
         atomic_save_npz(folder / FILES["arrays"], **_arrays(res))
         doc["files"].append(FILES["arrays"])
@@ -150,7 +156,8 @@ def _arrays(res) -> dict:
     return {k: v.detach().cpu().numpy() for k, v in out.items()}
 
 
-def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed") -> list[str]:
+def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed",
+                   queries: str = "matching") -> list[str]:
     """Build and save every figure of one source for sample ``b``; returns the file names written.
 
     Every figure carries ``caption`` (source kind, configuration, sample, changed settings) as
@@ -158,7 +165,11 @@ def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed"
     """
     from aqr_cli.analysis.render import final_clamp_value
     from aqr_cli.io.atomic import atomic_save_figure
+    import torch
+
+    from aqr_cli.analysis.objects import query_rows
     from aqr_cli.analysis.sources import sample_rig
+    from aqr_cli.analysis.stats import preference_shares
     from aqr_cli.plots import weights as P
 
     src = res.source
@@ -168,7 +179,11 @@ def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed"
     boxes = src.boxes[b] if src.boxes else None
     labels = src.box_labels[b] if src.box_labels else None
     rig = sample_rig(src, b) if boxes is not None else None
-    lw, cw = src.lidar_weights[b].numpy(), src.camera_weights[b].numpy()
+    rows = query_rows(src.num_queries, src.cfg.num_query)[queries]
+    lw, cw = src.lidar_weights[b, rows].numpy(), src.camera_weights[b, rows].numpy()
+    pts_bev = src.pts_bev[b, rows].numpy()
+    pts_pers = None if src.pts_pers is None else src.pts_pers[b, rows].numpy()
+    unseen = None if src.unseen is None else src.unseen[b, rows].numpy()
     clamp = src.cfg.renderer_config.get("max_weight_clamp", 1.5) \
         if src.cfg.renderer_config.get("normalize_weights", True) else None
     method = res.method if res.method != "all" else src.cfg.renderer_config.get("render_method", "gaussian")
@@ -176,10 +191,11 @@ def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed"
     lim = P.bias_limit(res.bias_scale, bias["max_scale"], bias_range, res.bias_bev[b].numpy(),
                        res.bias_pers[b].numpy())
     figs = {
-        "bev": P.bev_weight_figure(res.bev_map[b].numpy(), lw, src.pts_bev[b].numpy(), pc, boxes=boxes,
+        "bev": P.bev_weight_figure(res.bev_map[b].numpy(), lw, pts_bev, pc, boxes=boxes,
                                    box_labels=labels, clamp=clamp, activation=act, method=method,
                                    title=f"LiDAR weights, {method} render", subtitle=sub),
-        "queries": P.query_panel_figure(lw, cw, res.summary["sample"]["preference"], activation=act,
+        "queries": P.query_panel_figure(lw, cw, preference_shares(torch.from_numpy(lw),
+                                                                  torch.from_numpy(cw)), activation=act,
                                         title="Per-query AQR weights", subtitle=sub),
         "bias": P.bias_heatmap_figure(
             res.bias_bev[b].numpy(), res.bias_pers[b].numpy(), pc, res.bias_scale, limit=lim,
@@ -192,8 +208,8 @@ def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed"
     }
     if src.pts_pers is not None:
         figs["camera"] = P.camera_weight_figure(
-            res.pers_map[b].numpy(), cw, src.pts_pers[b].numpy(), camera_names=src.camera_names,
-            unseen=None if src.unseen is None else src.unseen[b].numpy(), clamp=clamp,
+            res.pers_map[b].numpy(), cw, pts_pers, camera_names=src.camera_names,
+            unseen=unseen, clamp=clamp,
             activation=act, method=method, boxes=boxes, rig=rig,
             title=f"Camera weight maps, {method} render", subtitle=sub)
     elif src.stored_maps is not None:

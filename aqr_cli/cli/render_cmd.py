@@ -259,15 +259,25 @@ def _write_evolution(docs: list, names: list, stage: Path) -> None:
 
 
 def _evolution_row(doc: dict, name: str) -> dict:
-    w, m, bias = doc["weights"], doc["maps"], doc["bias"]
-    return {"name": name, "iteration": doc["source"]["iteration"],
-            "lidar_mean": w["lidar"]["mean"], "lidar_std": w["lidar"]["std"],
-            "camera_mean": w["camera"]["mean"], "camera_std": w["camera"]["std"],
-            "prefer_lidar": doc["preference"]["prefer_lidar"],
-            "bev_map_max": m["bev"]["max"], "camera_map_max": m["camera"]["max"],
-            "bias_in_window_mean": bias["in_window"]["overall"]["mean"],
-            "bias_in_window_std": bias["in_window"]["overall"]["std"],
-            "bias_scale": bias["scale_effective"]}
+    """One dump's point of evolution.json: weight statistics of its matching queries (DN rows
+    apart, ``dn_*`` when present), map maxima and bias readings."""
+    m, bias = doc["maps"], doc["bias"]
+    groups = doc["weights"].get("by_query_group") or {}
+    g = groups.get("matching") or {"lidar": doc["weights"]["lidar"], "camera": doc["weights"]["camera"],
+                                   "preference": doc["preference"]}
+    row = {"name": name, "iteration": doc["source"]["iteration"], "queries": "matching",
+           "lidar_mean": g["lidar"]["mean"], "lidar_std": g["lidar"]["std"],
+           "camera_mean": g["camera"]["mean"], "camera_std": g["camera"]["std"],
+           "prefer_lidar": g["preference"]["prefer_lidar"],
+           "bev_map_max": m["bev"]["max"], "camera_map_max": m["camera"]["max"],
+           "bias_in_window_mean": bias["in_window"]["overall"]["mean"],
+           "bias_in_window_std": bias["in_window"]["overall"]["std"],
+           "bias_scale": bias["scale_effective"]}
+    dn = groups.get("dn")
+    if dn:
+        row.update(dn_count=dn["count"], dn_lidar_mean=dn["lidar"]["mean"],
+                   dn_camera_mean=dn["camera"]["mean"])
+    return row
 
 
 def _report(sink, docs: list, names: list, o: dict) -> None:

@@ -139,7 +139,8 @@ def describe_run(src, sample: int, opts: Mapping, bias_scale_effective: float | 
         sample=f"sample {sample} of {src.batch_size}",
         changes=changed_settings(opts, bias_scale_effective, recorded=src.kind == "dump"),
         activation=act, activation_from=act_from, batch_size=src.batch_size,
-        queries=query_rows_text(src.num_queries, src.cfg.num_query, opts.get("queries") or "matching"))
+        queries=query_rows_text(getattr(src, "num_queries", 0), getattr(src.cfg, "num_query", 900),
+                                opts.get("queries") or "matching"))
 
 
 def query_rows_text(num_queries: int, num_query: int, which: str) -> str:

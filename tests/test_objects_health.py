@@ -225,7 +225,7 @@ def test_dump_with_dn_rows_reports_groups(tmp_path):
     d = torch.load(DUMP, map_location="cpu", weights_only=False)
     dn = 130
     g = torch.Generator().manual_seed(0)
-    d["lidar_weights"] = torch.cat([torch.full((1, dn), 0.05), d["lidar_weights"]], 1)
+    d["lidar_weights"] = torch.cat([torch.full((1, dn), 0.8), d["lidar_weights"]], 1)
     d["camera_weights"] = torch.cat([torch.full((1, dn), -0.7), d["camera_weights"]], 1)
     d["pts_bev"] = torch.cat([torch.randint(0, 128, (1, dn, 2), generator=g).float(), d["pts_bev"]], 1)
     path = tmp_path / "weights_iter_300.pth"
@@ -240,6 +240,15 @@ def test_dump_with_dn_rows_reports_groups(tmp_path):
     assert groups["matching"]["camera"]["mean"] == pytest.approx(float(matching.mean()), abs=1e-6)
     assert "DN vs matching queries" in res.stdout
     assert "matching queries (900 of 1030; 130 DN rows left out)" in doc["caption"]["subtitle"]
+    from aqr_cli.core.renderer import WeightRenderer
+
+    ren = WeightRenderer(render_method="gaussian", bev_feature_shape=(128, 128), gaussian_sigma=1.0)
+    dn_map = ren.render_bev_weights(d["lidar_weights"][:, :dn].clone(), d["pts_bev"][:, :dn])
+    assert float(dn_map.max()) > 0.1
+    assert doc["maps"]["by_query_group"]["dn"]["bev"]["max"] == pytest.approx(float(dn_map.max()), abs=1e-6)
+    assert doc["maps"]["by_query_group"]["dn"]["camera"] is None  # no camera cells without --checkpoint
+    assert doc["bias"]["by_query_group"]["dn"]["overall"]["count"] > 0
+    assert doc["bias"]["by_query_group"]["all"] == doc["bias"]["in_window"]
     res = _render(path, "--queries", "dn", "-o", tmp_path / "o2")
     assert res.exit_code == 0, res.stderr
     doc = json.loads((tmp_path / "o2" / "summary.json").read_text())

@@ -40,6 +40,7 @@ def write_figures(res, folder: Path, tag: str, caption=None, queries: str = "mat
                                   title="Camera weights of the queries each view sees first "
                                         f"({queries} queries, whole batch)" + ("" if caption else f": {tag}"),
                                   subtitle=caption.subtitle(batch=True) if caption else "",
+                                  coverage=_view_coverage(doc), notes=_coverage_notes(doc),
                                   **_weight_axis(caption))
         atomic_save_figure(fig, folder / FILES["views"])
         written.append(FILES["views"])
@@ -87,6 +88,20 @@ def report(sink, doc: dict, label: str | None) -> None:
             sink.warn(f"{f['message']} (normal: {f['detail']['band']})", id=f["id"], source=label)
         else:
             sink.note(f"{f['id']}: {f['message']}", source=label)
+
+
+def _view_coverage(doc: dict) -> dict | None:
+    views = (doc.get("coverage") or {}).get("camera_views")
+    return None if not views else {name: c.get("coverage") for name, c in views.items()}
+
+
+def _coverage_notes(doc: dict) -> list[str]:
+    cov = doc.get("coverage")
+    if not cov:
+        return []
+    parts = [f"BEV {_cov(cov['bev'])}"] + ([f"all cameras {_cov(cov['camera'])}"] if cov.get("camera") else [])
+    return ["rendered weight mass on GT boxes (whole batch; notes: < 30% poor, > 60% good): "
+            + "; ".join(parts)]
 
 
 def _cov(c: dict) -> str:

@@ -29,6 +29,7 @@ class RunCaption:
     activation: str = "tanh"
     activation_from: str = "generator"
     batch_size: int = 1
+    queries: str = ""  # which query rows per-query panels draw, when the source has DN rows
 
     def subtitle(self, batch: bool = False) -> str:
         """One line: source; configuration; sample; changed settings (or 'config settings').
@@ -37,7 +38,8 @@ class RunCaption:
         """
         changed = ", ".join(self.changes) if self.changes else "settings as in the config"
         which = f"batch-wide: all {self.batch_size} sample(s)" if batch else self.sample
-        return f"{self.source}; {self.config}; {which}; {changed}"
+        rows = f"; {self.queries}" if self.queries else ""
+        return f"{self.source}; {self.config}; {which}{rows}; {changed}"
 
     def to_dict(self) -> dict:
         return dict(asdict(self), subtitle=self.subtitle())
@@ -136,4 +138,17 @@ def describe_run(src, sample: int, opts: Mapping, bias_scale_effective: float | 
         config=configuration_name(src.cfg.bev_shape, src.cfg.pers_shape),
         sample=f"sample {sample} of {src.batch_size}",
         changes=changed_settings(opts, bias_scale_effective, recorded=src.kind == "dump"),
-        activation=act, activation_from=act_from, batch_size=src.batch_size)
+        activation=act, activation_from=act_from, batch_size=src.batch_size,
+        queries=query_rows_text(getattr(src, "num_queries", 0), getattr(src.cfg, "num_query", 900),
+                                opts.get("queries") or "matching"))
+
+
+def query_rows_text(num_queries: int, num_query: int, which: str) -> str:
+    """``'matching queries (900 of 1730; 830 DN rows left out)'``; empty without DN rows."""
+    dn = max(num_queries - num_query, 0)
+    if not dn:
+        return ""
+    return {"matching": f"per-query panels: matching queries ({num_queries - dn} of {num_queries}; "
+                        f"{dn} DN rows left out)",
+            "dn": f"per-query panels: DN queries only ({dn} of {num_queries})",
+            "all": f"per-query panels: all {num_queries} queries ({dn} DN + {num_queries - dn} matching)"}[which]

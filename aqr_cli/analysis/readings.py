@@ -14,6 +14,8 @@ def add_readings(doc: dict, res) -> None:
     src = res.source
     lw, cw = src.lidar_weights, src.camera_weights
     doc["weights"]["by_query_group"] = weights_by_query_group(lw, cw, src.cfg.num_query)
+    if doc["weights"]["by_query_group"]["dn"] is not None:
+        maps_and_bias_by_group(doc, res)
     if src.boxes:
         from aqr_cli.analysis.compare import query_xy
 
@@ -47,3 +49,39 @@ def coverage(res) -> dict:
             name: weight_coverage(res.pers_map[:, v:v + 1], [m[:, v:v + 1] for m in cam_masks], labels)
             for v, name in enumerate(src.camera_names)}
     return out
+
+
+def subset(src, rows: slice):
+    """The source restricted to query ``rows`` (per-query tensors sliced, the rest shared)."""
+    import dataclasses
+
+    def cut(t):
+        return None if t is None else t[:, rows]
+
+    return dataclasses.replace(src, lidar_weights=cut(src.lidar_weights),
+                               camera_weights=cut(src.camera_weights), pts_bev=cut(src.pts_bev),
+                               pts_idx=cut(src.pts_idx), pts_pers=cut(src.pts_pers),
+                               unseen=cut(src.unseen))
+
+
+def maps_and_bias_by_group(doc: dict, res) -> None:
+    """``maps.by_query_group`` and ``bias.by_query_group`` (matching, dn, all): the maps and the
+    in-window bias each query group alone would give (``all`` is what upstream rendered)."""
+    from aqr_cli.analysis.objects import query_rows
+    from aqr_cli.analysis.render import render_maps, sparse_bias
+    from aqr_cli.analysis.stats import map_stats
+
+    src = res.source
+    method = res.method if res.method != "all" else src.cfg.renderer_config.get("render_method", "gaussian")
+    maps = {"all": {"bev": doc["maps"]["bev"], "camera": doc["maps"]["camera"]}}
+    bias = {"all": doc["bias"]["in_window"]}
+    for name in ("matching", "dn"):
+        sub = subset(src, query_rows(src.num_queries, src.cfg.num_query)[name])
+        bev, pers = render_maps(sub, method)
+        maps[name] = {"bev": map_stats(bev, sub.lidar_weights.clamp(0, 1)),
+                      "camera": map_stats(pers, sub.camera_weights) if src.pts_pers is not None
+                      else None}  # camera cells unknown: only the dump's stored (all-query) maps
+        sb, gen = sparse_bias(sub, doc["bias"]["scale_raw"])
+        bias[name] = gen.debug_statistics(sb, sub.lidar_weights, sub.camera_weights)["in_window"]
+    doc["maps"]["by_query_group"] = maps
+    doc["bias"]["by_query_group"] = bias

@@ -16,7 +16,7 @@ import torch
 
 from aqr_cli.errors import UserError
 from aqr_cli.core.configs import CLASS_NAMES, ReferenceConfig, reference_config
-from aqr_cli.core.errors import warn_quirk
+from aqr_cli.core.errors import AQRInputError, warn_quirk
 
 HEAD = "pts_bbox_head."
 
@@ -548,3 +548,15 @@ def from_features(dump_path: str, checkpoint: str, ov: Overrides, trust: bool = 
     base.query_embed, base.pos_embed = query, pos
     base.notes.append("weights: the checkpoint's generator re-run on the dump's recorded features")
     return base
+
+
+def sample_rig(src: WeightSource, sample: int):
+    """The camera rig of one sample (its ``img_metas``), or None when the source has none."""
+    from aqr_cli.core.geometry import CameraRig
+
+    if not src.img_metas:
+        return None
+    try:
+        return CameraRig.from_img_metas(metas_for_batch(src.img_metas, src.batch_size)[sample])
+    except (AQRInputError, IndexError):
+        return None

@@ -10,11 +10,13 @@ SCOPE = ("matching queries of the whole batch; a query belongs to the nearest GT
          "within {radius:g} m; bars: 95% bootstrap interval ({n} resamples)")
 
 
-def write_figures(res, folder: Path, tag: str, caption=None, pending: list | None = None) -> list[str]:
+def write_figures(res, folder: Path, tag: str, caption=None, queries: str = "matching",
+                  pending: list | None = None) -> list[str]:
     """``preference_by_class.png`` (when GT boxes are known) and ``camera_views.png`` (when the
     camera cells are known); returns the file names written. ``caption``: the run's
     :class:`~aqr_cli.analysis.caption.RunCaption` (subtitle and weight activation). With
     ``pending``, append ``(figure, path)`` pairs there instead of saving."""
+    from aqr_cli.analysis.objects import query_rows
     from aqr_cli.io.atomic import atomic_save_figure
 
     def save(fig, path):
@@ -41,12 +43,13 @@ def write_figures(res, folder: Path, tag: str, caption=None, pending: list | Non
         views = src.pts_pers[..., 0].clone()
         if src.unseen is not None:
             views[src.unseen] = -1
-        rows = slice(max(src.num_queries - src.cfg.num_query, 0), src.num_queries)
+        rows = query_rows(src.num_queries, src.cfg.num_query)[queries]
         fig = camera_views_figure(src.camera_weights[:, rows].reshape(-1).numpy(),
                                   views[:, rows].reshape(-1).numpy(), camera_names=src.camera_names,
                                   title="Camera weights of the queries each view sees first "
-                                        "(matching queries, whole batch)" + ("" if caption else f": {tag}"),
+                                        f"({queries} queries, whole batch)" + ("" if caption else f": {tag}"),
                                   subtitle=caption.subtitle(batch=True) if caption else "",
+                                  coverage=_view_coverage(doc), notes=_coverage_notes(doc),
                                   **_weight_axis(caption))
         save(fig, folder / FILES["views"])
         written.append(FILES["views"])
@@ -94,6 +97,20 @@ def report(sink, doc: dict, label: str | None) -> None:
             sink.warn(f"{f['message']} (normal: {f['detail']['band']})", id=f["id"], source=label)
         else:
             sink.note(f"{f['id']}: {f['message']}", source=label)
+
+
+def _view_coverage(doc: dict) -> dict | None:
+    views = (doc.get("coverage") or {}).get("camera_views")
+    return None if not views else {name: c.get("coverage") for name, c in views.items()}
+
+
+def _coverage_notes(doc: dict) -> list[str]:
+    cov = doc.get("coverage")
+    if not cov:
+        return []
+    parts = [f"BEV {_cov(cov['bev'])}"] + ([f"all cameras {_cov(cov['camera'])}"] if cov.get("camera") else [])
+    return ["rendered weight mass on GT boxes (whole batch; notes: < 30% poor, > 60% good): "
+            + "; ".join(parts)]
 
 
 def _cov(c: dict) -> str:

@@ -42,6 +42,9 @@ Sigma = Annotated[Optional[float], typer.Option("--sigma", help="Renderer gaussi
 BiasWindow = Annotated[Optional[int], typer.Option("--bias-window", help="Bias window_size (cells).")]
 BiasScale = Annotated[Optional[float], typer.Option("--bias-scale", help="Raw bias_scale to use instead of "
                                                     "the checkpoint's (clamped as upstream when learnable).")]
+Queries = Annotated[str, typer.Option("--queries", help="Which queries the per-query panels draw when a "
+                                      "source holds denoising (DN) rows: matching (default), dn or all. "
+                                      "Maps are rendered from all queries, as upstream does.")]
 BiasRange = Annotated[str, typer.Option("--bias-range", help="Colour range of bias heatmaps: fixed "
                                         "(+-min(5, max_scale), the final clamp; runs compare by eye) "
                                         "or auto (+-max |b| of this run).")]
@@ -73,6 +76,8 @@ def validate(sources: list, o: dict) -> None:
         bad("choose tanh or sigmoid", "--activation")
     if o.get("bias_range", "fixed") not in ("fixed", "auto"):
         bad("choose fixed or auto", "--bias-range")
+    if o.get("queries", "matching") not in ("matching", "dn", "all"):
+        bad("choose matching, dn or all", "--queries")
     if o["lam"] not in (None, "config", "honour", "ignore"):
         bad("choose config, honour or ignore", "--lam")
     if o["features"] is not None and o["checkpoint"] is None:

@@ -164,6 +164,8 @@ def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed"
     sub, batch_sub = caption.subtitle(), caption.subtitle(batch=True)
     boxes = src.boxes[b] if src.boxes else None
     labels = src.box_labels[b] if src.box_labels else None
+    from aqr_cli.analysis.sources import sample_rig
+
     info = res.summary["attention"].get("information") or {}
     run = res.summary.get("run") or {}
     hb, hp = res.bias.heatmaps("maxabs")
@@ -180,6 +182,7 @@ def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed"
             hb, hp, src.cfg.pc_range, res.bias_scale,
             limit=bias_limit(res.bias_scale, res.max_scale, bias_range, hb, hp), range_mode=bias_range,
             camera_names=src.camera_names, boxes=boxes, box_labels=labels,
+            rig=sample_rig(src, b) if boxes is not None else None,
             title=f"Additive path: AQR attention bias (effective scale {res.bias_scale:.3g})",
             subtitle=sub, notes=[run.get("statement", "")]),
     }
@@ -248,7 +251,9 @@ def _report(sink, docs: list, names: list, o: dict) -> None:
         sink.json(docs[0] if len(docs) == 1 else docs)
     for d, n in zip(docs, names):
         label = n or d["settings"]["source"]["label"]
+        _meaning(sink, d, label)
         _feature_table(sink, d, label)
+        _readout_table(sink, d, label)
         at = d["attention"]
         if at.get("baseline"):
             _attention_table(sink, at, label)
@@ -266,6 +271,33 @@ _FEATURE_COLS = ["path / modality", "mean before", "mean after", "relative chang
                  "attenuated", "amplified", "small-object energy kept"]
 _ATTENTION_COLS = ["path", "entropy/log F", "max attn", "> 0.9", "window mass", "LiDAR share",
                    "mean |d attn|", "KL(base||path)", "top-k overlap"]
+
+
+def _meaning(sink, d: dict, label: str) -> None:
+    """What the numbers below can and cannot say, in plain words, before the tables."""
+    pairs = []
+    run = d.get("run") or {}
+    if run.get("statement"):
+        pairs.append(("additive path", run["statement"]))
+    info = (d.get("attention") or {}).get("information") or {}
+    if info.get("statement") and not info.get("informative", True):
+        pairs.append(("attention", info["statement"]))
+    if pairs:
+        sink.kv(pairs, title=f"read this first: {label}")
+
+
+def _readout_table(sink, d: dict, label: str) -> None:
+    ro = d.get("decoder_readout") or {}
+    rows = []
+    for path in ("multiplicative", "additive"):
+        r = ro.get(path)
+        if r:
+            rows.append([path, _fmt(r["relative_change"]["mean"], ".2%"),
+                         _fmt(r["relative_change"]["median"], ".2%"), _fmt(r["cosine"]["mean"], ".4f")])
+    if rows:
+        sink.table(["path", "relative change mean", "median", "cosine mean"], rows,
+                   title=f"what the decoder reads (cross-attention output vs baseline): {label}",
+                   right=["relative change mean", "median", "cosine mean"])
 
 
 def _feature_table(sink, d: dict, label: str) -> None:

@@ -43,6 +43,7 @@ def render_weights_command(
     bias_window: S.BiasWindow = None,
     bias_scale: S.BiasScale = None,
     bias_range: S.BiasRange = "fixed",
+    queries: S.Queries = "matching",
     activation: S.Activation = None,
     lam: S.Lam = None,
     batch_size: S.BatchSize = 1,
@@ -61,7 +62,7 @@ def render_weights_command(
     """
     opts = dict(out=out, synthetic=synthetic, checkpoint=checkpoint, features=features,
                 weights=weights, reference=reference, rig=rig, method=method, sigma=sigma,
-                bias_window=bias_window, bias_scale=bias_scale, bias_range=bias_range,
+                bias_window=bias_window, bias_scale=bias_scale, bias_range=bias_range, queries=queries,
                 activation=activation, lam=lam,
                 batch_size=batch_size, sample=sample, seed=seed, save_arrays=save_arrays,
                 as_json=as_json, quiet=quiet, trust=trust)
@@ -110,6 +111,9 @@ def _render_one(src, quirks: list, folder: Path, o: dict, saver) -> dict:
     if o["sample"] >= src.batch_size:
         raise UserError(f"{src.label}: --sample {o['sample']} but the batch holds {src.batch_size} "
                         "sample(s)")
+    if o.get("queries", "matching") == "dn" and src.num_queries <= src.cfg.num_query:
+        raise UserError(f"{src.label}: --queries dn but the source holds no DN rows "
+                        f"({src.num_queries} queries, num_query {src.cfg.num_query})")
     folder.mkdir(parents=True, exist_ok=True)
     with collect_quirks() as more:
         res = render_source(src, o["method"] or src.cfg.renderer_config.get("render_method", "gaussian"),
@@ -121,8 +125,9 @@ def _render_one(src, quirks: list, folder: Path, o: dict, saver) -> dict:
     doc["quirks"] = [_quirk_doc(q) for q in sorted(all_quirks, key=lambda q: _qnum(q.quirk_id))]
     pending: list = []  # (figure, path)
     doc["files"] = _write_figures(res, folder, o["sample"], caption, o.get("bias_range", "fixed"),
-                                  pending=pending)
-    doc["files"] += readings_view.write_figures(res, folder, _tag(src), caption, pending=pending)
+                                  o.get("queries", "matching"), pending=pending)
+    doc["files"] += readings_view.write_figures(res, folder, _tag(src), caption,
+                                                o.get("queries", "matching"), pending=pending)
     saver.submit(pending)
     if o["save_arrays"]:
         atomic_save_npz(folder / FILES["arrays"], **_arrays(res))
@@ -158,7 +163,7 @@ def _arrays(res) -> dict:
 
 
 def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed",
-                   pending: list | None = None) -> list[str]:
+                   queries: str = "matching", pending: list | None = None) -> list[str]:
     """Build and save every figure of one source for sample ``b``; returns the file names written.
     With ``pending``, append ``(figure, path)`` pairs there instead of saving.
 
@@ -167,6 +172,11 @@ def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed"
     """
     from aqr_cli.analysis.render import final_clamp_value
     from aqr_cli.io.atomic import atomic_save_figure
+    import torch
+
+    from aqr_cli.analysis.objects import query_rows
+    from aqr_cli.analysis.sources import sample_rig
+    from aqr_cli.analysis.stats import preference_shares
     from aqr_cli.plots import weights as P
 
     src = res.source
@@ -175,7 +185,12 @@ def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed"
     act = caption.activation
     boxes = src.boxes[b] if src.boxes else None
     labels = src.box_labels[b] if src.box_labels else None
-    lw, cw = src.lidar_weights[b].numpy(), src.camera_weights[b].numpy()
+    rig = sample_rig(src, b) if boxes is not None else None
+    rows = query_rows(src.num_queries, src.cfg.num_query)[queries]
+    lw, cw = src.lidar_weights[b, rows].numpy(), src.camera_weights[b, rows].numpy()
+    pts_bev = src.pts_bev[b, rows].numpy()
+    pts_pers = None if src.pts_pers is None else src.pts_pers[b, rows].numpy()
+    unseen = None if src.unseen is None else src.unseen[b, rows].numpy()
     clamp = src.cfg.renderer_config.get("max_weight_clamp", 1.5) \
         if src.cfg.renderer_config.get("normalize_weights", True) else None
     method = res.method if res.method != "all" else src.cfg.renderer_config.get("render_method", "gaussian")
@@ -183,15 +198,16 @@ def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed"
     lim = P.bias_limit(res.bias_scale, bias["max_scale"], bias_range, res.bias_bev[b].numpy(),
                        res.bias_pers[b].numpy())
     figs = {
-        "bev": P.bev_weight_figure(res.bev_map[b].numpy(), lw, src.pts_bev[b].numpy(), pc, boxes=boxes,
+        "bev": P.bev_weight_figure(res.bev_map[b].numpy(), lw, pts_bev, pc, boxes=boxes,
                                    box_labels=labels, clamp=clamp, activation=act, method=method,
                                    title=f"LiDAR weights, {method} render", subtitle=sub),
-        "queries": P.query_panel_figure(lw, cw, res.summary["sample"]["preference"], activation=act,
+        "queries": P.query_panel_figure(lw, cw, preference_shares(torch.from_numpy(lw),
+                                                                  torch.from_numpy(cw)), activation=act,
                                         title="Per-query AQR weights", subtitle=sub),
         "bias": P.bias_heatmap_figure(
             res.bias_bev[b].numpy(), res.bias_pers[b].numpy(), pc, res.bias_scale, limit=lim,
             range_mode=bias_range, camera_names=src.camera_names, boxes=boxes, box_labels=labels,
-            title=f"AQR attention bias (window {bias['window_size']}, effective scale "
+            rig=rig, title=f"AQR attention bias (window {bias['window_size']}, effective scale "
                   f"{res.bias_scale:.3g}, final clamp +-{final_clamp_value(bias):g})",
             subtitle=sub,
             notes=() if src.pts_pers is not None else
@@ -199,13 +215,14 @@ def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed"
     }
     if src.pts_pers is not None:
         figs["camera"] = P.camera_weight_figure(
-            res.pers_map[b].numpy(), cw, src.pts_pers[b].numpy(), camera_names=src.camera_names,
-            unseen=None if src.unseen is None else src.unseen[b].numpy(), clamp=clamp,
-            activation=act, method=method, title=f"Camera weight maps, {method} render", subtitle=sub)
+            res.pers_map[b].numpy(), cw, pts_pers, camera_names=src.camera_names,
+            unseen=unseen, clamp=clamp,
+            activation=act, method=method, boxes=boxes, rig=rig,
+            title=f"Camera weight maps, {method} render", subtitle=sub)
     elif src.stored_maps is not None:
         figs["camera"] = P.camera_weight_figure(
             src.stored_maps[1][b].numpy(), cw, None, camera_names=src.camera_names, clamp=clamp,
-            activation=act, title="Camera weight maps as stored in the dump", subtitle=sub)
+            activation=act, boxes=boxes, rig=rig, title="Camera weight maps as stored in the dump", subtitle=sub)
     if res.methods:
         figs["methods"] = P.methods_figure({m: (bb[b].numpy(), pp[b].numpy()) for m, (bb, pp) in
                                             res.methods.items()}, pc, camera_names=src.camera_names,
@@ -251,15 +268,25 @@ def _write_evolution(docs: list, names: list, stage: Path) -> None:
 
 
 def _evolution_row(doc: dict, name: str) -> dict:
-    w, m, bias = doc["weights"], doc["maps"], doc["bias"]
-    return {"name": name, "iteration": doc["source"]["iteration"],
-            "lidar_mean": w["lidar"]["mean"], "lidar_std": w["lidar"]["std"],
-            "camera_mean": w["camera"]["mean"], "camera_std": w["camera"]["std"],
-            "prefer_lidar": doc["preference"]["prefer_lidar"],
-            "bev_map_max": m["bev"]["max"], "camera_map_max": m["camera"]["max"],
-            "bias_in_window_mean": bias["in_window"]["overall"]["mean"],
-            "bias_in_window_std": bias["in_window"]["overall"]["std"],
-            "bias_scale": bias["scale_effective"]}
+    """One dump's point of evolution.json: weight statistics of its matching queries (DN rows
+    apart, ``dn_*`` when present), map maxima and bias readings."""
+    m, bias = doc["maps"], doc["bias"]
+    groups = doc["weights"].get("by_query_group") or {}
+    g = groups.get("matching") or {"lidar": doc["weights"]["lidar"], "camera": doc["weights"]["camera"],
+                                   "preference": doc["preference"]}
+    row = {"name": name, "iteration": doc["source"]["iteration"], "queries": "matching",
+           "lidar_mean": g["lidar"]["mean"], "lidar_std": g["lidar"]["std"],
+           "camera_mean": g["camera"]["mean"], "camera_std": g["camera"]["std"],
+           "prefer_lidar": g["preference"]["prefer_lidar"],
+           "bev_map_max": m["bev"]["max"], "camera_map_max": m["camera"]["max"],
+           "bias_in_window_mean": bias["in_window"]["overall"]["mean"],
+           "bias_in_window_std": bias["in_window"]["overall"]["std"],
+           "bias_scale": bias["scale_effective"]}
+    dn = groups.get("dn")
+    if dn:
+        row.update(dn_count=dn["count"], dn_lidar_mean=dn["lidar"]["mean"],
+                   dn_camera_mean=dn["camera"]["mean"])
+    return row
 
 
 def _report(sink, docs: list, names: list, o: dict) -> None:
@@ -278,8 +305,10 @@ def _report(sink, docs: list, names: list, o: dict) -> None:
     cols = ["source", "Q", "LiDAR w", "camera w", "LiDAR>cam", "BEV max", "bias in window",
             "scale"]
     sink.table(cols, rows, title=f"aqr render-weights -> {o['out']}", right=cols[1:],
-               caption="w: mean±std of the per-query weights; bias in window: mean±std of the "
-                       "bias inside the query windows; scale: effective bias scale")
+               caption="batch-wide numbers (all samples of each source): w = mean±std of the "
+                       "per-query weights, LiDAR>cam = share of queries preferring LiDAR, bias in "
+                       "window = mean±std of the bias inside the query windows, scale = effective "
+                       "bias scale; summary.json holds the --sample's own numbers under 'sample'")
     for d, n in zip(docs, names):
         label = n or None
         for note in d["source"]["notes"]:

@@ -76,15 +76,17 @@ def class_preference_figure(by_class: dict, by_size: dict, *, title: str, subtit
 def camera_views_figure(camera_weights: np.ndarray, views: np.ndarray, *,
                         camera_names: Sequence[str] = CAMERA_NAMES, title: str,
                         xlim: tuple[float, float] = (-1.0, 1.0), xlabel: str = "camera weight",
-                        subtitle: str = "") -> Figure:
+                        subtitle: str = "", coverage: dict | None = None,
+                        notes: Sequence[str] = ()) -> Figure:
     """Per view, the histogram of the camera weights of the queries it sees first, with mean,
     std, range and count; views laid out as they sit on the car.
 
     ``camera_weights [Q]``; ``views [Q]`` the first view of each query, -1 for queries no camera
-    sees (left out).
+    sees (left out). ``coverage``: camera name -> share of that view's rendered camera-weight
+    mass inside GT boxes (printed in the panel); ``notes`` go under the subtitle.
     """
     fig = new_figure(11.0, 5.6, layout=None)
-    top = caption_title(fig, title, subtitle)
+    top = caption_title(fig, title, subtitle, notes)
     fig.subplots_adjust(left=0.06, right=0.99, top=top, bottom=0.1, hspace=0.45, wspace=0.18)
     axes = camera_axes(fig, camera_names=camera_names)
     bins = np.linspace(xlim[0], xlim[1], 41)
@@ -100,6 +102,9 @@ def camera_views_figure(camera_weights: np.ndarray, views: np.ndarray, *,
                     f"  range [{w.min():+.2f}, {w.max():+.2f}]")
         else:
             text = "n=0 (no query sees this view first)"
+        cov = (coverage or {}).get(camera_names[v])
+        if coverage is not None:
+            text += "\nmap mass on GT boxes: " + ("-" if cov is None else f"{100 * cov:.1f}%")
         ax.set_title(camera_label(camera_names[v]), fontsize=9)
         ax.text(0.02, 0.97, text, transform=ax.transAxes, fontsize=7, va="top",
                 bbox=dict(facecolor="white", alpha=0.8, edgecolor="none", pad=1.5))

@@ -168,3 +168,58 @@ def caption_title(fig: Figure, title: str, subtitle: str = "", notes: Sequence[s
     fig.suptitle("\n".join(lines), y=0.995, va="top", fontsize=10.5, linespacing=1.25)
     header_in = 0.12 + 0.2 * len(lines) + 0.3
     return max(0.5, 1.0 - header_in / fig.get_figheight())
+
+
+_BOX_EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 0], [4, 5], [5, 6], [6, 7], [7, 4],
+                       [0, 4], [1, 5], [2, 6], [3, 7]])
+
+
+def box_edges_in_view(boxes, lidar2img: np.ndarray, img_hw: Sequence[float], feat_hw: Sequence[int],
+                      min_depth: float = 0.1) -> np.ndarray:
+    """Edges of 3-D boxes projected into one view, in feature cells: ``[E, 2, 2]`` (x=w, y=h).
+
+    ``boxes [N, >=7]`` (x, y, z_bottom, dx, dy, dz, yaw); ``lidar2img [4, 4]`` of the view;
+    ``img_hw`` the network input the matrix maps to, ``feat_hw`` the feature grid. Edges with a
+    corner behind the camera are clipped at depth ``min_depth``; edges wholly behind it and
+    edges wholly outside the image are dropped.
+    """
+    from aqr_cli.analysis.features import box_corners_3d
+
+    corners = box_corners_3d(boxes)                                   # [N, 8, 3]
+    if corners.shape[0] == 0:
+        return np.zeros((0, 2, 2))
+    hom = np.concatenate([corners, np.ones(corners.shape[:2] + (1,))], -1) @ np.asarray(
+        lidar2img, dtype=np.float64).T                                # [N, 8, 4]
+    seg = hom[:, _BOX_EDGES].reshape(-1, 2, 4)                        # [E, 2, 4]
+    d0, d1 = seg[:, 0, 2], seg[:, 1, 2]
+    keep = (d0 > min_depth) | (d1 > min_depth)
+    seg, d0, d1 = seg[keep], d0[keep], d1[keep]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.clip((min_depth - d0) / (d1 - d0), 0.0, 1.0)
+    cut = seg[:, 0] + t[:, None] * (seg[:, 1] - seg[:, 0])            # the point at min_depth
+    seg[:, 0] = np.where((d0 <= min_depth)[:, None], cut, seg[:, 0])
+    seg[:, 1] = np.where((d1 <= min_depth)[:, None], cut, seg[:, 1])
+    uv = seg[..., :2] / seg[..., 2:3]
+    sx, sy = feat_hw[1] / float(img_hw[1]), feat_hw[0] / float(img_hw[0])
+    cells = np.stack([uv[..., 0] * sx - 0.5, uv[..., 1] * sy - 0.5], -1)
+    inside = ~(((cells[..., 0] < -0.5).all(1)) | ((cells[..., 0] > feat_hw[1] - 0.5).all(1))
+               | ((cells[..., 1] < -0.5).all(1)) | ((cells[..., 1] > feat_hw[0] - 0.5).all(1)))
+    return cells[inside]
+
+
+def draw_boxes_camera(axes: dict, boxes, lidar2img: np.ndarray, img_hw: Sequence[float],
+                      feat_hw: Sequence[int], color: str = "black") -> None:
+    """Draw GT boxes projected into each camera axis (keys = view index), in feature cells."""
+    from matplotlib.collections import LineCollection
+
+    if boxes is None or not len(boxes) or lidar2img is None:
+        return
+    for v, ax in axes.items():
+        if v >= len(lidar2img):
+            continue
+        edges = box_edges_in_view(boxes, lidar2img[v], img_hw, feat_hw)
+        if len(edges):
+            xlim, ylim = ax.get_xlim(), ax.get_ylim()
+            ax.add_collection(LineCollection(edges, colors=color, linewidths=0.7))
+            ax.set_xlim(xlim)
+            ax.set_ylim(ylim)

@@ -15,8 +15,8 @@ from aqr_cli.core.configs import CAMERA_NAMES
 from aqr_cli.core.geometry import bev_cell_centres
 from aqr_cli.analysis.stats import map_condition
 from aqr_cli.plots.style import (
-    SIGNED_CMAP, bev_extent, camera_axes, camera_label, caption_title, draw_boxes_bev, new_figure,
-    signed_norm, symmetric_limit, unsigned_norm, weight_scale,
+    SIGNED_CMAP, bev_extent, camera_axes, camera_label, caption_title, draw_boxes_bev,
+    draw_boxes_camera, new_figure, signed_norm, symmetric_limit, unsigned_norm, weight_scale,
 )
 
 def _map_norm(maps: Sequence[np.ndarray], clamp: float | None):
@@ -112,7 +112,7 @@ def bev_weight_figure(weight_map: np.ndarray, lidar_weights: np.ndarray, pts_bev
 def camera_weight_figure(pers_map: np.ndarray, camera_weights: np.ndarray, pts_pers: np.ndarray | None,
                          *, camera_names: Sequence[str] = CAMERA_NAMES, unseen: np.ndarray | None = None,
                          clamp: float | None = 1.5, activation: str = "tanh", method: str | None = None,
-                         title: str = "", subtitle: str = "") -> Figure:
+                         boxes=None, rig=None, title: str = "", subtitle: str = "") -> Figure:
     """Six rendered camera maps [V, h, w] in the named grid; queries marked at their cells.
 
     ``pts_pers`` None: camera cells unknown (a dump without its checkpoint), so no markers and
@@ -150,6 +150,9 @@ def camera_weight_figure(pers_map: np.ndarray, camera_weights: np.ndarray, pts_p
         ax.set_title(f"{name}  ({count}, max {pers_map[v].max():.2f})")
         ax.set_xlabel("feature column w (cells)")
         ax.set_ylabel("row h (cells)")
+    if rig is not None:  # cyan reads on the dark end of the map's colour scale
+        draw_boxes_camera(axes, boxes, rig.lidar2img, rig.img_shape, pers_map.shape[-2:],
+                          color="#00e5ff")
     if pts_pers is not None and unseen is not None and unseen.any():
         ax0 = axes.get(0)
         if ax0 is not None:
@@ -173,7 +176,7 @@ def bias_limit(scale_effective: float, max_scale: float | None, mode: str, *arra
 def bias_heatmap_figure(bev: np.ndarray, pers: np.ndarray, pc_range, scale: float, *,
                         limit: float | None = None, range_mode: str = "fixed",
                         camera_names: Sequence[str] = CAMERA_NAMES, boxes=None, box_labels=None,
-                        reduce_label: str = "signed max-|b| over queries", title: str = "",
+                        rig=None, reduce_label: str = "signed max-|b| over queries", title: str = "",
                         subtitle: str = "", notes: Sequence[str] = ()) -> Figure:
     """Signed attention-bias heatmaps: BEV [H, W] on the left, six cameras [V, h, w] on the right.
 
@@ -200,6 +203,8 @@ def bias_heatmap_figure(bev: np.ndarray, pers: np.ndarray, pc_range, scale: floa
         ax.set_title(camera_label(camera_names[v]))
         ax.set_xlabel("w (cells)")
         ax.set_ylabel("h (cells)")
+    if rig is not None:
+        draw_boxes_camera(axes, boxes, rig.lidar2img, rig.img_shape, pers.shape[-2:])
     cax = fig.add_axes((0.045, 0.15, 0.01, top - 0.25))
     rng = ("fixed: final clamp" if range_mode == "fixed" else "auto: max |b|")
     cbar = fig.colorbar(im, cax=cax, location="left",

@@ -9,8 +9,8 @@ Each command of issue 11 runs as a fresh process (``python -m aqr_cli ...`` from
 ``python -c "import torch, matplotlib.pyplot"``, in the same run, interleaved with the commands
 so that both see the same load. Printed per command: the median wall time, the median CPU time
 (user + system of the process and the workers it waited for: above the wall time means both
-cores were busy), the peak resident memory, and the ratio of the median wall time to the
-floor's median.
+cores were busy), the peak resident memory, and the ratios of the median wall and CPU times
+to the floor's (on a machine shared with other jobs the CPU ratio is the steadier one).
 
 Peak memory: ``ru_maxrss`` of the run from ``os.wait4``, i.e. the largest single process of the
 run (workers included, not summed), plus ``tree``: the largest sum of the resident sizes of the
@@ -182,8 +182,9 @@ def main(argv=None) -> int:
                     shutil.copytree(out, dest)
                 shutil.rmtree(out, ignore_errors=True)
         floor = statistics.median(r["wall"] for r in results["floor"])
+        floor_cpu = statistics.median(r["cpu"] for r in results["floor"])
         print(f"{'command':18s} {'wall':>8s} {'cpu':>8s} {'peak RSS':>9s} {'tree RSS':>9s} "
-              f"{'procs':>5s} {'ratio':>7s}")
+              f"{'procs':>5s} {'ratio':>7s} {'cpu ratio':>9s}")
         verdicts = []
         for name, runs in results.items():
             wall = statistics.median(r["wall"] for r in runs)
@@ -192,7 +193,7 @@ def main(argv=None) -> int:
             tree = max(r["tree"] for r in runs)
             procs = max(r["procs"] for r in runs)
             print(f"{name:18s} {wall:7.2f}s {cpu:7.2f}s {rss:6.0f} MB {tree:6.0f} MB {procs:5d} "
-                  f"{wall / floor:6.2f}x", flush=True)
+                  f"{wall / floor:6.2f}x {cpu / floor_cpu:8.2f}x", flush=True)
             if name in TARGETS:
                 ratio_max, rss_max = TARGETS[name]
                 ok = wall / floor <= ratio_max and (rss_max is None or max(rss, tree) < rss_max)

@@ -43,7 +43,7 @@ from aqr_cli.io import (
     parse_config_file,
     parse_config_text,
 )
-from aqr_cli.io.errors import ConfigParseError
+from aqr_cli.io.errors import ConfigBudgetError, ConfigParseError
 from aqr_cli.io.placeholders import DataContainer, _Placeholder
 
 COMPONENTS = ("aqr_weight_generator", "weight_renderer", "feature_modulator",
@@ -260,13 +260,15 @@ class CheckpointReport:
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     kind: str = "checkpoint"
+    inert_records: list[str] = field(default_factory=list)  # foreign globals kept as data
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document (schema in ``README.md, section aqr inspect-checkpoint``)."""
         return {
             "path": self.path, "name": self.name, "kind": self.kind, "format": self.format,
             "size_bytes": self.size_bytes, "container": self.container, "mmapped": self.mmapped,
-            "trusted": self.trusted, "has_optimizer": self.has_optimizer, "meta": dict(self.meta),
+            "trusted": self.trusted, "inert_records": list(self.inert_records),
+            "has_optimizer": self.has_optimizer, "meta": dict(self.meta),
             "num_tensors": self.num_tensors, "head_prefix": self.head_prefix,
             "config_source": self.config_source,
             "config": self.config.to_dict() if self.config is not None else None,
@@ -310,6 +312,7 @@ class DumpReport:
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     kind: str = "debug_dump"
+    inert_records: list[str] = field(default_factory=list)  # foreign globals kept as data
 
     @property
     def meta(self) -> dict:
@@ -319,7 +322,7 @@ class DumpReport:
         return {
             "path": self.path, "name": self.name, "kind": self.kind, "format": self.format,
             "size_bytes": self.size_bytes, "container": self.container, "trusted": self.trusted,
-            "meta": self.meta, "iteration": self.iteration, "contents": list(self.contents),
+            "inert_records": list(self.inert_records), "meta": self.meta, "iteration": self.iteration, "contents": list(self.contents),
             "batch_size": self.batch_size, "queries": dict(self.queries),
             "shapes": dict(self.shapes), "weights": dict(self.weights), "maps": dict(self.maps),
             "gt_boxes": dict(self.gt_boxes), "sentinel": dict(self.sentinel),
@@ -351,6 +354,8 @@ def resolve_config(lf: LoadedFile | None, config_path: str | os.PathLike | None
     elif lf is not None and lf.meta.config_text:
         try:
             parsed = parse_config_text(lf.meta.config_text, label=f"{lf.name}:meta['config']")
+        except ConfigBudgetError as e:
+            raise LoadError(lf.path, f"meta['config']: {e.reason}") from None
         except ConfigParseError as e:
             notes.append(f"meta['config'] could not be parsed ({e.reason}); no config used")
             return None, None, None, notes
@@ -687,6 +692,18 @@ def _raise_fatal(path: Path, checks: list[Check]) -> None:
         raise ShapeMismatchError(path, f"shapes disagree with the config: {fatal[0].message}{more}")
 
 
+def verify_checkpoint(lf: LoadedFile, config_path: str | os.PathLike | None = None) -> None:
+    """The config-vs-tensor checks every command applies to a checkpoint (one verdict per file).
+
+    Raises :class:`ShapeMismatchError` (one line, naming the file) when the config the commands
+    would use (``config_path``, else ``meta['config']``) cannot describe the tensors.
+    """
+    cfg, _, _, _ = resolve_config(lf, config_path)
+    sd = lf.state_dict
+    _, checks = _shapes_and_checks(sd, head_prefix(sd), cfg)
+    _raise_fatal(lf.path, checks)
+
+
 def _enable_check(comps, cfg, checks: list[Check]) -> None:
     enable = _sourced(cfg, None, "enable_aqr")
     has = any(c.evidence == "state_dict" for c in comps.values())
@@ -865,7 +882,7 @@ def inspect_checkpoint(path: str | os.PathLike | LoadedFile, *,
         shapes=shapes, checks=checks, bias_scale=_bias_scale(sd, pre, cfg),
         weight_head=_weight_head(sd, pre),
         reference_points=_reference_points(sd, pre, cfg, shapes, rig_obj, rig_label),
-        nonfinite=_nonfinite(sd), notes=notes)
+        nonfinite=_nonfinite(sd), notes=notes, inert_records=list(lf.records))
     if report.reference_points is not None and report.reference_points.error:
         notes.append(f"reference points: {report.reference_points.error}")
     ctx = CheckpointContext(report, cfg, parsed, sd, pre,
@@ -1066,7 +1083,8 @@ def inspect_dump(path: str | os.PathLike | LoadedFile, *,
         gt_boxes=_gt_boxes(lf),
         sentinel=_sentinel(lf, metas, shapes, b, nq, num_query, ck, cfg, notes),
         img_metas=meta_summary, bev_outside_grid=outside, config_source=cfg_source, config=cfg,
-        nonfinite=_nonfinite(dump.tensors), checks=checks, notes=notes)
+        nonfinite=_nonfinite(dump.tensors), checks=checks, notes=notes,
+        inert_records=list(lf.records))
     report.findings = dump_findings(report)
     return report
 

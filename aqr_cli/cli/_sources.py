@@ -48,8 +48,10 @@ BatchSize = Annotated[int, typer.Option("--batch-size", min=1, max=16, help="Syn
 Sample = Annotated[int, typer.Option("--sample", min=0, help="Which sample of the batch to draw.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the synthetic scene and random weights.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print summary.json on stdout (a list for several sources).")]
-Trust = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow full unpickling of files the safe "
-                                     "loader refuses (runs code named in the file).")]
+Trust = Annotated[bool, typer.Option("--trust-checkpoint", hidden=True,
+                                     help="Deprecated, no effect: no file ever runs code.")]
+TRUST_DEPRECATED = ("aqr: warning: --trust-checkpoint is deprecated and has no effect; "
+                    "no file ever runs code")
 
 
 def validate(sources: list, o: dict) -> None:
@@ -113,24 +115,38 @@ def _natural_key(p: Path):
 
 
 def load_sources(paths: list[Path], o: dict, ov, progress) -> list:
-    """One WeightSource per input (with its quirks), in input order."""
+    """One WeightSource per input (with its quirks), in input order.
+
+    Every file is loaded once per command: a source is loaded, judged and handed on as a
+    ``LoadedFile``, and ``--checkpoint`` is loaded at most once however many dumps use it.
+    """
     from aqr_cli.analysis import sources as S
     from aqr_cli.cli._common import collect_quirks
     from aqr_cli.io.checkpoint import load_file
 
-    ck = str(o["checkpoint"]) if o["checkpoint"] else None
+    if o.get("trust"):
+        sys.stderr.write(TRUST_DEPRECATED + "\n")
     rig = str(o["rig"]) if o["rig"] else None
+    checkpoint: list = []
+
+    def ck():
+        if o["checkpoint"] is None:
+            return None
+        if not checkpoint:
+            checkpoint.append(S.load_checkpoint_source(str(o["checkpoint"]))[0])
+        return checkpoint[0]
+
     jobs = []
     if o["synthetic"]:
-        jobs.append(lambda: S.synthetic(ov, rig, ck, o["trust"]))
+        jobs.append(lambda: S.synthetic(ov, rig, ck()))
     if o["features"] is not None:
-        jobs.append(lambda: S.from_features(str(o["features"]), ck, ov, o["trust"]))
+        jobs.append(lambda: S.from_features(str(o["features"]), ck(), ov))
     for p in paths:
         def job(p=p):
-            loaded = load_file(p, trust=o["trust"])
+            loaded = load_file(p)
             if loaded.kind == "debug_dump":
-                return S.from_dump(str(p), ov, ck, o["trust"], loaded=loaded)
-            return S.from_checkpoint(str(p), ov, rig, o["trust"])
+                return S.from_dump(str(p), ov, ck(), loaded=loaded)
+            return S.from_checkpoint(str(p), ov, rig, loaded=loaded)
         jobs.append(job)
     out = []
     for job in jobs:

@@ -42,8 +42,7 @@ def inspect_checkpoint_command(
         None, "--checkpoint", metavar="FILE", help="For debug dumps: the run's checkpoint, whose "
         "reference points give the exact Q3 sentinel count and whose config gives num_query."),
     trust: bool = typer.Option(
-        False, "--trust-checkpoint", help="Allow full unpickling of files the safe loader "
-        "refuses. This runs code named in the file: only for files you trust."),
+        False, "--trust-checkpoint", hidden=True, help="Deprecated, no effect: no file ever runs code."),
 ) -> None:
     """Report what AQR parts a checkpoint holds, its config, learned bias scale, weight head,
     reference points and the upstream bugs (spec section 9) it shows; for debug dumps: contents,
@@ -88,8 +87,11 @@ def _run(paths: list[Path], *, as_json: bool, keys: bool, out: Path | None, rig:
     import warnings
 
     if trust:
-        _warn("--trust-checkpoint: a file the safe loader refuses will be fully unpickled, which "
-              "runs any code it names; use it only on files you trust")
+        import sys
+
+        from aqr_cli.cli._sources import TRUST_DEPRECATED
+
+        sys.stderr.write(TRUST_DEPRECATED + "\n")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         results = _inspect_all(paths, keys=keys, rig=rig, config=config, checkpoint=checkpoint,
@@ -163,14 +165,13 @@ def _print_warnings(caught) -> None:
     third-party libraries, which a user cannot act on.
     """
     from aqr_cli.core.errors import QuirkWarning
-    from aqr_cli.io import TrustedLoadWarning
 
     seen = set()
     for w in caught:
         if isinstance(w.message, QuirkWarning):
             continue
         ours = "aqr_cli" in str(w.filename) and issubclass(w.category, UserWarning)
-        if not (ours or isinstance(w.message, TrustedLoadWarning)):
+        if not ours:
             continue
         text = " ".join(str(w.message).split())
         if text not in seen:

@@ -149,7 +149,8 @@ class InertRecord:
 
     One subclass per ``module.name`` (see :func:`record_class`), so that the pickle opcodes that
     build objects (``REDUCE``, ``NEWOBJ``, ``BUILD``, ``APPEND(S)``, ``SETITEM(S)``) all land in
-    the methods below, which only store their arguments. Instances are not callable.
+    the methods below, which only store their arguments. Calling an instance (a gadget chain
+    such as ``resolve_name('os:system')('sh')``) gives another record naming the call.
     """
 
     __slots__ = ("args", "kwargs", "state", "items", "setitems")
@@ -174,6 +175,9 @@ class InertRecord:
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self.setitems.append((key, value))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> "InertRecord":
+        return record_class(self.global_name, "__call__")(*args, **kwargs)
 
     def __repr__(self) -> str:
         return f"<inert {self.global_name}>"

@@ -913,8 +913,10 @@ def _dump_metas(lf: LoadedFile) -> tuple[dict, list[dict]]:
     metas = [m for m in dump.img_metas if isinstance(m, Mapping)]
     shapes = set()
     for m in metas:
-        for s in (m.get("img_shape") or []):
-            if isinstance(s, (list, tuple)) and len(s) >= 2:
+        img_shape = m.get("img_shape")
+        for s in (img_shape if isinstance(img_shape, (list, tuple)) else []):
+            if isinstance(s, (list, tuple)) and len(s) >= 2 and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in s[:2]):
                 shapes.add((int(s[0]), int(s[1])))
     summary = {
         "count": len(dump.img_metas),

@@ -40,8 +40,8 @@ _MAX_SEQ = 1_000_000  # longest list/str a '*', '+' or range() may build
 _MAX_POW = 4096  # largest exponent a '**' may use
 _MAX_INT_BITS = 65_536  # largest integer any operation may produce
 _MAX_DEPTH = 64  # deepest nesting of a value
-_MAX_WORK = 20_000_000  # units (elements, characters) a file's expressions may copy or build
-_MAX_TOTAL = 10_000_000  # units the names of one file may hold at once
+_MAX_WORK = 4_000_000  # units (elements, characters) a file's expressions may copy or build
+_MAX_TOTAL = 2_000_000  # units the names of one file may hold at once
 _FORMAT_WIDTH = __import__("re").compile(r"\d{5,}")
 
 
@@ -61,15 +61,17 @@ class _Budget:
         raise ConfigBudgetError(self.label, reason + "; refusing it as hostile or corrupt")
 
 
-def measure(value: Any, limit_depth: int = _MAX_DEPTH) -> tuple[int, int]:
-    """(size in units, nesting depth) of a plain value, without recursion; depth capped."""
+def measure(value: Any, limit_depth: int = _MAX_DEPTH,
+            limit_size: int = _MAX_WORK + 1) -> tuple[int, int]:
+    """(size in units, nesting depth) of a plain value, without recursion; stops early past
+    ``limit_depth`` or ``limit_size`` (the caller refuses the value then)."""
     size, depth = 0, 0
     stack = [(value, 1)]
     while stack:
         v, d = stack.pop()
         size += 1
         depth = max(depth, d)
-        if d > limit_depth:
+        if d > limit_depth or size > limit_size:
             return size, d
         if isinstance(v, (str, bytes)):
             size += len(v)
@@ -128,15 +130,20 @@ class _Walker:
     """Evaluates one expression node against already-parsed names; plain data only."""
 
     def __init__(self, names: Mapping[str, Any], unavailable: Mapping[str, str],
-                 base_values: Mapping[str, Any] | None, budget: _Budget | None = None):
+                 base_values: Mapping[str, Any] | None, budget: _Budget | None = None,
+                 sizes: Mapping[str, int] | None = None):
         self.names = names
         self.unavailable = unavailable
         self.base_values = base_values
         self.budget = budget or _Budget("<config>")
+        self.sizes = sizes or {}
 
-    def _copy(self, value: Any) -> Any:
+    def _copy(self, value: Any, size: int | None = None) -> Any:
         """A deep copy of a value already held, charged to the budget first."""
-        size, depth = measure(value)
+        if size is not None:
+            self.budget.charge(size)
+            return copy.deepcopy(value)
+        size, depth = measure(value, limit_size=_MAX_WORK - self.budget.used + 1)
         if depth > _MAX_DEPTH:
             self.budget.fail(f"a value nests more than {_MAX_DEPTH} levels deep")
         self.budget.charge(size)
@@ -227,7 +234,7 @@ class _Walker:
 
     def _Name(self, node: ast.Name) -> Any:
         if node.id in self.names:
-            return self._copy(self.names[node.id])
+            return self._copy(self.names[node.id], self.sizes.get(node.id))
         if node.id in self.unavailable:
             raise _Unparsable(f"name {node.id!r} {self.unavailable[node.id]}")
         raise _Unparsable(f"name {node.id!r} is not defined earlier in the file")
@@ -475,6 +482,7 @@ class _FileParser:
         self.label = label
         self.budget = _Budget(label)
         self.held: dict[str, int] = {}  # units held per bound name
+        self.total = 0
         self.cfg = ParsedConfig(source=label)
         self.unavailable: dict[str, str] = {}
         self.base_values = base_values
@@ -486,11 +494,12 @@ class _FileParser:
     def bind(self, name: str, value: Any, node: ast.AST) -> None:
         if name.startswith("__"):
             return
-        size, depth = measure(value)
+        size, depth = measure(value, limit_size=_MAX_TOTAL + 1)
         if depth > _MAX_DEPTH:
             self.budget.fail(f"{self.where(node)}: {name} nests more than {_MAX_DEPTH} levels deep")
+        self.total += size - self.held.get(name, 0)
         self.held[name] = size
-        if sum(self.held.values()) > _MAX_TOTAL:
+        if self.total > _MAX_TOTAL:
             self.budget.fail(f"{self.where(node)}: the values assigned hold more than {_MAX_TOTAL} units")
         self.cfg.values[name] = value
         self.cfg.unparsed.pop(name, None)
@@ -507,7 +516,7 @@ class _FileParser:
             self.cfg.assignments.setdefault(name, []).append(self.where(node))
 
     def walker(self) -> _Walker:
-        return _Walker(self.cfg.values, self.unavailable, self.base_values, self.budget)
+        return _Walker(self.cfg.values, self.unavailable, self.base_values, self.budget, self.held)
 
     def run(self, tree: ast.Module) -> ParsedConfig:
         for stmt in tree.body:

@@ -206,7 +206,7 @@ def test_known_verdicts(corpus):
         "ckpt-ref-meta": "is a meta tensor of shape [900, 3]",
         "ckpt-offsets-float": "y_offsets is float32, expected an integer tensor",
         "ckpt-config-pow-bomb": "more than 65536 bits",
-        "ckpt-config-doubling": "more than 1000000 items",
+        "ckpt-config-doubling": "refusing it as hostile or corrupt",
         "ckpt-config-fanout": "units",
     }
     for case, text in expect.items():

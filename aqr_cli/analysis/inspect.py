@@ -744,15 +744,30 @@ def _weight_head(sd, pre) -> WeightHeadReport | None:
 
 
 def _nonfinite(tensors: Mapping[str, Any]) -> NonFiniteReport:
-    scanned, bad = 0, []
+    """NaN/Inf per floating tensor; one batched test for the many small ones, each tensor once."""
+    floats: dict[int, Any] = {}
+    kind: dict[int, bool] = {}  # id -> a non-empty floating tensor (asked once per tensor)
+    keys: list[tuple[str, int]] = []
     for key, t in tensors.items():
-        if not isinstance(t, torch.Tensor) or not t.is_floating_point() or not t.numel():
-            continue
-        scanned += 1
-        finite = torch.isfinite(t)
-        if not bool(finite.all()):
+        i = id(t)
+        if i not in kind:
+            kind[i] = isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel() > 0
+            if kind[i]:
+                floats[i] = t
+        if kind[i]:
+            keys.append((key, i))
+    small = [t for t in floats.values() if t.numel() <= 4096]
+    suspects = {i for i, t in floats.items() if t.numel() > 4096}
+    if small:
+        flat = torch.cat([t.detach().reshape(-1).float() for t in small])
+        if not bool(torch.isfinite(flat).all()):
+            suspects |= {id(t) for t in small}
+    bad = []
+    for key, i in keys:
+        t = floats[i]
+        if i in suspects and not bool(torch.isfinite(t).all()):
             bad.append({"key": key, "nan": int(torch.isnan(t).sum()), "inf": int(torch.isinf(t).sum())})
-    return NonFiniteReport(scanned, bad)
+    return NonFiniteReport(len(keys), bad)
 
 
 def _projector(pc_range, bev, pers):

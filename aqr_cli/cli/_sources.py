@@ -1,5 +1,8 @@
 """Sources and flags shared by ``render-weights`` and ``compare-modes``.
 
+Input paths are declared ``readable=False``: click would otherwise turn an unreadable file into
+a usage error (exit 2); the loader reports it as one line with exit 1, like every bad file.
+
 Option declarations are ``Annotated`` aliases so both commands take the same flags with the
 same help; loading turns paths/flags into :class:`aqr_cli.analysis.sources.WeightSource` objects.
 """
@@ -17,22 +20,22 @@ from aqr_cli.errors import UserError
 METHOD_CHOICES = ("gaussian", "bilinear", "direct", "distance_weighted", "all")
 
 Sources = Annotated[Optional[List[Path]], typer.Argument(
-    metavar="[SOURCE...]", show_default=False,
+    metavar="[SOURCE...]", show_default=False, readable=False,
     help="Checkpoints (their generator runs on a synthetic scene) and/or upstream debug dumps "
          "(weights_iter_N.pth; a folder or a quoted glob also works).")]
 Out = Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder (replaced atomically).")]
 Synthetic = Annotated[bool, typer.Option("--synthetic", help="Use a seeded synthetic scene (no file needed).")]
 Checkpoint = Annotated[Optional[Path], typer.Option(
-    "--checkpoint", metavar="CKPT", help="Generator weights for --synthetic/--features; renderer and "
+    "--checkpoint", metavar="CKPT", readable=False, help="Generator weights for --synthetic/--features; renderer and "
     "bias settings (and reference points) for dumps.")]
 Features = Annotated[Optional[Path], typer.Option(
-    "--features", metavar="DUMP", help="Re-run --checkpoint's generator on this dump's recorded "
+    "--features", metavar="DUMP", readable=False, help="Re-run --checkpoint's generator on this dump's recorded "
     "features (needs the full channel count).")]
 Weights = Annotated[str, typer.Option("--weights", help="generator: what the AQR generator outputs; "
                                       "scene: the documented synthetic weight model (--synthetic).")]
 Reference = Annotated[str, typer.Option("--reference", help="Reference config when no checkpoint gives "
                                         "one: 800x320 or 1600x640.")]
-Rig = Annotated[Optional[Path], typer.Option("--rig", metavar="FILE.json", help="Camera rig (default: the "
+Rig = Annotated[Optional[Path], typer.Option("--rig", metavar="FILE.json", readable=False, help="Camera rig (default: the "
                                              "bundled 800x320 rig, scaled for 1600x640).")]
 Method = Annotated[Optional[str], typer.Option("--method", help="Renderer method: gaussian, bilinear, "
                                                "direct, distance_weighted, or all. Default: config.")]

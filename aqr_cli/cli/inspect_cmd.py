@@ -22,7 +22,7 @@ _SEV_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 @app.command("inspect-checkpoint")
 def inspect_checkpoint_command(
     paths: List[Path] = typer.Argument(
-        ..., metavar="PATH", show_default=False,
+        ..., metavar="PATH", show_default=False, readable=False,
         help="Checkpoints (epoch_N.pth, .safetensors, ...) and/or upstream debug dumps "
              "(weights_iter_N.pth)."),
     as_json: bool = typer.Option(
@@ -33,13 +33,13 @@ def inspect_checkpoint_command(
         None, "--out", metavar="DIR", help=f"Write {PNG_NAME} (bias scale and weight head across "
         f"epochs) and {JSON_NAME} into DIR (created if missing; other files are left alone)."),
     rig: Optional[Path] = typer.Option(
-        None, "--rig", metavar="FILE.json", help="Camera rig for reference-point visibility "
+        None, "--rig", metavar="FILE.json", readable=False, help="Camera rig for reference-point visibility "
         "(default: the packaged 800x320 rig). Dumps use their own img_metas."),
     config: Optional[Path] = typer.Option(
-        None, "--config", metavar="FILE.py", help="mmcv config that overrides or supplies "
+        None, "--config", metavar="FILE.py", readable=False, help="mmcv config that overrides or supplies "
         "meta['config']; parsed, never executed."),
     checkpoint: Optional[Path] = typer.Option(
-        None, "--checkpoint", metavar="FILE", help="For debug dumps: the run's checkpoint, whose "
+        None, "--checkpoint", metavar="FILE", readable=False, help="For debug dumps: the run's checkpoint, whose "
         "reference points give the exact Q3 sentinel count and whose config gives num_query."),
     trust: bool = typer.Option(
         False, "--trust-checkpoint", hidden=True, help="Deprecated, no effect: no file ever runs code."),
@@ -120,7 +120,9 @@ def _run(paths: list[Path], *, as_json: bool, keys: bool, out: Path | None, rig:
 
 
 def _inspect_all(paths, *, keys, rig, config, checkpoint, trust) -> list:
-    from aqr_cli.analysis.inspect import inspect_file, key_tree
+    import os
+
+    from aqr_cli.analysis.inspect import inspect_file, key_tree, verify_checkpoint
     from aqr_cli.core.errors import AQRInputError
     from aqr_cli.core.geometry import load_rig
     from aqr_cli.io import LoadError, load_file, parse_config_file
@@ -135,21 +137,31 @@ def _inspect_all(paths, *, keys, rig, config, checkpoint, trust) -> list:
     ck = None
     if checkpoint is not None:
         try:
-            ck = load_file(checkpoint, trust=trust, expect="checkpoint")
+            ck = load_file(checkpoint, expect="checkpoint")
+            verify_checkpoint(ck)
         except LoadError as e:
             raise UserError(f"--checkpoint: {e}", e.hint) from None
     results: list = []
     for p in paths:
+        # every file is reported on its own: whatever one file raises, the others still are
         try:
             if keys:
-                results.append((p, key_tree(load_file(p, trust=trust))))
+                results.append((p, key_tree(load_file(p))))
             else:
-                results.append(inspect_file(p, rig=rig, config_path=config, trust=trust,
-                                            checkpoint=ck))
+                results.append(inspect_file(p, rig=rig, config_path=config, checkpoint=ck))
         except LoadError as e:
             results.append(_Failure(p, str(e), e.hint, e.reason))
-        except AQRInputError as e:
-            results.append(_Failure(p, f"{p}: {e}", reason=str(e)))
+        except (AQRInputError, UserError) as e:
+            text = str(e) if str(e).startswith(str(p)) else f"{p}: {e}"
+            results.append(_Failure(p, text, getattr(e, "hint", None), reason=str(e)))
+        except (OSError, MemoryError, RecursionError) as e:
+            results.append(_Failure(p, f"{p}: {type(e).__name__}: {e}", reason=str(e)))
+        except Exception as e:  # noqa: BLE001 - a bug shows for this file; the others are reported
+            results.append(_Failure(p, f"{p}: internal error ({type(e).__name__}: {e})",
+                                    "this is a bug in aqr; rerun with AQR_DEBUG=1 for the traceback",
+                                    reason=str(e)))
+            if os.environ.get("AQR_DEBUG"):
+                raise
     kinds = {getattr(r, "kind", None) for r in results}
     if rig is not None and kinds == {"debug_dump"}:
         _warn("--rig is not used for debug dumps: they carry their own lidar2img")

@@ -234,43 +234,56 @@ def children_of(value: Any) -> list | None:
     return None
 
 
+_CONTAINERS = (dict, list, tuple, set, frozenset, InertRecord, _Placeholder)
+
+
+def _sub_containers(kids: list) -> list:
+    out = [c for c in kids if isinstance(c, _CONTAINERS)]
+    out += [c for c in kids if type(c).__name__ == "ndarray" and getattr(c, "dtype", None) is not None
+            and c.dtype.hasobject]
+    return out
+
+
 def check_structure(path: str | os.PathLike, obj: Any, *, max_depth: int = MAX_NESTING,
                     max_nodes: int = MAX_NODES) -> None:
     """LoadError for cycles, nesting deeper than ``max_depth``, or more than ``max_nodes`` values
-    once shared references are expanded (the work any recursive reader would do)."""
+    once shared references are expanded (the work any recursive reader would do).
+
+    Iterative, and linear in the number of distinct containers and their entries.
+    """
+    if children_of(obj) is None:
+        return
     expanded: dict[int, int] = {}
-    depth_of: dict[int, int] = {}
     on_stack: set[int] = set()
-    stack: list[tuple[Any, list | None, int]] = [(obj, None, 0)]
+    # frames: (container, its entries, its sub-containers, index of the next sub-container)
+    stack: list[list] = []
+
+    def enter(value: Any) -> None:
+        if len(stack) >= max_depth:
+            raise LoadError(path, f"the file nests containers more than {max_depth} levels deep")
+        kids = children_of(value) or []
+        on_stack.add(id(value))
+        stack.append([value, kids, _sub_containers(kids), 0])
+
+    enter(obj)
     while stack:
-        value, kids, i = stack.pop()
-        key = id(value)
-        if kids is None:
-            if key in expanded:
-                continue
-            kids = children_of(value)
-            if kids is None:
-                continue
-            if len(stack) >= max_depth:
-                raise LoadError(path, f"the file nests containers more than {max_depth} levels deep")
-            on_stack.add(key)
-        if i < len(kids):
-            stack.append((value, kids, i + 1))
-            child = kids[i]
+        frame = stack[-1]
+        value, kids, subs, i = frame
+        if i < len(subs):
+            frame[3] = i + 1
+            child = subs[i]
             if id(child) in on_stack:
                 raise LoadError(path, "the file holds a container that contains itself")
-            if children_of(child) is not None and id(child) not in expanded:
-                stack.append((child, None, 0))
+            if id(child) not in expanded:
+                enter(child)
             continue
-        on_stack.discard(key)
-        total = 1
-        for c in kids:
-            total += expanded.get(id(c), 1)
+        stack.pop()
+        on_stack.discard(id(value))
+        total = 1 + len(kids) - len(subs) + sum(expanded[id(c)] for c in subs)
         if total > max_nodes:
             raise LoadError(path, f"the file expands to more than {max_nodes} values "
                                   "(shared references counted each time they are reached)")
-        expanded[key] = total
-        depth_of[key] = 1 + max((depth_of.get(id(c), 0) for c in kids), default=0)
+        expanded[id(value)] = total
 
 
 # ---------------------------------------------------------------- entry points

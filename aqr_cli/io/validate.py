@@ -15,6 +15,7 @@ and maps, dumps without queries, GT boxes that are not ``[N, 7..9]``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,8 +42,11 @@ def _dtype(t: Any) -> str:
     return str(t.dtype).replace("torch.", "")
 
 
+_AQR_KEY = re.compile("|".join(re.escape(part) for part in AQR_PARTS))
+
+
 def _is_aqr_key(key: str) -> bool:
-    return any(part in key for part in AQR_PARTS)
+    return _AQR_KEY.search(key) is not None
 
 
 def _finite(t: Any) -> bool:
@@ -85,8 +89,8 @@ def _validate_checkpoint(lf: Any) -> None:
     raw_sd = _raw_state_dict(lf)
     if raw_sd is not None:
         for key, value in raw_sd.items():
-            if isinstance(key, str) and _is_aqr_key(key) and not isinstance(value, torch.Tensor) \
-                    and not isinstance(value, Mapping):
+            if not isinstance(value, (torch.Tensor, Mapping)) and isinstance(key, str) \
+                    and _is_aqr_key(key):
                 raise LoadError(path, f"state_dict[{key!r}] is {_what(value)}, expected a tensor")
     half = []
     for key, t in lf.state_dict.items():

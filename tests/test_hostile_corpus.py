@@ -2,7 +2,7 @@
 
 No variant may end in "internal error" or a traceback, and a file refused for its content is
 refused by every command with the same line (one verdict per file). Dump variants start from a
-tiny dump (16x16 BEV, 20 queries) so that the accepted ones render in a second.
+tiny dump (16x16 BEV, 6x8x10 cameras, 20 queries) so that the accepted ones render in a second.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def tiny_dump() -> dict:
     q = 20
     pts = torch.randint(0, 16, (1, q, 2), generator=g).float()
     return {"iteration": 7, "weight_map_bev": torch.rand(1, 16, 16, generator=g),
-            "weight_map_pers": torch.rand(1, 6, 4, 5, generator=g),
+            "weight_map_pers": torch.rand(1, 6, 8, 10, generator=g),
             "lidar_weights": torch.rand(1, q, generator=g), "camera_weights": torch.rand(1, q, generator=g) - 0.2,
             "pts_bev": pts, "img_metas": src["img_metas"]}
 
@@ -57,6 +57,7 @@ def dump_variants() -> dict:
         out[f"{key}-string"] = lambda d, k=key: d.__setitem__(k, "weights")
         out[f"{key}-meta"] = lambda d, k=key: d.__setitem__(k, torch.empty(d[k].shape, device="meta"))
         out[f"{key}-huge"] = lambda d, k=key: d.__setitem__(k, d[k].float().mul(1e38).mul(1e10))
+        out[f"{key}-large"] = lambda d, k=key: d.__setitem__(k, d[k].float().add(1).mul(1e30))
     out["weights-zero-queries"] = lambda d: d.update(lidar_weights=torch.zeros(1, 0),
                                                      camera_weights=torch.zeros(1, 0),
                                                      pts_bev=torch.zeros(1, 0, 2))
@@ -107,6 +108,9 @@ def ckpt_variants() -> dict:
         "ref-int": sd(r, lambda t: t.long()),
         "ref-empty": sd(r, lambda t: t[:0]),
         "ref-meta": sd(r, lambda t: torch.empty(900, 3, device="meta")),
+        "embedding-nan": sd(PRE + "bev_embedding.0.weight", lambda t: t.index_fill(0, torch.tensor([0]), float("nan"))),
+        "predictor-inf": sd(wp, lambda t: t.index_fill(1, torch.tensor([0]), float("inf"))),
+        "predictor-half": sd(wp, lambda t: t.half()),
         "predictor-shape": sd(wp, lambda t: t[:1]),
         "predictor-complex": sd(wp, lambda t: t.to(torch.complex64)),
         "offsets-float": sd(off, lambda t: t.float()),
@@ -199,11 +203,14 @@ def test_known_verdicts(corpus):
         "dump-metas-laughs": "expands to more than",
         "dump-gt-two-columns": "gt_bboxes_3d is [3, 2] (float32), expected float [N, 7..9]",
         "dump-weight_map_bev-batch2": "weight_map_bev is [2, 16, 16], expected [B=1, H, W]",
+        "dump-camera_weights-large": "more than 1e+06 is not plausible",
         "ckpt-bias-inf": "bias_scale is inf, not a finite number",
         "ckpt-bias-shape0": "bias_scale has shape [0], expected one value",
         "ckpt-bias-complex": "bias_scale is a complex tensor",
         "ckpt-ref-1000": "reference_points.weight is [1000, 3]; num_query=900",
         "ckpt-ref-meta": "is a meta tensor of shape [900, 3]",
+        "ckpt-embedding-nan": "bev_embedding.0.weight holds 512 NaN and 0 Inf values",
+        "ckpt-predictor-inf": "weight_predictor.weight holds 0 NaN and 2 Inf values",
         "ckpt-offsets-float": "y_offsets is float32, expected an integer tensor",
         "ckpt-config-pow-bomb": "more than 65536 bits",
         "ckpt-config-doubling": "refusing it as hostile or corrupt",

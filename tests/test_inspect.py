@@ -452,15 +452,22 @@ def test_reference_points_outside_unit_q2_q20(tmp_path, ckpt):
 
 
 def test_nonfinite_is_an_error_finding(tmp_path, ckpt):
-    w = ckpt["state_dict"][PRE + "bev_embedding.0.weight"].clone()
+    # outside the AQR tensors, NaN/Inf is a finding; inside them every command refuses the file
+    w = torch.zeros(4, 4)
     w[0, 0] = float("nan")
     w[1, 1] = float("inf")
-    p = save_variant(tmp_path / "nan.pth", ckpt, **{PRE + "bev_embedding.0.weight": w})
+    p = save_variant(tmp_path / "nan.pth", ckpt, **{"img_backbone.conv1.weight": w})
     result = run(p, "--json")
     assert result.exit_code == 0
     doc = json.loads(result.stdout)
-    assert doc["nonfinite"]["bad"] == [{"key": PRE + "bev_embedding.0.weight", "nan": 1, "inf": 1}]
+    assert doc["nonfinite"]["bad"] == [{"key": "img_backbone.conv1.weight", "nan": 1, "inf": 1}]
     assert ids(doc)["NONFINITE"] == "error"
+    emb = ckpt["state_dict"][PRE + "bev_embedding.0.weight"].clone()
+    emb[0, 0] = float("nan")
+    q = save_variant(tmp_path / "nan_emb.pth", ckpt, **{PRE + "bev_embedding.0.weight": emb})
+    result = run(q, "--json")
+    assert result.exit_code == 1
+    assert "bev_embedding.0.weight holds 1 NaN and 0 Inf values" in result.stderr
 
 
 def test_optimizer_key_shadowing_q33_and_config_overwrite_q32(tmp_path):

@@ -9,8 +9,9 @@ sizes of a dump's maps. Checks of tensors against a config live in
 
 Accepted with a note: float16/bfloat16 weights (computed in float32). Refused: complex, bool or
 integer tensors where weights belong, float offset buffers, tensors stored as lists, meta
-tensors (no data), NaN/Inf in ``bias_scale``, reference points or a dump's weights, positions
-and maps, dumps without queries, GT boxes that are not ``[N, 7..9]``.
+tensors (no data), NaN/Inf in any AQR tensor of a checkpoint (generator, embeddings, reference
+points, bias) or in a dump's weights, positions and maps, dumps without queries, GT boxes that
+are not ``[N, 7..9]``. NaN/Inf in other tensors is left to the ``NONFINITE`` finding.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ AQR_PARTS = ("aqr_weight_generator.", "weight_renderer.", "feature_modulator.",
 OFFSET_BUFFERS = ("y_offsets", "x_offsets", "window_offsets_bev", "window_offsets_pers")
 _INT_OK = OFFSET_BUFFERS + ("num_batches_tracked",)
 MAX_SIDE = 1024  # cells per feature-map side; the reference configs use at most 180
+MAX_ABS = 1e6
+"""Largest magnitude accepted in AQR tensors, weights and maps: learned AQR parameters are O(1),
+weights are tanh/sigmoid outputs and maps are clamped to 1.5 (or sums of a few hundred weights);
+past this, statistics overflow float32 and no upstream run could have written the file."""
 MAX_VIEWS = 12
 
 
@@ -122,6 +127,28 @@ def _validate_checkpoint(lf: Any) -> None:
                 raise LoadError(path, f"{key} has shape {list(t.shape)}, expected [num_query >= 1, 3]")
             if not _finite(t):
                 raise LoadError(path, f"{key} holds {_nonfinite_text(t)}")
+    _check_finite(path, {k: t for k, t in lf.state_dict.items()
+                         if _is_aqr_key(k) and t.is_floating_point()})
+
+
+def _check_finite(path: Any, tensors: dict) -> None:
+    """LoadError naming the first tensor with NaN/Inf (one batched test, then per tensor)."""
+    import torch
+
+    if not tensors:
+        return
+    unique = {id(t): t for t in tensors.values()}
+    flat = torch.cat([t.detach().reshape(-1).float() for t in unique.values()])
+    if bool(torch.isfinite(flat).all()) and (not flat.numel() or float(flat.abs().max()) <= MAX_ABS):
+        return
+    for key, t in tensors.items():
+        if not _finite(t):
+            raise LoadError(path, f"{key} holds {_nonfinite_text(t)}; every command computes "
+                                  "with it")
+        peak = float(t.detach().abs().max()) if t.numel() else 0.0
+        if peak > MAX_ABS:
+            raise LoadError(path, f"{key} holds values up to {peak:.3g} in magnitude; more than "
+                                  f"{MAX_ABS:g} is not plausible for AQR tensors")
 
 
 # ---------------------------------------------------------------- debug dumps
@@ -170,6 +197,10 @@ def _validate_dump(lf: Any) -> None:
                    ("weight_map_bev", mb), ("weight_map_pers", mp)):
         if t is not None and not _finite(t):
             raise LoadError(path, f"{key} holds {_nonfinite_text(t)}")
+        if t is not None and t.numel() and float(t.abs().max()) > MAX_ABS:
+            raise LoadError(path, f"{key} holds values up to {float(t.abs().max()):.3g} in "
+                                  f"magnitude; more than {MAX_ABS:g} is not plausible for AQR "
+                                  "weights and maps")
     if pb is not None and mb is not None:
         _check_cells(path, pb, (int(mb.shape[1]), int(mb.shape[2])))
     for key, n_lead in (("original_bev_features", b), ("modulated_bev_features", b),

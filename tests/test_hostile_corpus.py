@@ -47,7 +47,8 @@ def dump_variants() -> dict:
         out[f"{key}-int64"] = lambda d, k=key: d.__setitem__(k, d[k].long())
         out[f"{key}-bool"] = lambda d, k=key: d.__setitem__(k, d[k] > 0.5)
         out[f"{key}-complex"] = lambda d, k=key: d.__setitem__(k, d[k].to(torch.complex64))
-        out[f"{key}-float16"] = lambda d, k=key: d.__setitem__(k, d[k].half())
+        if key in ("lidar_weights", "weight_map_pers"):  # accepted: renders (slower), so two of them
+            out[f"{key}-float16"] = lambda d, k=key: d.__setitem__(k, d[k].half())
         out[f"{key}-nan"] = lambda d, k=key: d[k].view(-1).__setitem__(0, float("nan"))
         out[f"{key}-inf"] = lambda d, k=key: d[k].view(-1).__setitem__(0, float("inf"))
         out[f"{key}-batch2"] = lambda d, k=key: d.__setitem__(k, torch.cat([d[k], d[k]]))
@@ -79,6 +80,14 @@ def dump_variants() -> dict:
                                                                gt_labels_3d=torch.zeros(3))
     out["gt-nan"] = lambda d: d["img_metas"][0].update(gt_bboxes_3d=torch.full((2, 9), float("nan")))
     out["features-3d"] = lambda d: d.__setitem__("original_bev_features", torch.zeros(2, 2, 2))
+    out["features-wrong-grid"] = lambda d: d.update(original_bev_features=torch.zeros(1, 4, 8, 8),
+                                                   original_pers_features=torch.zeros(6, 4, 8, 10))
+    out["features-nan"] = lambda d: d.update(original_bev_features=torch.full((1, 4, 16, 16), float("nan")),
+                                            original_pers_features=torch.zeros(6, 4, 8, 10))
+    out["features-ok"] = lambda d: d.update(original_bev_features=torch.rand(1, 4, 16, 16),
+                                           original_pers_features=torch.rand(6, 4, 8, 10),
+                                           modulated_bev_features=torch.rand(1, 4, 16, 16),
+                                           modulated_pers_features=torch.rand(6, 4, 8, 10))
     return out
 
 
@@ -204,6 +213,7 @@ def test_known_verdicts(corpus):
         "dump-gt-two-columns": "gt_bboxes_3d is [3, 2] (float32), expected float [N, 7..9]",
         "dump-weight_map_bev-batch2": "weight_map_bev is [2, 16, 16], expected [B=1, H, W]",
         "dump-camera_weights-large": "more than 1e+06 is not plausible",
+        "dump-features-wrong-grid": "original_bev_features is [1, 4, 8, 8], expected [1, C, 16, 16]",
         "ckpt-bias-inf": "bias_scale is inf, not a finite number",
         "ckpt-bias-shape0": "bias_scale has shape [0], expected one value",
         "ckpt-bias-complex": "bias_scale is a complex tensor",

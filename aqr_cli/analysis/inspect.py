@@ -957,28 +957,16 @@ def _gt_boxes(lf: LoadedFile) -> dict:
 
 
 def _dump_shapes(tensors: Mapping[str, Any], path: Path) -> tuple[dict, int, int]:
-    """Shapes of a dump and its (B, Nq), after checking the tensors agree with each other."""
-    lw, cw = tensors.get("lidar_weights"), tensors.get("camera_weights")
-    if lw.dim() != 2 or list(cw.shape) != list(lw.shape):
-        raise ShapeMismatchError(path, f"lidar_weights {list(lw.shape)} and camera_weights "
-                                 f"{list(cw.shape)} must both be [B, Nq]")
+    """Shapes of a dump and its (B, Nq); their consistency was checked when the file was loaded
+    (:mod:`aqr_cli.io.validate`, the same verdict for every command)."""
+    lw = tensors["lidar_weights"]
     b, nq = int(lw.shape[0]), int(lw.shape[1])
-    pb = tensors.get("pts_bev")
-    if pb is not None and list(pb.shape) != [b, nq, 2]:
-        raise ShapeMismatchError(path, f"pts_bev is {list(pb.shape)}, expected [B, Nq, 2] = "
-                                 f"[{b}, {nq}, 2] (from lidar_weights)")
     shapes: dict[str, Any] = {"bev": None, "pers": None, "aqr_window_sizes": None,
                               "bias_window": None, "source": "dump"}
     mb, mp = tensors.get("weight_map_bev"), tensors.get("weight_map_pers")
     if mb is not None:
-        if mb.dim() != 3 or mb.shape[0] != b:
-            raise ShapeMismatchError(path, f"weight_map_bev is {list(mb.shape)}, expected "
-                                     f"[B={b}, H, W]")
         shapes["bev"] = [int(mb.shape[1]), int(mb.shape[2])]
     if mp is not None:
-        if mp.dim() != 4 or mp.shape[0] != b:
-            raise ShapeMismatchError(path, f"weight_map_pers is {list(mp.shape)}, expected "
-                                     f"[B={b}, V, h, w]")
         shapes["pers"] = [int(s) for s in mp.shape[1:]]
     return shapes, b, nq
 

@@ -203,11 +203,18 @@ def _validate_dump(lf: Any) -> None:
                                   "weights and maps")
     if pb is not None and mb is not None:
         _check_cells(path, pb, (int(mb.shape[1]), int(mb.shape[2])))
-    for key, n_lead in (("original_bev_features", b), ("modulated_bev_features", b),
-                        ("original_pers_features", None), ("modulated_pers_features", None)):
+    for key, want in (("original_bev_features", None if mb is None else (b, *mb.shape[1:])),
+                      ("modulated_bev_features", None if mb is None else (b, *mb.shape[1:])),
+                      ("original_pers_features", None if mp is None else (b * mp.shape[1], *mp.shape[2:])),
+                      ("modulated_pers_features", None if mp is None else (b * mp.shape[1], *mp.shape[2:]))):
         t = _tensor_at(lf, key)
-        if t is not None and t.dim() != 4:
-            raise LoadError(path, f"{key} is {list(t.shape)}, expected 4 dimensions [N, C, H, W]")
+        if t is None:
+            continue
+        if t.dim() != 4 or (want is not None and (t.shape[0], *t.shape[2:]) != tuple(int(v) for v in want)):
+            need = "[N, C, H, W]" if want is None else f"[{want[0]}, C, {want[1]}, {want[2]}] (from the maps)"
+            raise LoadError(path, f"{key} is {list(t.shape)}, expected {need}")
+        if not _finite(t):
+            raise LoadError(path, f"{key} holds {_nonfinite_text(t)}")
     _validate_gt(lf)
 
 

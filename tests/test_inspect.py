@@ -37,8 +37,9 @@ BIAS = PRE + "attention_bias_generator."
 DOCS = ROOT / "README.md"
 
 
-def run(*args: str):
-    return CliRunner().invoke(app, ["inspect-checkpoint", *map(str, args)])
+def run(*args: str, columns: int = 200):
+    return CliRunner().invoke(app, ["inspect-checkpoint", *map(str, args)],
+                              env={"COLUMNS": str(columns)})
 
 
 def run_json(*args: str):
@@ -311,7 +312,7 @@ def test_several_checkpoints_table_and_png(tmp_path, ckpt):
     result = run(*paths, DUMP, "--out", out)
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
-    rows = [line for line in lines if re.match(r"\s+(epoch_\d+|weights_iter)", line)]
+    rows = [line for line in lines if re.match(r"\s*(epoch_\d+|weights_iter)", line)]
     assert [r.split()[0] for r in rows] == ["epoch_1.pth", "epoch_2.pth", "epoch_10.pth",
                                            "weights_iter_100.pth"]  # natural order
     assert "3.100 / 3.100" in rows[0] and "8.500 / 5.000" in rows[2]  # clamped at max_scale
@@ -322,7 +323,7 @@ def test_several_checkpoints_table_and_png(tmp_path, ckpt):
     first = png.read_bytes()
     again = run(*paths, DUMP, "--out", out)  # same input -> byte-identical PNG
     assert again.exit_code == 0 and png.read_bytes() == first
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporaries left
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".aqr-manifest.json"]
 
 
 def test_epoch_figure_structure(tmp_path, ckpt):
@@ -551,7 +552,7 @@ def _bad_file(tmp_path: Path, case: str, ckpt) -> Path:
 
 BAD_CASES = {
     "missing": "no such file",
-    "directory": "is a directory",
+    "directory": "folder holds no .pth or .safetensors file",
     "empty": "empty file",
     "truncated": "truncated or corrupt",
     "random": "not a PyTorch checkpoint",

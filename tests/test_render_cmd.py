@@ -67,7 +67,9 @@ def test_train_dump_has_gt_boxes_and_q1():
 
 def test_synthetic_outputs(synthetic_out):
     names = sorted(p.name for p in synthetic_out.iterdir())
-    assert names == sorted(FILES.values())
+    from aqr_cli.cli._readings_view import FILES as READINGS
+
+    assert names == sorted([*FILES.values(), *READINGS.values(), ".aqr-manifest.json"])
     doc = json.loads((synthetic_out / "summary.json").read_text())
     for key in ("source", "settings", "weights", "preference", "maps", "bias", "quirks", "files"):
         assert key in doc

@@ -51,7 +51,7 @@ def _embeddings_for(src: WeightSource) -> tuple[torch.Tensor, torch.Tensor]:
     return qb + qr, pos
 
 
-def _box_masks(src: WeightSource):
+def box_masks(src: WeightSource):
     """Per-sample BEV [N, H, W] and camera [N, V, h, w] box masks, or (None, None, None)."""
     from aqr_cli.analysis.features import rasterize_boxes_bev, rasterize_boxes_camera
     from aqr_cli.core.geometry import CameraRig
@@ -118,7 +118,7 @@ def compare_source(src: WeightSource, *, method: str | None = None, bias_scale: 
     pers = src.pts_pers.clamp(min=-1)
     mult = apply_multiplicative(renderer, modulator, src.lidar_weights, src.camera_weights,
                                 src.pts_bev, pers, bev, cam)
-    bev_masks, cam_masks, labels = _box_masks(src)
+    bev_masks, cam_masks, labels = box_masks(src)
     feats = compare_features(bev, cam, bev_multiplicative=mult["bev"], cam_multiplicative=mult["camera"],
                              bev_gain=mult["bev_gain"], cam_gain=mult["pers_gain"],
                              bev_weight_map=mult["bev_map"], cam_weight_map=mult["pers_map"],

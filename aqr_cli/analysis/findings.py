@@ -671,10 +671,20 @@ def _mults(entry: Any) -> tuple[float, float]:
 
 def _q33(ctx: CheckpointContext) -> Finding | None:
     keys = ctx.parsed.get(("optimizer", "paramwise_cfg", "custom_keys")) if ctx.parsed else None
+    params = [k for k in ctx.state_dict if not k.endswith(_BUFFER_SUFFIXES)]
+    full = any(k.startswith("img_backbone.") for k in ctx.state_dict) and any(
+        ".transformer." in k for k in ctx.state_dict)
+    return custom_key_finding(keys, params, full=full)
+
+
+def custom_key_finding(keys: Any, params: list[str], *, full: bool) -> Finding | None:
+    """Q33 for optimizer ``custom_keys`` against parameter names (mmcv tries longer keys first).
+
+    ``full``: ``params`` are all parameters of a detector, so keys matching none are reported.
+    """
     if not isinstance(keys, Mapping) or not keys:
         return None
     order = sorted(sorted(str(k) for k in keys), key=len, reverse=True)  # mmcv's order
-    params = [k for k in ctx.state_dict if not k.endswith(_BUFFER_SUFFIXES)]
     shadowed: dict[str, tuple[str, str]] = {}
     matched: set[str] = set()
     for name in params:
@@ -686,8 +696,6 @@ def _q33(ctx: CheckpointContext) -> Finding | None:
         for k in hits[1:]:
             if k not in winner and _mults(keys[k]) != _mults(keys[winner]):
                 shadowed.setdefault(k, (winner, name))
-    full = any(k.startswith("img_backbone.") for k in ctx.state_dict) and any(
-        ".transformer." in k for k in ctx.state_dict)
     unmatched = [k for k in order if k not in matched] if full else []
     if not shadowed and not unmatched:
         return None

@@ -30,6 +30,7 @@ from aqr_cli.analysis.findings import (
     dump_findings,
     torch_version_from_env,
 )
+from aqr_cli.analysis.objects import weights_by_query_group
 from aqr_cli.analysis.stats import map_stats, split_dn, weight_stats
 from aqr_cli.core.errors import AQRInputError, QuirkWarning
 from aqr_cli.core.geometry import CameraRig, default_rig, load_rig, project_points_to_cameras
@@ -902,8 +903,24 @@ def inspect_checkpoint(path: str | os.PathLike | LoadedFile, *,
         notes.append(f"reference points: {report.reference_points.error}")
     ctx = CheckpointContext(report, cfg, parsed, sd, pre,
                             torch_version_from_env(lf.meta.raw.get("env_info")))
-    report.findings = checkpoint_findings(ctx)
+    report.findings = _with_bias_health(checkpoint_findings(ctx), report)
     return report
+
+
+def _with_bias_health(findings: list, report) -> list:
+    """The quirk findings plus the bias-health ones (README "Reading bands"), by severity."""
+    from aqr_cli.analysis.findings import Finding
+    from aqr_cli.analysis.health import scale_health
+
+    b, m = report.bias_scale, report.meta
+    if b is None:
+        return findings
+    trained = bool(m.get("epoch") or m.get("iter"))
+    extra = [Finding(**f) for f in scale_health(b.effective, raw=b.raw, learnable=b.learnable,
+                                                  min_scale=b.min, max_scale=b.max, init=b.init,
+                                                  trained=trained)]
+    order = ["error", "warning", "info"]
+    return sorted(findings + extra, key=lambda f: order.index(f.severity) if f.severity in order else 3)
 
 
 # ---------------------------------------------------------------- debug dumps
@@ -1073,7 +1090,10 @@ def inspect_dump(path: str | os.PathLike | LoadedFile, *,
         h, w = shapes["bev"]
         outside = int(((pb[..., 0] < 0) | (pb[..., 0] >= h) | (pb[..., 1] < 0) | (pb[..., 1] >= w)).sum())
     weights = {"lidar": weight_stats(dump.tensors["lidar_weights"]),
-               "camera": weight_stats(dump.tensors["camera_weights"])}
+               "camera": weight_stats(dump.tensors["camera_weights"]),
+               "by_query_group": weights_by_query_group(dump.tensors["lidar_weights"].float(),
+                                                        dump.tensors["camera_weights"].float(),
+                                                        num_query)}
     maps = {}
     if "weight_map_bev" in dump.tensors:
         maps["bev"] = map_stats(dump.tensors["weight_map_bev"], dump.tensors["lidar_weights"])

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from aqr_cli.analysis.readings import add_readings
 from aqr_cli.analysis.sources import WeightSource
 from aqr_cli.analysis.stats import map_stats, preference_shares, split_dn, weight_stats
 
@@ -116,6 +117,7 @@ def render_source(src: WeightSource, method: str = "gaussian",
     result.summary["bias"]["scale_raw"] = float(gen.bias_scale.detach().reshape(-1)[0])
     result.summary["bias"]["scale_from"] = ("--bias-scale" if bias_scale is not None else
                                            "checkpoint" if src.bias_scale is not None else "config")
+    add_readings(result.summary, result)
     return result
 
 

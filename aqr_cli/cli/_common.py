@@ -1,4 +1,4 @@
-"""What every command shares: the user-facing error type, the error wrapper, the output sink.
+"""What every command shares: the user-facing error type and the error wrapper.
 
 Commands raise :class:`UserError` (or let an ``AQRInputError``/``OSError`` through) for bad
 input; :func:`run_guarded` turns those into one line on stderr and exit code 1. Data goes to
@@ -18,15 +18,13 @@ import typer
 from aqr_cli.errors import UserError  # noqa: F401  (re-exported for commands)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def fail(message: str, hint: str | None = None) -> None:
     """Print ``aqr: error: message`` (one line) to stderr and exit 1."""
-    line = f"aqr: error: {_one_line(message)}"
+    from aqr_cli.cli.output import message_line
+
+    line = message_line("error", message)
     if hint:
-        line += f" ({_one_line(hint)})"
+        line += f" ({' '.join(str(hint).split())})"
     sys.stderr.write(line + "\n")
     raise typer.Exit(code=1)
 
@@ -42,13 +40,13 @@ def run_guarded(fn: Callable[[], Any]) -> Any:
     except UserError as e:
         fail(str(e), e.hint)
     except KeyboardInterrupt:
-        sys.stderr.write("aqr: interrupted\n")
+        sys.stderr.write("aqr: error: interrupted\n")
         raise typer.Exit(code=130)
     except Exception as e:  # noqa: BLE001 - the contract is: never a traceback for a user
         from aqr_cli.core.errors import AQRInputError
-        from aqr_cli.io.errors import LoadError
+        from aqr_cli.io.errors import LoadError, OutputError
 
-        if isinstance(e, (AQRInputError, LoadError)):
+        if isinstance(e, (AQRInputError, LoadError, OutputError)):
             fail(str(e), getattr(e, "hint", None))
         if isinstance(e, (OSError, MemoryError)):
             fail(f"{type(e).__name__}: {e}")

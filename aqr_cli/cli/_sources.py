@@ -1,15 +1,14 @@
 """Sources and flags shared by ``render-weights`` and ``compare-modes``.
 
-Input paths are declared ``readable=False``: click would otherwise turn an unreadable file into
-a usage error (exit 2); the loader reports it as one line with exit 1, like every bad file.
-
 Option declarations are ``Annotated`` aliases so both commands take the same flags with the
 same help; loading turns paths/flags into :class:`aqr_cli.analysis.sources.WeightSource` objects.
+
+Input paths are declared ``readable=False``: click would otherwise turn an unreadable file into
+a usage error (exit 2); the loader reports it as one line with exit 1, like every bad file.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -20,22 +19,25 @@ from aqr_cli.errors import UserError
 METHOD_CHOICES = ("gaussian", "bilinear", "direct", "distance_weighted", "all")
 
 Sources = Annotated[Optional[List[Path]], typer.Argument(
-    metavar="[SOURCE...]", show_default=False, readable=False,
+    metavar="PATH...", show_default=False, readable=False,
     help="Checkpoints (their generator runs on a synthetic scene) and/or upstream debug dumps "
-         "(weights_iter_N.pth; a folder or a quoted glob also works).")]
-Out = Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Output folder (replaced atomically).")]
+         "(weights_iter_N.pth); files, folders or quoted globs.")]
+OUT_HELP = ("Output folder: new, empty, or an earlier output of this command (replaced as a whole; "
+            "files you added are kept).")
+Out = Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help=OUT_HELP)]
 Synthetic = Annotated[bool, typer.Option("--synthetic", help="Use a seeded synthetic scene (no file needed).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (and --json).")]
 Checkpoint = Annotated[Optional[Path], typer.Option(
-    "--checkpoint", metavar="CKPT", readable=False, help="Generator weights for --synthetic/--features; renderer and "
+    "--checkpoint", metavar="FILE", readable=False, help="Generator weights for --synthetic/--features; renderer and "
     "bias settings (and reference points) for dumps.")]
 Features = Annotated[Optional[Path], typer.Option(
-    "--features", metavar="DUMP", readable=False, help="Re-run --checkpoint's generator on this dump's recorded "
+    "--features", metavar="FILE", readable=False, help="Re-run --checkpoint's generator on this dump's recorded "
     "features (needs the full channel count).")]
 Weights = Annotated[str, typer.Option("--weights", help="generator: what the AQR generator outputs; "
                                       "scene: the documented synthetic weight model (--synthetic).")]
 Reference = Annotated[str, typer.Option("--reference", help="Reference config when no checkpoint gives "
                                         "one: 800x320 or 1600x640.")]
-Rig = Annotated[Optional[Path], typer.Option("--rig", metavar="FILE.json", readable=False, help="Camera rig (default: the "
+Rig = Annotated[Optional[Path], typer.Option("--rig", metavar="FILE", readable=False, help="Camera rig (default: the "
                                              "bundled 800x320 rig, scaled for 1600x640).")]
 Method = Annotated[Optional[str], typer.Option("--method", help="Renderer method: gaussian, bilinear, "
                                                "direct, distance_weighted, or all. Default: config.")]
@@ -50,11 +52,11 @@ Lam = Annotated[Optional[str], typer.Option("--lam", help="Encoder local attenti
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, max=16, help="Synthetic batch size.")]
 Sample = Annotated[int, typer.Option("--sample", min=0, help="Which sample of the batch to draw.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the synthetic scene and random weights.")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print summary.json on stdout (a list for several sources).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout (a list for several "
+                                      "sources); messages stay on stderr.")]
 Trust = Annotated[bool, typer.Option("--trust-checkpoint", hidden=True,
                                      help="Deprecated, no effect: no file ever runs code.")]
-TRUST_DEPRECATED = ("aqr: warning: --trust-checkpoint is deprecated and has no effect; "
-                    "no file ever runs code")
+TRUST_DEPRECATED = "--trust-checkpoint is deprecated and has no effect; no file ever runs code"
 
 
 def validate(sources: list, o: dict) -> None:
@@ -123,12 +125,14 @@ def load_sources(paths: list[Path], o: dict, ov, progress) -> list:
     Every file is loaded once per command: a source is loaded, judged and handed on as a
     ``LoadedFile``, and ``--checkpoint`` is loaded at most once however many dumps use it.
     """
+    import sys
+
     from aqr_cli.analysis import sources as S
     from aqr_cli.cli._common import collect_quirks
     from aqr_cli.io.checkpoint import load_file
 
-    if o.get("trust"):
-        sys.stderr.write(TRUST_DEPRECATED + "\n")
+    if o.get("trust") and not o.get("quiet"):
+        sys.stderr.write(f"aqr: warning: {TRUST_DEPRECATED}\n")
     rig = str(o["rig"]) if o["rig"] else None
     checkpoint: list = []
 
@@ -177,30 +181,23 @@ def merge_quirks(first: list, more: list) -> list:
     return first + [q for q in more if q.quirk_id not in ids]
 
 
-class progress:
-    """Rich progress bar on stderr; silent when stderr is not a terminal or with --json."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled = total, enabled and sys.stderr.isatty() and total > 2
-        self.bar = None
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import Progress
-
-            self.bar = Progress(console=Console(stderr=True), transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task("rendering", total=self.total)
-        return self.advance
-
-    def advance(self) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.stop()
-        return False
-
-
+def report_unused_flags(sink, srcs: list, o: dict) -> None:
+    """A warning for each flag the user set that no source uses (never silently ignored)."""
+    kinds = {s.kind for s in srcs}
+    scenes = kinds & {"synthetic", "checkpoint"}
+    generated = kinds - {"dump"}
+    if o.get("rig") is not None and not scenes:
+        sink.warn("--rig is not used: debug dumps carry their own cameras (img_metas lidar2img)")
+    if not scenes:
+        for flag, key, default in (("--batch-size", "batch_size", 1), ("--seed", "seed", 0)):
+            if o.get(key) != default:
+                sink.warn(f"{flag} is not used: it applies to synthetic scenes (--synthetic or a "
+                          "checkpoint source), not to debug dumps")
+    if not generated:
+        for flag, key in (("--activation", "activation"), ("--lam", "lam")):
+            if o.get(key) is not None:
+                sink.warn(f"{flag} is not used: debug dumps hold the weights the generator "
+                          "produced (use --features to re-run a generator)")
+    if o.get("sigma") is not None and (o.get("method") or "gaussian") not in ("gaussian", "all") \
+            and o.get("method") is not None:
+        sink.warn(f"--sigma is not used: it sets the gaussian renderer, not --method {o['method']}")

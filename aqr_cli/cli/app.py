@@ -33,11 +33,36 @@ def _root(
     """Analyse and visualise AQR weights, renders and attention biases."""
 
 
+def _flags_as_flags() -> None:
+    """Show boolean flags as bare flags in help (this typer prints ``--json <bool>``)."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # pragma: no cover - other typer versions
+        return
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "_aqr_patched", False):
+        return
+
+    def display_type_rich(self, ctx):
+        if getattr(self, "is_flag", False) and not getattr(self, "count", False):
+            return None
+        return shown(self, ctx)
+
+    display_type_rich._aqr_patched = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
 def _register() -> None:
     # Each command module only imports typer at module level; heavy imports live in the bodies.
     from aqr_cli.cli import commands  # noqa: F401
 
 
 def main() -> None:
-    _register()
-    app()
+    import sys
+
+    try:
+        _register()
+        app()
+    except KeyboardInterrupt:
+        sys.stderr.write("aqr: error: interrupted\n")
+        sys.exit(130)

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from aqr_cli.cli import _sources as S
-from aqr_cli.cli._common import UserError, emit_json, run_guarded
+from aqr_cli.cli._common import UserError, run_guarded
 from aqr_cli.cli.app import app
 
 FILES = {
@@ -48,6 +48,7 @@ def compare_modes_command(
                               "embeddings (dumps keep 16 of 256 channels): zero_pad, orthogonal "
                               "(seeded projection) or skip (no attention statistics)."),
     as_json: S.AsJson = False,
+    quiet: S.Quiet = False,
     trust: S.Trust = False,
 ) -> None:
     """Apply the same per-query AQR weights both ways (multiplicative feature modulation, additive
@@ -60,7 +61,8 @@ def compare_modes_command(
     opts = dict(out=out, synthetic=synthetic, checkpoint=checkpoint, features=features,
                 weights=weights, reference=reference, rig=rig, method=method, sigma=sigma,
                 bias_window=bias_window, bias_scale=bias_scale, activation=activation, lam=lam,
-                batch_size=batch_size, sample=sample, seed=seed, as_json=as_json, trust=trust)
+                batch_size=batch_size, sample=sample, seed=seed, as_json=as_json, quiet=quiet,
+                trust=trust)
     if width not in ("zero_pad", "orthogonal", "skip"):
         raise typer.BadParameter("choose zero_pad, orthogonal or skip", param_hint="--width")
     if method == "all":
@@ -95,16 +97,18 @@ def _run(paths: list, scales: list, width: str, **o) -> None:
 def _run_body(paths: list, scales: list, width: str, **o) -> None:
     from aqr_cli.analysis.compare import compare_source
     from aqr_cli.cli._common import collect_quirks
-    from aqr_cli.io.atomic import staged_output_dir
+    from aqr_cli.cli.output import Sink, output_dir
 
+    sink = Sink(json_mode=o["as_json"], quiet=o["quiet"])
     ov = S.overrides(o)
     files = S.expand_sources(paths)
     n_total = len(files) + int(o["synthetic"]) + int(o["features"] is not None)
     docs, names = [], []
-    with S.progress(n_total * 2, enabled=not o["as_json"]) as advance:
-        loaded = S.load_sources(files, o, ov, advance)
-        names = S.subfolder_names([s for s, _ in loaded]) if len(loaded) > 1 else [""]
-        with staged_output_dir(o["out"]) as stage:
+    with sink.progress(n_total * 2, "comparing") as advance:
+        with output_dir(o["out"], command="compare-modes") as stage:
+            loaded = S.load_sources(files, o, ov, advance)
+            S.report_unused_flags(sink, [s for s, _ in loaded], o)
+            names = S.subfolder_names([s for s, _ in loaded]) if len(loaded) > 1 else [""]
             for (src, quirks), sub in zip(loaded, names):
                 if o["sample"] >= src.batch_size:
                     raise UserError(f"{src.label}: --sample {o['sample']} but the batch holds "
@@ -121,12 +125,11 @@ def _run_body(paths: list, scales: list, width: str, **o) -> None:
                 _save_json(folder / FILES["summary"], doc)
                 docs.append(doc)
                 advance()
-    _report(docs, names, o)
+    _report(sink, docs, names, o)
 
 
 def _save_json(path: Path, doc: dict) -> None:
     from aqr_cli.io.atomic import atomic_write_json
-
     from aqr_cli.io.jsonsafe import finite_json
 
     doc["files"].append(FILES["summary"])
@@ -191,53 +194,56 @@ def _fmt(x, spec=".3f") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def _report(docs: list, names: list, o: dict) -> None:
+def _report(sink, docs: list, names: list, o: dict) -> None:
+    """JSON with --json, else feature and attention tables on stdout; notes and quirks on stderr."""
     if o["as_json"]:
-        emit_json(docs[0] if len(docs) == 1 else docs)
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    console, err = Console(), Console(stderr=True)
-    if not console.is_terminal:
-        console = Console(width=130)
+        sink.json(docs[0] if len(docs) == 1 else docs)
     for d, n in zip(docs, names):
-        title = f"features: {n or d['settings']['source']['label']}"
-        t = Table(title=title, title_justify="left")
-        for col in ("path", "modality", "mean before", "mean after", "relative_change", "cosine",
-                    "attenuated", "amplified", "small-object energy kept"):
-            t.add_column(col, justify="left" if col in ("path", "modality") else "right")
-        for path in ("multiplicative", "additive"):
-            for mod in ("bev", "camera"):
-                f = d["features"][path][mod]
-                gain = f.get("gain") or {}
-                energy = (f.get("energy") or {}).get("small") or {}
-                t.add_row(path, mod, _fmt(f["before"]["mean"]), _fmt(f["after"]["mean"]),
-                          _fmt(f["relative_change"], ".2%"), _fmt(f["cosine_similarity"], ".4f"),
-                          _fmt(gain.get("share_attenuated"), ".1%"), _fmt(gain.get("share_amplified"), ".1%"),
-                          _fmt(energy.get("retained"), ".2f"))
-        console.print(t)
+        label = n or d["settings"]["source"]["label"]
+        _feature_table(sink, d, label)
         at = d["attention"]
         if at.get("baseline"):
-            t = Table(title="attention (mean over queries)", title_justify="left")
-            for col in ("path", "entropy/log F", "max attn", "> 0.9", "window mass", "LiDAR share",
-                        "mean |d attn|", "KL(base||path)", "top-k overlap"):
-                t.add_column(col, justify="left" if col == "path" else "right")
-            for p in ("baseline", "multiplicative", "additive"):
-                m = (at.get(p) or {}).get("overall") or {}
-                def g(k, stat="mean", _m=m):
-                    return (_m.get(k) or {}).get(stat)
-                t.add_row(p, _fmt(g("entropy_norm"), ".4f"), _fmt(g("max_attention"), ".4f"),
-                          _fmt(m.get("share_max_gt_0.9"), ".1%"), _fmt(g("window_mass"), ".4f"),
-                          _fmt(g("lidar_share"), ".3f"), _fmt(g("mean_abs_delta"), ".2e"),
-                          _fmt(g("kl_from_reference"), ".2e"), _fmt(g("topk_overlap"), ".2f"))
-            console.print(t)
+            _attention_table(sink, at, label)
         else:
-            err.print(f"note: attention skipped: {at['settings'].get('reason')}", highlight=False)
+            sink.note(f"attention skipped: {at['settings'].get('reason')}", source=n or None)
         for note in d["settings"]["source"]["notes"]:
-            err.print(f"note: {note}", highlight=False)
-        err.print(f"note: attention projections: {d['settings']['attention_weights'].get('note') or d['settings']['attention_weights'].get('source')}",
-                  highlight=False)
-        for q in d["quirks"]:
-            err.print(f"warning: {q['id']}: {q['message']}", highlight=False, style="yellow")
-    console.print(f"wrote {sum(len(d['files']) for d in docs)} files to {o['out']}", highlight=False)
+            sink.note(note, source=n or None)
+        aw = d["settings"]["attention_weights"]
+        sink.note(f"attention projections: {aw.get('note') or aw.get('source')}", source=n or None)
+        sink.quirks(d["quirks"], source=n or None)
+    sink.wrote(sum(len(d["files"]) for d in docs), o["out"])
+
+
+_FEATURE_COLS = ["path / modality", "mean before", "mean after", "relative change", "cosine",
+                 "attenuated", "amplified", "small-object energy kept"]
+_ATTENTION_COLS = ["path", "entropy/log F", "max attn", "> 0.9", "window mass", "LiDAR share",
+                   "mean |d attn|", "KL(base||path)", "top-k overlap"]
+
+
+def _feature_table(sink, d: dict, label: str) -> None:
+    rows = []
+    for path in ("multiplicative", "additive"):
+        for mod in ("bev", "camera"):
+            f = d["features"][path][mod]
+            gain = f.get("gain") or {}
+            energy = (f.get("energy") or {}).get("small") or {}
+            rows.append([f"{path} {mod}", _fmt(f["before"]["mean"]), _fmt(f["after"]["mean"]),
+                         _fmt(f["relative_change"], ".2%"), _fmt(f["cosine_similarity"], ".4f"),
+                         _fmt(gain.get("share_attenuated"), ".1%"),
+                         _fmt(gain.get("share_amplified"), ".1%"), _fmt(energy.get("retained"), ".2f")])
+    sink.table(_FEATURE_COLS, rows, title=f"features: {label}", right=_FEATURE_COLS[1:])
+
+
+def _attention_table(sink, at: dict, label: str) -> None:
+    rows = []
+    for p in ("baseline", "multiplicative", "additive"):
+        m = (at.get(p) or {}).get("overall") or {}
+
+        def g(k, stat="mean", _m=m):
+            return (_m.get(k) or {}).get(stat)
+        rows.append([p, _fmt(g("entropy_norm"), ".4f"), _fmt(g("max_attention"), ".4f"),
+                     _fmt(m.get("share_max_gt_0.9"), ".1%"), _fmt(g("window_mass"), ".4f"),
+                     _fmt(g("lidar_share"), ".3f"), _fmt(g("mean_abs_delta"), ".2e"),
+                     _fmt(g("kl_from_reference"), ".2e"), _fmt(g("topk_overlap"), ".2f")])
+    sink.table(_ATTENTION_COLS, rows, title=f"attention (mean over queries): {label}",
+               right=_ATTENTION_COLS[1:])

@@ -11,8 +11,10 @@ from typing import Any, List, Optional
 
 import typer
 
-from aqr_cli.cli._common import UserError, emit_json, run_guarded
+from aqr_cli.cli import _sources as S
+from aqr_cli.cli._common import UserError, run_guarded
 from aqr_cli.cli.app import app
+from aqr_cli.cli.output import Sink, fitted_table
 
 PNG_NAME = "inspect_epochs.png"
 JSON_NAME = "inspect.json"
@@ -22,39 +24,48 @@ _SEV_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 @app.command("inspect-checkpoint")
 def inspect_checkpoint_command(
     paths: List[Path] = typer.Argument(
-        ..., metavar="PATH", show_default=False, readable=False,
-        help="Checkpoints (epoch_N.pth, .safetensors, ...) and/or upstream debug dumps "
-             "(weights_iter_N.pth)."),
-    as_json: bool = typer.Option(
-        False, "--json", help="Print one JSON document on stdout (a list for several paths)."),
+        ..., metavar="PATH...", show_default=False, readable=False,
+        help="Checkpoints (epoch_N.pth, .safetensors, ...), upstream debug dumps "
+             "(weights_iter_N.pth) and/or mmcv config files (linted without a checkpoint); "
+             "files, folders or quoted globs."),
+    as_json: S.AsJson = False,
+    quiet: S.Quiet = False,
     keys: bool = typer.Option(
         False, "--keys", help="Print the key tree of each file with shapes and dtypes, and stop."),
     out: Optional[Path] = typer.Option(
-        None, "--out", metavar="DIR", help=f"Write {PNG_NAME} (bias scale and weight head across "
-        f"epochs) and {JSON_NAME} into DIR (created if missing; other files are left alone)."),
+        None, "--out", "-o", metavar="DIR", help=f"Write {JSON_NAME} and {PNG_NAME} (bias scale and "
+        f"weight head across epochs). {S.OUT_HELP}"),
     rig: Optional[Path] = typer.Option(
-        None, "--rig", metavar="FILE.json", readable=False, help="Camera rig for reference-point visibility "
+        None, "--rig", metavar="FILE", readable=False, help="Camera rig for reference-point visibility "
         "(default: the packaged 800x320 rig). Dumps use their own img_metas."),
     config: Optional[Path] = typer.Option(
-        None, "--config", metavar="FILE.py", readable=False, help="mmcv config that overrides or supplies "
+        None, "--config", metavar="FILE", readable=False, help="mmcv config that overrides or supplies "
         "meta['config']; parsed, never executed."),
     checkpoint: Optional[Path] = typer.Option(
         None, "--checkpoint", metavar="FILE", readable=False, help="For debug dumps: the run's checkpoint, whose "
         "reference points give the exact Q3 sentinel count and whose config gives num_query."),
-    trust: bool = typer.Option(
-        False, "--trust-checkpoint", hidden=True, help="Deprecated, no effect: no file ever runs code."),
+    trust: S.Trust = False,
+    diff: bool = typer.Option(
+        False, "--diff", help="With two or more configs (or checkpoints): show only the AQR "
+        "settings whose merged values differ between them."),
 ) -> None:
     """Report what AQR parts a checkpoint holds, its config, learned bias scale, weight head,
     reference points and the upstream bugs (spec section 9) it shows; for debug dumps: contents,
-    queries and DN share, and dump quirks. Several paths give one row each.
+    queries and DN share, and dump quirks; for mmcv config files (detected by content): the
+    merged AQR settings with the file and line each comes from, whether AQR ends up on, and the
+    quirks the config alone decides. Several paths give one row each.
 
     Example: aqr inspect-checkpoint work_dirs/cmt_aqr/epoch_*.pth --out inspect_report/
     """
     if keys and out is not None:
         raise typer.BadParameter("--keys prints the key tree only; it cannot be combined with --out",
                                  param_hint="--keys")
-    run_guarded(lambda: _run(paths, as_json=as_json, keys=keys, out=out, rig=rig, config=config,
-                             checkpoint=checkpoint, trust=trust))
+    if diff and (keys or len(paths) < 2):
+        raise typer.BadParameter("--diff compares two or more configs or checkpoints (without "
+                                 "--keys)", param_hint="--diff")
+    run_guarded(lambda: _run(S.expand_sources(paths), sink=Sink(json_mode=as_json, quiet=quiet),
+                             keys=keys, out=out, rig=rig, config=config, checkpoint=checkpoint,
+                             trust=trust, diff=diff))
 
 
 # ---------------------------------------------------------------- the command body
@@ -76,50 +87,66 @@ class _Failure:
         return {"path": str(self.path), "error": " ".join(self.message.split())}
 
 
-def _warn(text: str) -> None:
+def _run(paths: list[Path], *, sink: Sink, keys: bool, out: Path | None, rig: Path | None,
+         config: Path | None, checkpoint: Path | None, trust: bool, diff: bool = False) -> None:
     import sys
 
-    sys.stderr.write("aqr: warning: " + " ".join(str(text).split()) + "\n")
-
-
-def _run(paths: list[Path], *, as_json: bool, keys: bool, out: Path | None, rig: Path | None,
-         config: Path | None, checkpoint: Path | None, trust: bool) -> None:
-    import warnings
-
     if trust:
-        import sys
+        sink.warn(S.TRUST_DEPRECATED)
+    if out is None or keys:
+        results = _collect(paths, sink, keys=keys, rig=rig, config=config, checkpoint=checkpoint,
+                           trust=trust)
+        _show(results, sink, keys, diff)
+    else:
+        from aqr_cli.cli.output import output_dir
 
-        from aqr_cli.cli._sources import TRUST_DEPRECATED
-
-        sys.stderr.write(TRUST_DEPRECATED + "\n")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        results = _inspect_all(paths, keys=keys, rig=rig, config=config, checkpoint=checkpoint,
-                               trust=trust)
-    _print_warnings(caught)
-    ok = [r for r in results if not isinstance(r, _Failure)]
+        with output_dir(out, command="inspect-checkpoint") as stage:
+            results = _collect(paths, sink, keys=keys, rig=rig, config=config,
+                               checkpoint=checkpoint, trust=trust)
+            written = _write_out(stage, results, sink) if _good(results) else []
+        _show(results, sink, keys, diff)
+        if written:
+            sink.wrote(len(written), out)
     failures = [r for r in results if isinstance(r, _Failure)]
-    if ok or len(results) > 1:
-        if keys:
-            _show_keys(results, as_json)
-        elif as_json:
-            docs = [r.to_dict() for r in results]
-            emit_json(_clean(docs[0] if len(results) == 1 else docs))
-        elif len(results) == 1:
-            _show_one(results[0])
-        else:
-            _show_table(results)
-    if out is not None and not keys and ok:
-        _write_out(out, results)
+    for f in failures:
+        sys.stderr.write(f.line() + "\n")
     if failures:
-        import sys
-
-        for f in failures:
-            sys.stderr.write(f.line() + "\n")
         raise typer.Exit(code=1)
 
 
-def _inspect_all(paths, *, keys, rig, config, checkpoint, trust) -> list:
+def _good(results: list) -> list:
+    return [r for r in results if not isinstance(r, _Failure)]
+
+
+def _collect(paths, sink: Sink, **kw) -> list:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = _inspect_all(paths, sink, **kw)
+    _print_warnings(caught, sink)
+    return results
+
+
+def _show(results: list, sink: Sink, keys: bool, diff: bool = False) -> None:
+    if not (_good(results) or len(results) > 1):
+        return
+    if keys:
+        _show_keys(results, sink)
+    elif diff:
+        _show_diff(_good(results), sink)
+    elif sink.json_mode:
+        docs = [r.to_dict() for r in results]
+        sink.json(_clean(docs[0] if len(results) == 1 else docs))
+    elif sink.quiet:
+        return
+    elif len(results) == 1:
+        _show_one(results[0])
+    else:
+        _show_table(results)
+
+
+def _inspect_all(paths, sink: Sink, *, keys, rig, config, checkpoint, trust) -> list:
     import os
 
     from aqr_cli.analysis.inspect import inspect_file, key_tree, verify_checkpoint
@@ -141,11 +168,16 @@ def _inspect_all(paths, *, keys, rig, config, checkpoint, trust) -> list:
             verify_checkpoint(ck)
         except LoadError as e:
             raise UserError(f"--checkpoint: {e}", e.hint) from None
+    from aqr_cli.analysis.config_lint import lint_config, looks_like_config
+
     results: list = []
     for p in paths:
         # every file is reported on its own: whatever one file raises, the others still are
         try:
-            if keys:
+            if looks_like_config(p):
+                results.append(_Failure(p, f"{p}: an mmcv config has no key tree (--keys is for "
+                                        "checkpoints and dumps)") if keys else lint_config(p))
+            elif keys:
                 results.append((p, key_tree(load_file(p))))
             else:
                 results.append(inspect_file(p, rig=rig, config_path=config, checkpoint=ck))
@@ -157,20 +189,22 @@ def _inspect_all(paths, *, keys, rig, config, checkpoint, trust) -> list:
         except (OSError, MemoryError, RecursionError) as e:
             results.append(_Failure(p, f"{p}: {type(e).__name__}: {e}", reason=str(e)))
         except Exception as e:  # noqa: BLE001 - a bug shows for this file; the others are reported
+            if os.environ.get("AQR_DEBUG"):
+                raise
             results.append(_Failure(p, f"{p}: internal error ({type(e).__name__}: {e})",
                                     "this is a bug in aqr; rerun with AQR_DEBUG=1 for the traceback",
                                     reason=str(e)))
-            if os.environ.get("AQR_DEBUG"):
-                raise
     kinds = {getattr(r, "kind", None) for r in results}
     if rig is not None and kinds == {"debug_dump"}:
-        _warn("--rig is not used for debug dumps: they carry their own lidar2img")
+        sink.warn("--rig is not used: debug dumps carry their own cameras (img_metas lidar2img)")
     if checkpoint is not None and "debug_dump" not in kinds and not keys:
-        _warn("--checkpoint is used only for debug dumps; no dump was given")
+        sink.warn("--checkpoint is not used: it applies to debug dumps, and no dump was given")
+    if config is not None and "config" in kinds:
+        sink.warn("--config is not used for config files: they are linted as given")
     return results
 
 
-def _print_warnings(caught) -> None:
+def _print_warnings(caught, sink: Sink) -> None:
     """One stderr line per distinct warning raised by aqr itself (trusted loads included).
 
     Quirk warnings of the core are left out (the findings report them), and so are warnings of
@@ -188,7 +222,7 @@ def _print_warnings(caught) -> None:
         text = " ".join(str(w.message).split())
         if text not in seen:
             seen.add(text)
-            _warn(text)
+            sink.warn(text)
 
 
 def _clean(doc: Any) -> Any:
@@ -208,37 +242,31 @@ def _clean(doc: Any) -> Any:
     return str(doc)
 
 
-def _write_out(out: Path, results: list) -> None:
-    import sys
-
+def _write_out(stage: Path, results: list, sink: Sink) -> list[str]:
+    """Write inspect.json (and the epoch PNG when it has data) into ``stage``; returns the names."""
     from aqr_cli.analysis.inspect import CheckpointReport, epoch_series
     from aqr_cli.io import atomic_save_figure, atomic_write_json
 
     reports = [r for r in results if isinstance(r, CheckpointReport)]
     docs = [r.to_dict() for r in results]
-    atomic_write_json(out / JSON_NAME, _clean(docs))
+    atomic_write_json(stage / JSON_NAME, _clean(docs))
+    if all(getattr(r, "kind", None) == "config" for r in _good(results)):
+        return [JSON_NAME]  # configs have no epoch figure
     if not any(r.bias_scale is not None or r.weight_head is not None for r in reports):
-        _warn(f"--out: no checkpoint with an AQR bias scale or weight head; {PNG_NAME} not written "
-              f"({JSON_NAME} was)")
-        return
+        sink.note(f"{PNG_NAME} not written: no checkpoint with an AQR bias scale or weight head")
+        return [JSON_NAME]
     from aqr_cli.plots.inspect import epoch_evolution_figure
 
     series = epoch_series(reports)
     fig = epoch_evolution_figure(series, title=f"AQR across {len(reports)} checkpoint(s)")
-    path = atomic_save_figure(fig, out / PNG_NAME)
-    sys.stderr.write(f"aqr: wrote {path} and {out / JSON_NAME}\n")
-
-
-# ---------------------------------------------------------------- human output
+    atomic_save_figure(fig, stage / PNG_NAME)
+    return [JSON_NAME, PNG_NAME]
 
 
 def _console():
-    import sys
+    from aqr_cli.cli.output import console
 
-    from rich.console import Console
-
-    return Console(file=sys.stdout, highlight=False, soft_wrap=False,
-                   width=None if sys.stdout.isatty() else 120)
+    return console()
 
 
 def _size(n: int) -> str:
@@ -258,39 +286,21 @@ class _KV:
         self.rows.append((key, value))
 
     def print(self, con) -> None:
-        import textwrap
+        from aqr_cli.cli.output import kv_block
 
-        from rich.text import Text
-
-        pad = max((len(k) for k, _ in self.rows), default=0) + 2
-        width = max(40, (con.width or 100) - pad)
-        for key, value in self.rows:
-            lines: list[str] = []
-            for part in str(value).split("\n"):
-                lines += textwrap.wrap(part, width, break_on_hyphens=False) or [""]
-            out = Text(key.ljust(pad), style="bold")
-            out.append(lines[0])
-            for line in lines[1:]:
-                out.append("\n" + " " * pad + line)
-            con.print(out, soft_wrap=True)
+        con.print(kv_block(self.rows, width=con.width), end="")
 
 
 def _kv_table() -> _KV:
     return _KV()
 
 
-def _findings_table(findings):
-    from rich.table import Table
-    from rich.text import Text
+def _findings_table(findings, width: int):
+    """Findings as ``id severity  message`` blocks, messages wrapped, never cut."""
+    from aqr_cli.cli.output import kv_block
 
-    t = Table(title="Findings (spec section 9)", title_justify="left", show_lines=False,
-              expand=False)
-    t.add_column("id", no_wrap=True)
-    t.add_column("severity", no_wrap=True)
-    t.add_column("what and why it matters", overflow="fold")
-    for f in findings:
-        t.add_row(f.id, Text(f.severity, style=_SEV_STYLE.get(f.severity, "")), Text(f.message))
-    return t
+    return kv_block([(f"{f.id} {f.severity}", f.message) for f in findings], width=width,
+                    title="Findings (spec section 9)")
 
 
 def _title(name: str, kind: str):
@@ -313,7 +323,12 @@ def _fmt(x: float | None, d: int = 4) -> str:
 
 
 def _show_one(r) -> None:
-    if r.kind == "debug_dump":
+    if r.kind == "config":
+        from aqr_cli.cli._config_lint_view import render_config
+
+        con = _console()
+        con.print(render_config(r, width=con.width), markup=False)
+    elif r.kind == "debug_dump":
         _show_dump(r)
     else:
         _show_checkpoint(r)
@@ -417,19 +432,17 @@ def _show_checkpoint(r) -> None:
     con.print()
     from rich.text import Text
 
-    t = Table(title="AQR components", title_justify="left")
-    for col, kw in (("component", {}), ("present", {}), ("params", {"justify": "right"}),
-                    ("buffers", {"justify": "right"}), ("keys", {"justify": "right"}),
-                    ("role", {"overflow": "fold"})):
-        t.add_column(col, **kw)
+    rows = []
     for c in r.components.values():
         present = {"state_dict": "yes", "config": "built (no state)", "absent": "no"}[c.evidence]
         role = c.note or ("used at HEAD" if c.present and c.used_at_head else
                           ("old scheme only" if c.present else ""))
-        t.add_row(c.name, present, f"{c.params:,}", f"{c.buffers:,}", str(len(c.keys)), Text(role))
-    con.print(t)
+        rows.append([c.name, present, f"{c.params:,}", f"{c.buffers:,}", str(len(c.keys)), role])
+    con.print(fitted_table(["component", "present", "params", "buffers", "keys", "role"], rows,
+                           width=con.width, title="AQR components",
+                           right=["params", "buffers", "keys"]))
     con.print()
-    con.print(_findings_table(r.findings) if r.findings else "No findings.")
+    con.print(_findings_table(r.findings, con.width) if r.findings else "No findings.")
     _print_notes(con, r.notes)
 
 
@@ -453,7 +466,15 @@ def _show_dump(r) -> None:
     for name, label in (("lidar", "LiDAR weights"), ("camera", "camera weights")):
         w = r.weights[name]
         kv.add_row(label, f"mean {w['mean']:.4f}, std {w['std']:.4f}, min {w['min']:.4f}, "
-                   f"max {w['max']:.4f}, {100 * w['share_negative']:.1f}% negative")
+                   f"max {w['max']:.4f}, {100 * w['share_negative']:.1f}% negative (all queries)")
+    groups = r.weights.get("by_query_group") or {}
+    for g in ("matching", "dn"):
+        if groups.get("dn") and groups.get(g):
+            d = groups[g]
+            kv.add_row(f"{g} queries", f"{d['count']}: LiDAR mean {d['lidar']['mean']:.4f} std "
+                       f"{d['lidar']['std']:.4f}; camera mean {d['camera']['mean']:.4f} std "
+                       f"{d['camera']['std']:.4f}; LiDAR > camera "
+                       f"{100 * d['preference']['prefer_lidar']:.1f}%")
     for name, label in (("bev", "BEV map"), ("pers", "camera map")):
         mp = r.maps.get(name)
         if mp:
@@ -486,17 +507,16 @@ def _show_dump(r) -> None:
     con.print()
     from rich.text import Text
 
-    t = Table(title="Contents", title_justify="left")
-    for col in ("key", "type", "shape / value", "dtype"):
-        t.add_column(col)
+    rows = []
     for c in r.contents:
         shape = c.get("shape")
         shown = "x".join(map(str, shape)) if shape is not None else (
             str(c["value"]) if "value" in c else (f"len {c['len']}" if "len" in c else ""))
-        t.add_row(Text(c["key"]), c["type"], Text(shown or "[]"), c.get("dtype", ""))
-    con.print(t)
+        rows.append([c["key"], c["type"], shown or "[]", c.get("dtype", "")])
+    con.print(fitted_table(["key", "type", "shape / value", "dtype"], rows, width=con.width,
+                           title="Contents"))
     con.print()
-    con.print(_findings_table(r.findings) if r.findings else "No findings.")
+    con.print(_findings_table(r.findings, con.width) if r.findings else "No findings.")
     _print_notes(con, r.notes)
 
 
@@ -507,11 +527,11 @@ def _finding_ids(findings) -> str:
     info = sum(f.severity == "info" for f in findings)
     parts = []
     if err:
-        parts.append("[bold red]E " + " ".join(err) + "[/bold red]")
+        parts.append("E " + " ".join(err))
     if warn:
-        parts.append("[yellow]W " + " ".join(warn) + "[/yellow]")
+        parts.append("W " + " ".join(warn))
     if info:
-        parts.append(f"[dim]+{info} info[/dim]")
+        parts.append(f"+{info} info")
     return "  ".join(parts) or "-"
 
 
@@ -521,11 +541,32 @@ def _natural(name: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
+def _show_diff(reports, sink: Sink) -> None:
+    from aqr_cli.analysis.config_lint import diff_configs
+    from aqr_cli.cli._config_lint_view import render_diff
+
+    d = diff_configs([r for r in reports if getattr(r, "config", None) is not None])
+    if sink.json_mode:
+        sink.json(_clean(d.to_dict()))
+    elif not sink.quiet:
+        con = _console()
+        con.print(render_diff(d, width=con.width), markup=False)
+
+
 def _show_table(results) -> None:
     from rich.table import Table
     from rich.text import Text
 
     con = _console()
+    configs = [r for r in results if getattr(r, "kind", None) == "config"]
+    if configs:
+        from aqr_cli.cli._config_lint_view import render_rows
+
+        con.print(render_rows(configs, width=con.width), markup=False)
+        results = [r for r in results if r not in configs]
+        if not _good(results):
+            return
+        con.print()
     good = sorted((r for r in results if not isinstance(r, _Failure)), key=lambda r: _natural(r.name))
     bad = [r for r in results if isinstance(r, _Failure)]
     inits = {r.bias_scale.init for r in good if getattr(r, "bias_scale", None) is not None}
@@ -533,42 +574,38 @@ def _show_table(results) -> None:
     caption += "head tanh = tanh(weight_predictor.bias) LiDAR / camera; unseen = reference points " \
                "no camera sees (Q3); dumps: iter = their forward counter, Nq (DN) = queries and " \
                "DN queries; E/W = error/warning findings"
-    from rich import box
-
-    t = Table(title=f"{len(results)} files", title_justify="left", caption=caption,
-              caption_justify="left", box=box.SIMPLE_HEAD)
-    for col, kw in (("file", {"no_wrap": True}), ("epoch", {"justify": "right"}),
-                    ("iter", {"justify": "right"}), ("bias raw / eff", {"no_wrap": True}),
-                    ("head tanh", {"no_wrap": True}), ("unseen", {"justify": "right"}),
-                    ("Nq (DN)", {"no_wrap": True}), ("findings", {"overflow": "fold", "min_width": 24})):
-        t.add_column(col, **kw)
+    rows = []
     for r in good:
         if r.kind == "debug_dump":
             q = r.queries
-            t.add_row(Text(r.name), "-", str(r.iteration), "-", "-",
-                      str(r.sentinel["count"]) if r.sentinel["decidable"] else "?",
-                      f"{q['num_queries']} ({q['num_dn']})", _finding_ids(r.findings))
+            rows.append([r.name, "-", str(r.iteration), "-", "-",
+                         str(r.sentinel["count"]) if r.sentinel["decidable"] else "?",
+                         f"{q['num_queries']} ({q['num_dn']})", _finding_ids(r.findings)])
             continue
         b, h, rp = r.bias_scale, r.weight_head, r.reference_points
-        t.add_row(
-            Text(r.name), "-" if r.meta["epoch"] is None else str(r.meta["epoch"]),
+        rows.append([
+            r.name, "-" if r.meta["epoch"] is None else str(r.meta["epoch"]),
             "-" if r.meta["iter"] is None else str(r.meta["iter"]),
             f"{b.raw:.3f} / {b.effective:.3f}" if b else "-",
             f"{h.bias_tanh[0]:.3f} / {h.bias_tanh[1]:.3f}" if h else "-",
             f"{rp.unseen_count}" if rp is not None and rp.unseen_count is not None else "-",
-            "-", _finding_ids(r.findings))
+            "-", _finding_ids(r.findings)])
     for r in bad:
-        t.add_row(Text(r.path.name), "", "", "", "", "", "",
-                  Text("error: " + r.reason, style="bold red"))
-    con.print(t)
+        rows.append([r.path.name, "", "", "", "", "", "", "error: " + r.reason])
+    con.print(fitted_table(["file", "epoch", "iter", "bias raw / eff", "head tanh", "unseen",
+                            "Nq (DN)", "findings"], rows, width=con.width,
+                           title=f"{len(results)} files", caption=caption,
+                           right=["epoch", "iter", "unseen"]))
 
 
-def _show_keys(results, as_json: bool) -> None:
+def _show_keys(results, sink: Sink) -> None:
     ok = [r for r in results if not isinstance(r, _Failure)]
-    if as_json:
+    if sink.json_mode:
         docs = [{"path": str(p), "tree": tree} for p, tree in ok]
         docs += [f.to_dict() for f in results if isinstance(f, _Failure)]
-        emit_json(_clean(docs[0] if len(results) == 1 else docs))
+        sink.json(_clean(docs[0] if len(results) == 1 else docs))
+        return
+    if sink.quiet:
         return
     from rich.tree import Tree
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import typer
 
+from aqr_cli.cli import _readings_view as readings_view
 from aqr_cli.cli import _sources as S
-from aqr_cli.cli._common import UserError, emit_json, run_guarded
+from aqr_cli.cli._common import UserError, run_guarded
 from aqr_cli.cli.app import app
 
 # Output files of one source (documented in the README).
@@ -48,6 +49,7 @@ def render_weights_command(
     seed: S.Seed = 0,
     save_arrays: bool = typer.Option(False, "--save-arrays", help=f"Also write {FILES['arrays']}."),
     as_json: S.AsJson = False,
+    quiet: S.Quiet = False,
     trust: S.Trust = False,
 ) -> None:
     """Run the AQR weight generator (or read a debug dump) and render the BEV weight map, the six
@@ -60,7 +62,7 @@ def render_weights_command(
                 weights=weights, reference=reference, rig=rig, method=method, sigma=sigma,
                 bias_window=bias_window, bias_scale=bias_scale, activation=activation, lam=lam,
                 batch_size=batch_size, sample=sample, seed=seed, save_arrays=save_arrays,
-                as_json=as_json, trust=trust)
+                as_json=as_json, quiet=quiet, trust=trust)
     S.validate(sources or [], opts)
     run_guarded(lambda: _run(sources or [], **opts))
 
@@ -73,22 +75,24 @@ def _run(paths: list, **o) -> None:
 
 
 def _run_body(paths: list, **o) -> None:
-    from aqr_cli.io.atomic import staged_output_dir
+    from aqr_cli.cli.output import Sink, output_dir
 
+    sink = Sink(json_mode=o["as_json"], quiet=o["quiet"])
     ov = S.overrides(o)
     files = S.expand_sources(paths)
     n_total = len(files) + int(o["synthetic"]) + int(o["features"] is not None)
-    with S.progress(n_total * 2, enabled=not o["as_json"]) as advance:
-        loaded = S.load_sources(files, o, ov, advance)
-        names = S.subfolder_names([src for src, _ in loaded]) if len(loaded) > 1 else [""]
-        docs = []
-        with staged_output_dir(o["out"]) as stage:
+    with sink.progress(n_total * 2, "rendering") as advance:
+        with output_dir(o["out"], command="render-weights") as stage:
+            loaded = S.load_sources(files, o, ov, advance)
+            S.report_unused_flags(sink, [src for src, _ in loaded], o)
+            names = S.subfolder_names([src for src, _ in loaded]) if len(loaded) > 1 else [""]
+            docs = []
             for (src, quirks), sub in zip(loaded, names):
                 docs.append(_render_one(src, quirks, stage / sub if sub else stage, o))
                 advance()
             if len(loaded) > 1:
                 _write_evolution(docs, names, stage)
-    _report(docs, names, o)
+    _report(sink, docs, names, o)
 
 
 def _render_one(src, quirks: list, folder: Path, o: dict) -> dict:
@@ -108,6 +112,7 @@ def _render_one(src, quirks: list, folder: Path, o: dict) -> dict:
     doc = res.summary
     doc["quirks"] = [_quirk_doc(q) for q in sorted(all_quirks, key=lambda q: _qnum(q.quirk_id))]
     doc["files"] = _write_figures(res, folder, o["sample"])
+    doc["files"] += readings_view.write_figures(res, folder, _tag(src))
     if o["save_arrays"]:
         atomic_save_npz(folder / FILES["arrays"], **_arrays(res))
         doc["files"].append(FILES["arrays"])
@@ -126,6 +131,10 @@ def _finite(doc: dict) -> dict:
         doc.setdefault("source", {}).setdefault("notes", []).append(
             f"{n} non-finite statistics (NaN/Inf) were written as null")
     return doc
+
+
+def _tag(src) -> str:
+    return src.label + (f", iteration {src.iteration}" if src.iteration is not None else "")
 
 
 def _qnum(qid: str) -> int:
@@ -224,39 +233,37 @@ def _evolution_row(doc: dict, name: str) -> dict:
             "bias_scale": bias["scale_effective"]}
 
 
-def _report(docs: list, names: list, o: dict) -> None:
-    """JSON on stdout with --json; else a Rich table on stdout and quirk lines on stderr."""
+def _report(sink, docs: list, names: list, o: dict) -> None:
+    """JSON on stdout with --json; else a table on stdout; notes and quirks on stderr."""
     if o["as_json"]:
-        emit_json(docs[0] if len(docs) == 1 else docs)
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    console, err = Console(), Console(stderr=True)
-    if not console.is_terminal:
-        console = Console(width=130)
-    table = Table(title=f"aqr render-weights -> {o['out']}", title_justify="left")
-    for col in ("source", "Q", "LiDAR mean±std", "camera mean±std", "LiDAR>cam", "BEV max",
-                "bias in-window mean±std", "scale"):
-        table.add_column(col, justify="right" if col != "source" else "left")
+        sink.json(docs[0] if len(docs) == 1 else docs)
+    rows = []
     for d, n in zip(docs, names):
         w = d["weights"]
         iw = d["bias"]["in_window"]["overall"]
-        table.add_row(n or d["source"]["label"], str(d["source"]["queries"]["num_queries"]),
-                      f"{w['lidar']['mean']:+.3f}±{w['lidar']['std']:.3f}",
-                      f"{w['camera']['mean']:+.3f}±{w['camera']['std']:.3f}",
-                      f"{100 * d['preference']['prefer_lidar']:.1f}%", f"{d['maps']['bev']['max']:.3f}",
-                      f"{iw['mean']:+.3f}±{iw['std']:.3f}", f"{d['bias']['scale_effective']:.3f}")
-    console.print(table)
+        rows.append([n or d["source"]["label"], str(d["source"]["queries"]["num_queries"]),
+                     f"{w['lidar']['mean']:+.3f}±{w['lidar']['std']:.3f}",
+                     f"{w['camera']['mean']:+.3f}±{w['camera']['std']:.3f}",
+                     f"{100 * d['preference']['prefer_lidar']:.1f}%", f"{d['maps']['bev']['max']:.3f}",
+                     f"{iw['mean']:+.3f}±{iw['std']:.3f}", f"{d['bias']['scale_effective']:.3f}"])
+    cols = ["source", "Q", "LiDAR w", "camera w", "LiDAR>cam", "BEV max", "bias in window",
+            "scale"]
+    sink.table(cols, rows, title=f"aqr render-weights -> {o['out']}", right=cols[1:],
+               caption="w: mean±std of the per-query weights; bias in window: mean±std of the "
+                       "bias inside the query windows; scale: effective bias scale")
     for d, n in zip(docs, names):
-        prefix = f"[{n}] " if n else ""
+        label = n or None
         for note in d["source"]["notes"]:
-            err.print(f"note: {prefix}{note}", highlight=False)
-        for q in d["quirks"]:
-            err.print(f"warning: {prefix}{q['id']}: {q['message']}", highlight=False, style="yellow")
+            sink.note(note, source=label)
+        sink.quirks(d["quirks"], source=label)
+        readings_view.report(sink, d, label)
         fid = d.get("fidelity")
         if fid:
-            err.print(f"{prefix}re-render vs dump: BEV max |diff| {fid['bev_max_abs_diff']:.2e}"
+            sink.note(f"re-render vs dump: BEV max |diff| {fid['bev_max_abs_diff']:.2e}"
                       + (f", camera {fid['camera_max_abs_diff']:.2e}" if fid["camera_max_abs_diff"] is not None
-                         else ", camera not re-rendered (no --checkpoint)"), highlight=False)
-    console.print(f"wrote {sum(len(d['files']) for d in docs)} files to {o['out']}", highlight=False)
+                         else ", camera not re-rendered (no --checkpoint)"), source=label)
+    sink.wrote(_count_files(docs, len(docs) > 1), o["out"])
+
+
+def _count_files(docs: list, with_evolution: bool) -> int:
+    return sum(len(d["files"]) for d in docs) + (2 if with_evolution else 0)

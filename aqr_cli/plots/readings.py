@@ -1,0 +1,114 @@
+"""Figures of the researchers' readings: modality preference per class and size with bootstrap
+intervals, and the six views' camera-weight statistics."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from aqr_cli.core.configs import CAMERA_NAMES, SMALL_CLASSES
+from aqr_cli.plots.style import camera_axes, camera_label, new_figure
+
+LARGE_COLOUR, SMALL_COLOUR, NONE_COLOUR = "#3b6ea8", "#d0762c", "#8c8c8c"
+
+
+def _rows(by_class: dict, by_size: dict) -> list[tuple[str, dict, str]]:
+    large = [(c, d, LARGE_COLOUR) for c, d in by_class.items() if c not in SMALL_CLASSES]
+    small = [(c, d, SMALL_COLOUR) for c, d in by_class.items() if c in SMALL_CLASSES]
+    sizes = [(f"all {g}" if g != "none" else "near no object", by_size[g],
+              {"small": SMALL_COLOUR, "large": LARGE_COLOUR}.get(g, NONE_COLOUR))
+             for g in ("large", "small", "none") if g in by_size]
+    return large + small + sizes
+
+
+def class_preference_figure(by_class: dict, by_size: dict, *, title: str, subtitle: str = "",
+                            scope: str = "") -> Figure:
+    """Share of queries preferring LiDAR per class and size group (95% bootstrap CI), and the
+    mean LiDAR and camera weights (± std) of the same queries."""
+    rows = _rows(by_class, by_size)
+    n = max(len(rows), 1)
+    height = 1.9 + 0.32 * n
+    fig = new_figure(10.0, height, layout=None)
+    fig.subplots_adjust(left=0.2, right=0.98, top=1 - (0.75 if subtitle else 0.55) / height,
+                        bottom=1.15 / height, wspace=0.12)
+    ax, ax2 = fig.subplots(1, 2, sharey=True)
+    y = np.arange(len(rows))[::-1]
+    for yi, (name, d, colour) in zip(y, rows):
+        share, ci = d["prefer_lidar"], d.get("prefer_lidar_ci95")
+        ax.barh(yi, share, color=colour, height=0.7)
+        if ci is not None:
+            ax.errorbar(share, yi, xerr=[[share - ci[0]], [ci[1] - share]], fmt="none",
+                        ecolor="black", capsize=3, linewidth=1)
+        for val, std, marker, off, col in ((d["lidar_mean"], d.get("lidar_std"), "o", 0.15, "#1b7837"),
+                                           (d["camera_mean"], d.get("camera_std"), "s", -0.15, "#762a83")):
+            ax2.errorbar(val, yi + off, xerr=std or 0, fmt=marker, color=col, markersize=4,
+                         capsize=2, linewidth=0.9)
+    ax.axvline(0.5, color="black", linewidth=0.6, linestyle=":")
+    ax.set_xlim(0, 1.0)
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
+    ax.set_yticks(y, [f"{r[0]} (n={r[1]['count']})" for r in rows])
+    ax.set_xlabel("share of queries with LiDAR weight > camera weight (95% bootstrap CI)")
+    fig.legend(handles=[Patch(color=LARGE_COLOUR, label="large class"),
+                        Patch(color=SMALL_COLOUR, label="small class (pedestrian, traffic_cone, "
+                                                        "bicycle, motorcycle)"),
+                        Patch(color=NONE_COLOUR, label="near no object"),
+                        Line2D([], [], color="#1b7837", marker="o", linestyle="", label="LiDAR weight"),
+                        Line2D([], [], color="#762a83", marker="s", linestyle="", label="camera weight")],
+               loc="lower center", bbox_to_anchor=(0.5, 0.22 / height), ncol=5, fontsize=7,
+               frameon=False)
+    ax2.axvline(0, color="black", linewidth=0.6)
+    ax2.set_xlim(-1.05, 1.05)
+    ax2.set_xlabel("mean weight ± std")
+    for a in (ax, ax2):
+        a.grid(axis="x", linewidth=0.3, alpha=0.5)
+    fig.suptitle(title + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
+    if scope:
+        fig.text(0.5, 0.04 / height, scope, fontsize=7, va="bottom", ha="center")
+    return fig
+
+
+def camera_views_figure(camera_weights: np.ndarray, views: np.ndarray, *,
+                        camera_names: Sequence[str] = CAMERA_NAMES, title: str,
+                        xlim: tuple[float, float] = (-1.0, 1.0), xlabel: str = "camera weight") -> Figure:
+    """Per view, the histogram of the camera weights of the queries it sees first, with mean,
+    std, range and count; views laid out as they sit on the car.
+
+    ``camera_weights [Q]``; ``views [Q]`` the first view of each query, -1 for queries no camera
+    sees (left out).
+    """
+    fig = new_figure(11.0, 5.6, layout=None)
+    fig.subplots_adjust(left=0.06, right=0.99, top=0.86, bottom=0.1, hspace=0.45, wspace=0.18)
+    axes = camera_axes(fig, camera_names=camera_names)
+    bins = np.linspace(xlim[0], xlim[1], 41)
+    counts = []
+    for v, ax in axes.items():
+        w = camera_weights[views == v]
+        h, _ = np.histogram(w, bins=bins)
+        counts.append(h.max() if h.size else 0)
+        ax.bar(bins[:-1], h, width=np.diff(bins), align="edge", color="#762a83", alpha=0.8)
+        if w.size:
+            ax.axvline(float(w.mean()), color="black", linewidth=1)
+            text = (f"n={w.size}  mean {w.mean():+.3f}\nstd {w.std(ddof=1) if w.size > 1 else 0:.3f}"
+                    f"  range [{w.min():+.2f}, {w.max():+.2f}]")
+        else:
+            text = "n=0 (no query sees this view first)"
+        ax.set_title(camera_label(camera_names[v]), fontsize=9)
+        ax.text(0.02, 0.97, text, transform=ax.transAxes, fontsize=7, va="top",
+                bbox=dict(facecolor="white", alpha=0.8, edgecolor="none", pad=1.5))
+        ax.set_xlim(*xlim)
+        ax.set_xticks(np.linspace(xlim[0], xlim[1], 5))
+    top = max(counts + [1]) * 1.45
+    names = [camera_label(camera_names[v]) for v in axes]
+    for v, ax in axes.items():
+        ax.set_ylim(0, top)
+        label = camera_label(camera_names[v])
+        if label.endswith("LEFT") or label not in ("FRONT", "FRONT_RIGHT", "BACK", "BACK_RIGHT"):
+            ax.set_ylabel("queries")
+        if label.startswith("BACK") or "BACK" not in " ".join(names):
+            ax.set_xlabel(xlabel, fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return fig

@@ -193,7 +193,9 @@ def test_unreadable_file_exit_1_one_line(tmp_path, unreadable, cmd):
 def test_directory_named_like_a_checkpoint(tmp_path):
     d = tmp_path / "epoch_1.pth"
     d.mkdir()
-    one_error(cli("inspect-checkpoint", d), "epoch_1.pth", "is a directory")
+    # a folder is searched for checkpoints; an empty one is one line, exit 1
+    for cmd in (["inspect-checkpoint"], ["render-weights", "--out", tmp_path / "o"]):
+        one_error(cli(*cmd, d), "epoch_1.pth", "folder holds no")
 
 
 def test_unreadable_config_and_rig(tmp_path, monkeypatch):

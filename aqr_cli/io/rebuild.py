@@ -226,15 +226,14 @@ def rebuild_table() -> dict[str, Any]:
         "__builtin__.complex": make_complex, "__builtin__.bytearray": make_bytearray,
         "numpy.ndarray": NDARRAY_TYPE, "numpy.dtype": numpy_dtype,
     }
-    for name in dir(torch):
-        value = getattr(torch, name, None)
+    for name, value in list(vars(torch).items()):  # no getattr: nothing lazy gets imported
         if isinstance(value, torch.dtype):
             table[f"torch.{name}"] = value
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
         table[f"{module}._reconstruct"] = numpy_reconstruct
         table[f"{module}.scalar"] = numpy_scalar
     dtypes_mod = getattr(np, "dtypes", None)
-    for attr in dir(dtypes_mod) if dtypes_mod is not None else ():
+    for attr in list(vars(dtypes_mod)) if dtypes_mod is not None else ():
         # DType classes are only ever referenced, never needed as callables
         if attr.endswith("DType"):
             table[f"numpy.dtypes.{attr}"] = NDARRAY_TYPE.__class__(f"numpy.dtypes.{attr}")

@@ -17,7 +17,9 @@ import aqr_cli.cli.commands  # noqa: F401  (registers the commands)
 from aqr_cli.cli.app import app
 from aqr_cli.io.outdir import MANIFEST, STAGING_PREFIX, output_folder
 from aqr_cli.io.errors import OutputError
-from conftest import CHECKPOINT, DUMP, DUMP_TRAIN
+from conftest import CHECKPOINT, DUMP, DUMP_TRAIN, FIXTURES
+
+FIXTURE_LOG = FIXTURES / "logs" / "AQRCMT800_320.log"
 
 runner = CliRunner()
 
@@ -26,6 +28,7 @@ COMMANDS = {
     "render-weights": ["render-weights", str(DUMP), "--checkpoint", str(CHECKPOINT)],
     "compare-modes": ["compare-modes", str(DUMP), "--checkpoint", str(CHECKPOINT), "--scales", ""],
     "inspect-checkpoint": ["inspect-checkpoint", str(CHECKPOINT)],
+    "inspect-log": ["inspect-log", str(FIXTURE_LOG)],
 }
 
 
@@ -133,7 +136,7 @@ def test_out_dot_is_like_any_folder(tmp_path, monkeypatch):
 def test_bad_input_leaves_no_output_folder(tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
-    for name in ("render-weights", "compare-modes", "inspect-checkpoint"):
+    for name in ("render-weights", "compare-modes", "inspect-checkpoint", "inspect-log"):
         out = tmp_path / f"o-{name}"
         res = invoke([name, bad, "-o", out])
         assert res.exit_code == 1 and len(res.stderr.splitlines()) == 1, res.stderr

@@ -1,0 +1,112 @@
+"""``aqr inspect-log``: read training logs and put runs side by side.
+
+Thin: flags, then :mod:`aqr_cli.logs` (parse, analyse, views) and :mod:`aqr_cli.plots.logs`
+(figures), then the output sink. Only typer is imported at module level.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from aqr_cli.cli import _sources as S
+from aqr_cli.cli._common import UserError, run_guarded
+from aqr_cli.cli.app import app
+
+SUMMARY_JSON = "summary.json"
+TRAIN_CSV = "train_records.csv"
+FIGURES = {"losses": "losses.png", "cost": "time_memory.png", "per_class": "per_class_ap.png",
+           "aqr_debug": "aqr_debug.png"}
+
+
+@app.command("inspect-log")
+def inspect_log_command(
+    paths: List[Path] = typer.Argument(
+        ..., metavar="LOG...", show_default=False,
+        help="Training logs: mmcv text logs, *.log.json, mmengine logs; files, folders or quoted "
+             "globs. The format is read from the content."),
+    baseline: Optional[Path] = typer.Option(
+        None, "--baseline", metavar="LOG", help="The run the others are compared with (listed "
+        "first; deltas are run minus baseline)."),
+    as_json: S.AsJson = False,
+    quiet: S.Quiet = False,
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", metavar="DIR", help=f"Write {SUMMARY_JSON}, {TRAIN_CSV} and the "
+        f"figures. {S.OUT_HELP}"),
+) -> None:
+    """Summarise training logs: header, config quirks, training records (time, memory, every
+    loss), validation metrics and per-class AP, AQR debug prints read against the researchers'
+    bands, and log findings (NaN grad_norm, loss spikes, memory growth). Several logs give one
+    table with deltas against --baseline.
+
+    Example: aqr inspect-log work_dirs/aqr/20251012_022635.log --baseline work_dirs/base/run.log -o log_report/
+    """
+    run_guarded(lambda: _run(paths, baseline, as_json=as_json, quiet=quiet, out=out))
+
+
+def _run(paths: list[Path], baseline: Path | None, *, as_json: bool, quiet: bool,
+         out: Path | None) -> None:
+    from aqr_cli.cli.output import Sink, output_dir, console
+    from aqr_cli.logs.analysis import compare_runs, summarize_log
+    from aqr_cli.logs.files import expand_logs
+    from aqr_cli.logs.views import comparison_lines, run_lines, summary_document
+
+    sink = Sink(json_mode=as_json, quiet=quiet)
+    files = expand_logs(paths)
+    base_file = None
+    if baseline is not None:
+        if baseline.is_dir():
+            raise UserError(f"--baseline {baseline}: give one log file, not a folder")
+        base_file = baseline
+        key = baseline.resolve() if baseline.exists() else baseline
+        files = [base_file] + [f for f in files if (f.resolve() if f.exists() else f) != key]
+    runs = [summarize_log(f) for f in files]  # a bad file stops here: nothing written yet
+    base_run = runs[0] if base_file is not None else None
+    comparisons = compare_runs(runs, base_run)
+    doc = summary_document(runs, base_run, comparisons)
+    if as_json:
+        sink.json(doc)
+    else:
+        from rich.text import Text
+
+        width = console().width or 80
+        for r in runs:
+            sink.data(Text("\n".join(run_lines(r, width)) + "\n"))
+        if len(runs) > 1:
+            sink.data(Text("\n".join(comparison_lines(runs, base_run, comparisons, width))))
+    for r in runs:
+        for note in r.notes:
+            sink.note(note, source=r.name)
+    if baseline is None and len(runs) > 1:
+        sink.note("no --baseline: the table shows no deltas")
+    if out is not None:
+        with output_dir(out, command="inspect-log") as stage:
+            n = _write_out(stage, runs, base_run, doc, sink)
+        sink.wrote(n, out)
+
+
+def _write_out(stage: Path, runs, base_run, doc, sink) -> int:
+    from aqr_cli.io import atomic_save_figure, atomic_write_json
+    from aqr_cli.logs.views import write_train_csv
+    from aqr_cli.plots import logs as P
+
+    atomic_write_json(stage / SUMMARY_JSON, doc)
+    n = 1
+    if any(r.train.records for r in runs):
+        with open(stage / TRAIN_CSV, "w", encoding="utf-8", newline="") as fh:
+            write_train_csv(fh, runs)
+        atomic_save_figure(P.loss_figure(runs, base_run), stage / FIGURES["losses"])
+        atomic_save_figure(P.cost_figure(runs, base_run), stage / FIGURES["cost"])
+        n += 3
+    if any(r.last_val is not None for r in runs):
+        atomic_save_figure(P.per_class_figure(runs, base_run), stage / FIGURES["per_class"])
+        n += 1
+    fig = P.debug_figure(runs, base_run)
+    if fig is not None:
+        atomic_save_figure(fig, stage / FIGURES["aqr_debug"])
+        n += 1
+    else:
+        sink.note(f"no AQR debug prints in any log: {FIGURES['aqr_debug']} not written")
+    return n

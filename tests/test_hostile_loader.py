@@ -117,9 +117,12 @@ def test_trust_flag_changes_nothing(tmp_path, base_obj):
                                           "no effect; no file ever runs code")
 
 
-def test_file_is_loaded_once_per_command(tmp_path, monkeypatch):
-    """render-weights with a checkpoint source and --checkpoint unpickles each file once."""
+def test_file_is_loaded_once_per_command(monkeypatch):
+    """render-weights/compare-modes loading (a checkpoint source, a dump source and the same
+    checkpoint as --checkpoint for the dump): each file is unpickled once."""
     import aqr_cli.io.safe_load as safe_load
+    from aqr_cli.cli import _sources as S
+    from conftest import DUMP
 
     calls = []
     real = safe_load._torch_load
@@ -129,12 +132,13 @@ def test_file_is_loaded_once_per_command(tmp_path, monkeypatch):
         return real(path, *a, **k)
 
     monkeypatch.setattr(safe_load, "_torch_load", counting)
-    from conftest import DUMP
-
-    res = CliRunner().invoke(app, ["render-weights", str(CHECKPOINT), str(DUMP), "--checkpoint",
-                                   str(CHECKPOINT), "--out", str(tmp_path / "o"), "--json"])
-    assert res.exit_code == 0, res.stderr
-    assert sorted(calls) == sorted([CHECKPOINT.name, DUMP.name, CHECKPOINT.name])
+    o = dict(checkpoint=CHECKPOINT, rig=None, synthetic=False, features=None, trust=False,
+             quiet=True, reference="800x320", method=None, sigma=None, bias_window=None,
+             activation=None, lam=None, batch_size=1, seed=0, weights="generator")
+    with torch.no_grad():
+        loaded = S.load_sources([CHECKPOINT, DUMP], o, S.overrides(o), lambda: None)
+    assert [src.kind for src, _ in loaded] == ["checkpoint", "dump"]
+    assert sorted(calls) == sorted([CHECKPOINT.name, DUMP.name])
 
 
 def test_torchscript_and_compressed_archives_are_refused(tmp_path):

@@ -123,8 +123,10 @@ def load_sources(paths: list[Path], o: dict, ov, progress) -> list:
     """One WeightSource per input (with its quirks), in input order.
 
     Every file is loaded once per command: a source is loaded, judged and handed on as a
-    ``LoadedFile``, and ``--checkpoint`` is loaded at most once however many dumps use it.
+    ``LoadedFile``; ``--checkpoint`` is loaded at most once however many dumps use it, and not
+    again when it is also a source.
     """
+    import os
     import sys
 
     from aqr_cli.analysis import sources as S
@@ -134,14 +136,18 @@ def load_sources(paths: list[Path], o: dict, ov, progress) -> list:
     if o.get("trust") and not o.get("quiet"):
         sys.stderr.write(f"aqr: warning: {TRUST_DEPRECATED}\n")
     rig = str(o["rig"]) if o["rig"] else None
-    checkpoint: list = []
+    files: dict[str, object] = {}
+
+    def load(path) -> object:
+        key = os.path.realpath(path)
+        if key not in files:
+            files[key] = load_file(path)
+        return files[key]
 
     def ck():
         if o["checkpoint"] is None:
             return None
-        if not checkpoint:
-            checkpoint.append(S.load_checkpoint_source(str(o["checkpoint"]))[0])
-        return checkpoint[0]
+        return S.load_checkpoint_source(load(o["checkpoint"]))[0]
 
     jobs = []
     if o["synthetic"]:
@@ -150,7 +156,7 @@ def load_sources(paths: list[Path], o: dict, ov, progress) -> list:
         jobs.append(lambda: S.from_features(str(o["features"]), ck(), ov))
     for p in paths:
         def job(p=p):
-            loaded = load_file(p)
+            loaded = load(p)
             if loaded.kind == "debug_dump":
                 return S.from_dump(str(p), ov, ck(), loaded=loaded)
             return S.from_checkpoint(str(p), ov, rig, loaded=loaded)

@@ -40,7 +40,7 @@ _MAX_SEQ = 1_000_000  # longest list/str a '*', '+' or range() may build
 _MAX_POW = 4096  # largest exponent a '**' may use
 _MAX_INT_BITS = 65_536  # largest integer any operation may produce
 _MAX_DEPTH = 64  # deepest nesting of a value
-_MAX_WORK = 2_000_000  # units (elements, characters) a file's expressions may copy or build
+_MAX_WORK = 1_000_000  # units (elements, characters) a file's expressions may copy or build
 _MAX_TOTAL = 1_000_000  # units the names of one file may hold at once
 _FORMAT_WIDTH = __import__("re").compile(r"\d{5,}")
 

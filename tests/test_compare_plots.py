@@ -84,13 +84,29 @@ def test_attention_heatmap_figure(results):
     rows = {p: res.rows[p][0, 1].numpy() for p in res.paths}
     stats = {p: {m: float(v[0, 3]) for m, v in res.per_query[p].items()} for p in res.paths}
     fig = attention_heatmap_figure(rows, BEV, PERS, PC, query_xy=(1.0, -2.0), query_cell=(3, 1, 2),
-                                   query_index=3, stats=stats, boxes=BOXES)
+                                   query_index=3, stats=stats, boxes=BOXES,
+                                   title="Cross-attention of query 3, strongest LiDAR preference",
+                                   subtitle="synthetic scene (seed 0); 800x320; sample 0 of 1")
     images = [im for ax in fig.axes for im in ax.get_images()]
-    assert len(images) == 3 * 7
-    assert all(isinstance(im.norm, LogNorm) for im in images)
-    assert len({(im.norm.vmin, im.norm.vmax) for im in images}) == 1   # one shared scale
-    assert "attention" in colorbar_labels(fig)[0]
+    assert len(images) == 5 * 7          # three paths, then two differences against the baseline
+    paths = [im for im in images if isinstance(im.norm, LogNorm)]
+    diffs = [im for im in images if isinstance(im.norm, TwoSlopeNorm)]
+    assert len(paths) == 3 * 7 and len(diffs) == 2 * 7
+    assert len({(im.norm.vmin, im.norm.vmax) for im in paths}) == 1   # one shared scale
+    assert all(im.norm.vcenter == 0 and im.norm.vmin == -im.norm.vmax for im in diffs)
+    # the difference panels hold path - baseline, and their range covers the largest change
+    add_bev = next(im for im in diffs if im.axes.get_title().startswith("additive - baseline"))
+    want = rows["additive"][:NB].reshape(BEV) - rows["baseline"][:NB].reshape(BEV)
+    np.testing.assert_allclose(np.asarray(add_bev.get_array()), want, atol=1e-7)
+    big = max(np.abs(rows[p] - rows["baseline"]).max() for p in ("additive", "multiplicative"))
+    assert diffs[0].norm.vmax == pytest.approx(big)
+    labels = colorbar_labels(fig)
+    assert "attention" in labels[0] and "difference" in labels[1]
     assert any(t.startswith("additive:") and "KL" in t for t in (ax.get_title() for ax in fig.axes))
+    head = fig._suptitle.get_text()
+    assert "strongest LiDAR preference" in head and "sample 0 of 1" in head
+    # no legend may sit on the BEV maps (it hid the query's window before)
+    assert all(ax.get_legend() is None for ax in fig.axes)
     with pytest.raises(ValueError):
         attention_heatmap_figure({"baseline": np.ones(10)}, BEV, PERS, PC)
 
@@ -103,6 +119,26 @@ def test_sweep_figure(results):
     assert any("sensitive" in t for t in texts) and any("saturated" in t for t in texts)
     same = sweep_figure(results["sweep"].to_dict())
     assert len(same.axes) == 9
+
+
+def test_summary_figure_draws_nearest_object_panel_and_uniform_warning(results):
+    """The by-nearest-object panel takes its values from the summary.json section, and a
+    near-uniform baseline is stamped on the attention panels."""
+    doc = results["res"].to_dict(results["groups"])
+    section = dict(doc["paths"], settings=doc["settings"],
+                   information={"informative": False, "baseline_entropy_norm": 0.9998})
+    fig = summary_figure(results["features"], section, None, subtitle="debug dump x.pth; 800x320",
+                         warnings=["checkpoint config never applies the bias (Q15)"])
+    panel = next(ax for ax in fig.axes if ax.get_title().startswith("Attention shift vs baseline"))
+    heights = [b.get_height() for b in panel.patches]
+    add = doc["paths"]["additive"]
+    want = [add["overall"]["kl_from_reference"]["mean"]] + [
+        add["by_size"][g]["kl_from_reference"]["mean"] or 0.0 for g in ("small", "large", "none")]
+    assert any(np.allclose(heights[i:i + 4], want) for i in range(len(heights) - 3))
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert any("no information" in t for t in texts)
+    head = fig._suptitle.get_text()
+    assert "Q15" in head and "debug dump x.pth" in head
 
 
 def test_summary_figure_with_and_without_attention(results):
@@ -123,3 +159,16 @@ def test_png_smoke(results, tmp_path):
     fig.savefig(path, metadata={"Software": None})
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_every_compare_figure_carries_the_run_caption(results):
+    sub = "checkpoint epoch_6.pth on a synthetic scene (seed 0); 1600x640; sample 1 of 2; --sigma 2"
+    figs = [feature_histogram_figure(results["features"], subtitle=sub),
+            gain_map_figure(results["g_bev"][0].numpy(), results["g_cam"][0].numpy(), PC, subtitle=sub),
+            sweep_figure(results["sweep"], subtitle=sub, notes=["baseline attention is near-uniform"]),
+            summary_figure(results["features"], None, None, subtitle=sub)]
+    for fig in figs:
+        head = " ".join(fig._suptitle.get_text().split())
+        assert "checkpoint epoch_6.pth on a synthetic scene" in head and "sample 1 of 2" in head
+        assert "--sigma 2" in head
+    assert "WARNING: baseline attention is near-uniform" in figs[2]._suptitle.get_text()

@@ -239,6 +239,13 @@ def test_dump_with_dn_rows_reports_groups(tmp_path):
     matching = d["camera_weights"][0, dn:]
     assert groups["matching"]["camera"]["mean"] == pytest.approx(float(matching.mean()), abs=1e-6)
     assert "DN vs matching queries" in res.stdout
+    assert "matching queries (900 of 1030; 130 DN rows left out)" in doc["caption"]["subtitle"]
+    res = _render(path, "--queries", "dn", "-o", tmp_path / "o2")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads((tmp_path / "o2" / "summary.json").read_text())
+    assert "DN queries only (130 of 1030)" in doc["caption"]["subtitle"]
+    res = _render(DUMP, "--queries", "dn", "-o", tmp_path / "o3")
+    assert res.exit_code == 1 and "holds no DN rows" in res.stderr and not (tmp_path / "o3").exists()
 
 
 def _inspect(*args):
@@ -280,3 +287,44 @@ def test_inspect_dump_with_dn_rows(tmp_path):
     assert g["dn"]["count"] == 70 and g["dn"]["camera"]["mean"] == pytest.approx(0.9)
     assert g["matching"]["count"] == 900 and g["all"]["count"] == 970
     assert "dn queries" in _inspect(path).stdout
+
+
+def test_box_edges_in_view_projects_and_clips():
+    from aqr_cli.plots.style import box_edges_in_view
+
+    # pinhole looking along +x: u = 100 * (-y) / x + 400, v = 100 * (-z) / x + 160, depth = x
+    k = np.array([[400.0, -100.0, 0.0, 0.0], [160.0, 0.0, -100.0, 0.0], [1.0, 0.0, 0.0, 0.0],
+                  [0.0, 0.0, 0.0, 1.0]])
+    front = np.array([[10.0, 0.0, -1.0, 2.0, 2.0, 2.0, 0.0]])
+    edges = box_edges_in_view(front, k, (320, 800), (20, 50))
+    assert edges.shape == (12, 2, 2)
+    # corner (x=11, y=1, z=-1): u = 400 - 100/11, v = 160 + 100/11, in cells (scale 1/16) - 0.5
+    u, v = 400 - 100 / 11, 160 + 100 / 11
+    expect = np.array([u / 16 - 0.5, v / 16 - 0.5])
+    assert np.isclose(edges.reshape(-1, 2), expect, atol=1e-9).all(1).any()
+    behind = front.copy()
+    behind[0, 0] = -10.0
+    assert box_edges_in_view(behind, k, (320, 800), (20, 50)).shape == (0, 2, 2)
+    crossing = front.copy()
+    crossing[0, 0], crossing[0, 3] = 0.5, 4.0  # spans depth -1.5 .. 2.5
+    cut = box_edges_in_view(crossing, k, (320, 800), (20, 50))
+    assert 0 < len(cut) <= 12 and np.isfinite(cut).all()
+
+
+def test_camera_figures_draw_projected_boxes(scene_run):
+    from matplotlib.collections import LineCollection
+
+    from aqr_cli.analysis.sources import Overrides, sample_rig, synthetic
+    from aqr_cli.plots.weights import bias_heatmap_figure, camera_weight_figure
+
+    src = synthetic(Overrides(weights="scene"), None, None)
+    rig = sample_rig(src, 0)
+    assert rig is not None and len(src.boxes[0])
+    pers = np.zeros(src.cfg.pers_shape)
+    fig = camera_weight_figure(pers, src.camera_weights[0].numpy(), src.pts_pers[0].numpy(),
+                               boxes=src.boxes[0], rig=rig)
+    lines = sum(isinstance(c, LineCollection) for ax in fig.axes for c in ax.collections)
+    assert lines >= 2
+    fig = bias_heatmap_figure(np.zeros(src.cfg.bev_shape), pers, src.cfg.pc_range, 2.5,
+                              boxes=src.boxes[0], rig=rig)
+    assert sum(isinstance(c, LineCollection) for ax in fig.axes for c in ax.collections) >= 2

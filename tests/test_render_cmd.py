@@ -128,6 +128,44 @@ def test_batch_of_dumps_gets_subfolders_and_evolution(tmp_path):
     assert (out / "evolution.png").stat().st_size > 10_000
 
 
+def test_run_folder_applies_its_checkpoint_and_evolves_dumps_in_iteration_order(tmp_path):
+    """A folder with dumps and their checkpoint is one run: the checkpoint's settings (learned
+    scale 3.17, not the config's 2.5) apply to the dumps, it is not rendered on a synthetic
+    scene, and the evolution runs over the dumps by iteration, not by file name."""
+    d = tmp_path / "run"
+    d.mkdir()
+    shutil.copy(DUMP_TRAIN, d / "weights_iter_1.pth")      # holds iteration 200
+    shutil.copy(DUMP, d / "weights_iter_2.pth")            # holds iteration 100
+    shutil.copy(CHECKPOINT, d / "epoch_6.pth")
+    out = tmp_path / "out"
+    res = invoke("render-weights", d, "--out", out, "--json")
+    assert res.exit_code == 0, res.output
+    docs = json.loads(res.stdout)
+    assert [x["source"]["kind"] for x in docs] == ["dump", "dump"]
+    assert all(x["bias"]["scale_effective"] == pytest.approx(3.17, abs=1e-5) for x in docs)
+    assert all("epoch_6.pth" in x["caption"]["source"] for x in docs)
+    assert all(any("not rendered on a synthetic scene" in n for n in x["source"]["notes"]) for x in docs)
+    assert not (out / "epoch_6").exists()
+    rows = json.loads((out / "evolution.json").read_text())
+    assert [r["iteration"] for r in rows] == [100, 200]
+    assert [r["name"] for r in rows] == ["weights_iter_2", "weights_iter_1"]
+
+
+def test_two_checkpoints_with_dumps_say_why_none_applies(tmp_path):
+    from aqr_cli.cli._sources import group_run_files
+
+    class LF:
+        def __init__(self, kind):
+            self.kind = kind
+
+    files = [(tmp_path / "a.pth", LF("debug_dump")), (tmp_path / "e1.pth", LF("checkpoint")),
+             (tmp_path / "e2.pth", LF("checkpoint"))]
+    keep, ck, notes = group_run_files(files, None)
+    assert ck is None and len(keep) == 3 and "ambiguous" in notes[0]
+    keep, ck, notes = group_run_files(files[:2], None)
+    assert ck == str(tmp_path / "e1.pth") and [p.name for p, _ in keep] == ["a.pth"]
+
+
 def _bad_dump(tmp_path, mutate):
     d = torch.load(DUMP, map_location="cpu", weights_only=False)
     mutate(d)
@@ -187,7 +225,11 @@ def test_figures_use_zero_centred_signed_scales():
     fig = bias_heatmap_figure(bev, np.zeros((6, 4, 5)), [-54, -54, -5, 54, 54, 3], 2.5)
     ims = [im for ax in fig.axes for im in ax.get_images()]
     assert len(ims) == 7 and all(isinstance(im.norm, TwoSlopeNorm) for im in ims)
-    assert all(im.norm.vcenter == 0 and im.norm.vmax == pytest.approx(2.5) for im in ims)
+    # fixed range by default: the final clamp bound, whatever the data or the scale
+    assert all(im.norm.vcenter == 0 and im.norm.vmax == pytest.approx(5.0) for im in ims)
+    auto = bias_heatmap_figure(bev, np.zeros((6, 4, 5)), [-54, -54, -5, 54, 54, 3], 2.5,
+                               range_mode="auto")
+    assert all(im.norm.vmax == pytest.approx(2.0) for ax in auto.axes for im in ax.get_images())
     labels = [ax.get_ylabel() for ax in fig.axes]
     assert any("attention bias (logits)" in lab for lab in labels)
     fig = bev_weight_figure(np.ones((16, 16)), np.linspace(-1, 1, 5), np.zeros((5, 2)),

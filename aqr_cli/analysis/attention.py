@@ -320,6 +320,7 @@ class AttentionPath:
     name: str
     keys: torch.Tensor | None = None
     bias: WindowBias | None = None
+    values: torch.Tensor | None = None   # [B, F, C] value input (None = the engine's values)
 
 
 @dataclass
@@ -346,6 +347,7 @@ class AttentionResult:
     chunk_size: int = 0
     weights: dict = field(default_factory=dict)
     projection: dict | None = None
+    readout: dict = field(default_factory=dict)
     seconds: float = 0.0
 
     @classmethod
@@ -372,11 +374,13 @@ class AttentionResult:
                     num_camera_keys=self.num_keys - self.num_bev, num_queries=self.num_queries,
                     batch_size=self.batch_size, top_k=self.top_k, chunk_size=self.chunk_size,
                     weights=self.weights, projection=self.projection,
-                    seconds=round(self.seconds, 3),
                     logits="softmax(q k^T / sqrt(d_head) + bias), bias identical for every head")
 
     def to_dict(self, groups=None) -> dict:
-        """JSON-ready: ``settings`` and ``paths`` (the summary); no per-query arrays."""
+        """JSON-ready: ``settings`` and ``paths`` (the summary); no per-query arrays.
+
+        Wall time (``seconds``) is left out so the same input gives the same document.
+        """
         return dict(settings=self.settings(), paths=self.summary(groups) if self.status == "ok" else {})
 
 
@@ -507,7 +511,7 @@ def compute_attention(query: torch.Tensor, keys: torch.Tensor, weights: CrossAtt
                       num_bev: int, paths: Sequence[AttentionPath] | None = None,
                       window=None, reference: str | None = None, top_k: int = DEFAULT_TOPK,
                       chunk_size: int | None = None, keep_rows: Sequence[int] = (),
-                      projection: dict | None = None) -> AttentionResult:
+                      projection: dict | None = None, values: torch.Tensor | None = None) -> AttentionResult:
     """Run every path over query chunks; return per-query statistics and selected rows.
 
     ``query [B, Q, C]``: the cross-attention query input (decoder target + query position
@@ -518,6 +522,10 @@ def compute_attention(query: torch.Tensor, keys: torch.Tensor, weights: CrossAtt
     overlap compare with (default ``baseline`` if present, else the first path).
     ``chunk_size``: queries per chunk (default 24, fewer when one chunk's logits would pass
     256 MiB). ``keep_rows``: query indices whose full head-averaged rows are returned.
+    ``values [B, F, C]``: value input shared by paths whose ``values`` is None; when given, the
+    per-query attention output (what the decoder reads: per head ``p_h W_v v``, heads
+    concatenated, before ``out_proj``) is compared with the reference path's in
+    :attr:`AttentionResult.readout`.
     """
     t0 = time.perf_counter()
     paths = list(paths or [AttentionPath("baseline")])
@@ -557,6 +565,8 @@ def compute_attention(query: torch.Tensor, keys: torch.Tensor, weights: CrossAtt
                 idx = len(key_sets) - 1
             groups.setdefault(idx, []).append(p)
         k_t = [_heads_T(s, weights) for s in key_sets]
+        v_heads = _value_heads(paths, values, weights) if values is not None else {}
+        readouts = {p.name: torch.empty(b, q, h * d) for p in paths} if v_heads else {}
         qh = (weights.project_query(query) * (1.0 / math.sqrt(d))).view(b, q, h, d).transpose(1, 2)
         buf = _Chunk(b, h, n_chunk, f, any(len(g) > 1 for g in groups.values()))
         stats = {p.name: {m: torch.empty(b, q) for m in METRICS} for p in paths}
@@ -584,6 +594,9 @@ def compute_attention(query: torch.Tensor, keys: torch.Tensor, weights: CrossAtt
                     ref_state = _chunk_stats(
                         logits, path.bias.rows(c0, c1) if path.bias is not None else None, win,
                         num_bev, top_k, log_f, buf, n, out, ref_state, is_ref)
+                    if v_heads:  # logits now hold the per-head probabilities of this chunk
+                        r = torch.matmul(logits, v_heads[path.name])          # [B, h, n, d]
+                        readouts[path.name][:, c0:c1] = r.transpose(1, 2).reshape(b, n, h * d)
                     sel = (keep >= c0) & (keep < c1)
                     if bool(sel.any()):
                         p_now = buf.view(buf.p0 if is_ref else buf.p, n, False)
@@ -593,7 +606,45 @@ def compute_attention(query: torch.Tensor, keys: torch.Tensor, weights: CrossAtt
         per_query={p.name: stats[p.name] for p in paths}, rows=rows, row_queries=keep_rows,
         reference=reference, num_keys=f, num_bev=num_bev, num_queries=q, batch_size=b,
         top_k=top_k, chunk_size=n_chunk, weights=weights.describe(), projection=projection,
+        readout=readout_change(readouts, reference) if readouts else {},
         seconds=time.perf_counter() - t0)
+
+
+def _value_heads(paths, values: torch.Tensor, weights: CrossAttentionWeights) -> dict:
+    """Projected values ``[B, h, F, d]`` per path (paths sharing a value tensor share it)."""
+    b, f, _ = values.shape
+    cache: list[tuple[torch.Tensor, torch.Tensor]] = []
+    out = {}
+    for p in paths:
+        src = values if p.values is None else p.values
+        hit = next((v for s, v in cache if s is src), None)
+        if hit is None:
+            hit = weights.project_value(src.float()).view(b, f, weights.num_heads,
+                                                          weights.head_dim).transpose(1, 2).contiguous()
+            cache.append((src, hit))
+        out[p.name] = hit
+    return out
+
+
+def readout_change(readouts: Mapping[str, torch.Tensor], reference: str) -> dict:
+    """Per path: how the attention output ``[B, Q, C]`` differs from the reference path's.
+
+    ``relative_change``: ``|r - r0| / |r0|`` per query; ``cosine``: cosine similarity per
+    query; each as mean and median over queries; ``identical``: bit-equal outputs.
+    """
+    r0 = readouts[reference].double()
+    n0 = r0.norm(dim=-1)
+    out = {}
+    for name, r in readouts.items():
+        r = r.double()
+        rel = (r - r0).norm(dim=-1) / n0.clamp_min(1e-30)
+        cos = (r * r0).sum(-1) / (r.norm(dim=-1) * n0).clamp_min(1e-30)
+        out[name] = {
+            "relative_change": {"mean": float(rel.mean()), "median": float(rel.median())},
+            "cosine": {"mean": float(cos.mean()), "median": float(cos.median())},
+            "identical": bool(torch.equal(readouts[name], readouts[reference])),
+        }
+    return out
 
 
 def _chunk_stats(logits, bias, window, num_bev, top_k, log_f, buf, n, out, ref_state, is_ref):
@@ -642,7 +693,8 @@ def compare_attention(query_pos: torch.Tensor, memory: torch.Tensor, key_pos: to
                       weights: CrossAttentionWeights | None = None,
                       query_content: torch.Tensor | None = None, width_mode: str = "zero_pad",
                       width_seed: int = 0, top_k: int = DEFAULT_TOPK,
-                      chunk_size: int | None = None, keep_rows: Sequence[int] = ()) -> AttentionResult:
+                      chunk_size: int | None = None, keep_rows: Sequence[int] = (),
+                      with_readout: bool = True) -> AttentionResult:
     """Baseline, multiplicative and additive attention of one decoder cross-attention.
 
     ``query_pos [B, Q, C]`` query position embedding; ``memory [B, F, c]`` memory tokens
@@ -654,7 +706,8 @@ def compare_attention(query_pos: torch.Tensor, memory: torch.Tensor, key_pos: to
 
     A feature width c != C goes through :func:`align_width` (``width_mode``); with ``'skip'``
     the result has ``status == 'skipped'`` and no statistics. ``weights`` defaults to the
-    identity fallback with 8 heads.
+    identity fallback with 8 heads. ``with_readout``: also compare each path's attention output
+    (values = memory, the modulated memory for ``multiplicative``) with the baseline's.
     """
     c_emb = int(query_pos.shape[-1])
     weights = weights or CrossAttentionWeights.identity(c_emb)
@@ -675,13 +728,14 @@ def compare_attention(query_pos: torch.Tensor, memory: torch.Tensor, key_pos: to
     paths = [AttentionPath("baseline")]
     if modulated_memory is not None:
         mod, _ = align_width(modulated_memory, c_emb, width_mode, width_seed)
-        paths.append(AttentionPath("multiplicative", keys=mod + key_pos.float()))
+        paths.append(AttentionPath("multiplicative", keys=mod + key_pos.float(), values=mod.float()))
     if bias is not None:
         paths.append(AttentionPath("additive", bias=_as_window_bias(bias)))
     query = query_pos.float() if query_content is None else query_pos.float() + query_content.float()
     return compute_attention(query, keys, weights, num_bev=num_bev, paths=paths, window=bias,
                              reference="baseline", top_k=top_k, chunk_size=chunk_size,
-                             keep_rows=keep_rows, projection=info)
+                             keep_rows=keep_rows, projection=info,
+                             values=mem.float() if with_readout else None)
 
 
 # ----------------------------------------------------------------------------- groups, summaries

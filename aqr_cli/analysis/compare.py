@@ -14,9 +14,21 @@ import numpy as np
 import torch
 
 from aqr_cli.analysis.sources import WeightSource, build_embeddings, metas_for_batch
+from aqr_cli.core.errors import warn_quirk
 from aqr_cli.errors import UserError
 
 DEFAULT_SCALES = (0.5, 1.0, 2.5, 5.0, 10.0)
+UNIFORM_ENTROPY = 0.99
+"""Baseline attention with mean entropy / log F above this is near-uniform: every query spreads
+its attention over all keys, so deltas, KL and top-k overlaps against it measure noise."""
+RUN_QUIRKS = ("Q15", "Q16", "Q17")
+"""Config quirks that decide whether the additive path is what the checkpoint's run did."""
+ROLES = {
+    "strongest-lidar": "strongest LiDAR preference",
+    "strongest-camera": "strongest camera preference",
+    "nearest-largest-object": "nearest the largest object",
+    "median-weight": "median LiDAR weight",
+}
 
 
 @dataclass
@@ -26,8 +38,11 @@ class CompareResult:
     attention: object                    # AttentionResult
     sweep: object | None                 # SweepResult or None
     gains: tuple                         # (bev_gain [B,H,W], pers_gain [B,V,h,w])
-    selected: list                       # query indices with kept attention rows
+    selected: list                       # [{query, role, slug, sentinel}] with kept attention rows
     summary: dict = field(default_factory=dict)
+    bias: object = None                  # SparseBias of the additive path (for heatmaps)
+    bias_scale: float = 0.0
+    max_scale: float = 5.0
 
 
 def _embeddings_for(src: WeightSource) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,24 +82,101 @@ def box_masks(src: WeightSource):
     return bev, cam, src.box_labels
 
 
-def select_queries(src: WeightSource, n: int = 3, sample: int = 0) -> list[int]:
-    """Queries to draw from ``sample``: strongest LiDAR preference, strongest camera preference,
-    and the query nearest the largest object (or the median-weight query)."""
+def select_queries(src: WeightSource, n: int = 3, sample: int = 0) -> list[dict]:
+    """Queries of ``sample`` to draw, each ``{query, role, slug, sentinel}``: the strongest LiDAR
+    preference, the strongest camera preference, and the query nearest the largest object (or
+    the median-weight query).
+
+    Queries no camera sees (the Q3 sentinel at CAM_FRONT (0, 0)) are not picked while any other
+    query qualifies; ``sentinel`` flags a pick that is one anyway.
+    """
     lw, cw = src.lidar_weights[sample], src.camera_weights[sample]
+    unseen = src.unseen[sample] if src.unseen is not None else torch.zeros_like(lw, dtype=torch.bool)
+    ok = ~unseen if bool((~unseen).any()) else torch.ones_like(unseen)
     diff = lw - cw
-    picks = [int(diff.argmax()), int(diff.argmin())]
+    inf = torch.tensor(float("inf"))
+    picks = [("strongest-lidar", int(torch.where(ok, diff, -inf).argmax())),
+             ("strongest-camera", int(torch.where(ok, diff, inf).argmin()))]
     if src.boxes and len(src.boxes[sample]):
         cell_xy = query_xy(src)[sample]
         boxes = torch.as_tensor(np.asarray(src.boxes[sample]), dtype=torch.float32)
         big = int((boxes[:, 3] * boxes[:, 4]).argmax())
-        picks.append(int((cell_xy - boxes[big, :2]).norm(dim=1).argmin()))
+        dist = (cell_xy - boxes[big, :2]).norm(dim=1)
+        picks.append(("nearest-largest-object", int(torch.where(ok, dist, inf).argmin())))
     else:
-        picks.append(int((lw - lw.median()).abs().argmin()))
-    out = []
-    for p in picks:
-        if p not in out:
-            out.append(p)
+        picks.append(("median-weight", int(torch.where(ok, (lw - lw.median()).abs(), inf).argmin())))
+    out: list[dict] = []
+    for slug, q in picks:
+        if all(p["query"] != q for p in out):
+            out.append({"query": q, "role": ROLES[slug], "slug": slug, "sentinel": bool(unseen[q])})
     return out[:n]
+
+
+def run_semantics(src: WeightSource, trust: bool = False) -> dict:
+    """Whether the additive path is what the checkpoint's run did, from its config (Q15-Q17).
+
+    Each finding of Q15, Q16 and Q17 that ``inspect-checkpoint`` decides is re-emitted as a
+    QuirkWarning. ``additive_reached_attention`` is False when Q15 fires (the configured
+    cross-attention never applies the bias), None without a checkpoint config.
+    """
+    if not src.checkpoint_path:
+        return {"additive_reached_attention": None, "findings": [],
+                "statement": "no checkpoint: whether a run applied the bias cannot be decided; the "
+                             "additive path shows the designed semantics (PETRMultiheadAttention)"}
+    from aqr_cli.analysis.inspect import inspect_checkpoint
+
+    report = inspect_checkpoint(src.checkpoint_path, trust=trust)
+    found = [f for f in report.findings if f.id in RUN_QUIRKS]
+    for f in found:
+        warn_quirk(f.id, f.message, **{k: (v if isinstance(v, (int, float, str, bool, type(None)))
+                                           else str(v)) for k, v in f.detail.items()})
+    q15 = next((f for f in found if f.id == "Q15" and f.severity == "error"), None)
+    reached = None if report.config is None else q15 is None
+    if q15 is not None:
+        statement = ("the checkpoint's config never applies the bias (Q15): the additive path shown "
+                     "is what the designed PETRMultiheadAttention would do, NOT what this run did")
+    elif reached:
+        statement = "the checkpoint's config applies the bias in the decoder cross-attention"
+    else:
+        statement = "the checkpoint holds no config: whether its run applied the bias is unknown"
+    return {"additive_reached_attention": reached, "statement": statement,
+            "findings": [f.to_dict() for f in found]}
+
+
+def attention_information(att_doc: dict, weights, projection: dict | None,
+                          threshold: float = UNIFORM_ENTROPY) -> dict:
+    """Whether the attention statistics say anything: baseline mean entropy / log F <= threshold.
+
+    Near-uniform baseline attention (above the threshold) makes every delta, KL and top-k overlap
+    a comparison against noise; ``reasons`` names the likely causes (fallback projections,
+    narrow features) and a QuirkWarning ``ATTN_UNIFORM`` carries it to stderr and summary.json.
+    """
+    base = (((att_doc or {}).get("baseline") or {}).get("overall") or {}).get("entropy_norm") or {}
+    value = base.get("mean")
+    if value is None:
+        return {"informative": None, "baseline_entropy_norm": None, "threshold": threshold,
+                "reasons": [], "statement": "attention not computed"}
+    reasons = []
+    if getattr(weights, "is_identity", False):
+        reasons.append("the source has no decoder cross-attention weights, so identity projections "
+                       "stand in (logits are raw dot products of embeddings and memory)")
+    proj = projection or {}
+    if proj.get("status") == "projected":
+        reasons.append(f"the features carry {proj.get('from')} of {proj.get('to')} channels "
+                       f"({proj.get('note')})")
+    uniform = value > threshold
+    if uniform:
+        why = "; ".join(reasons) if reasons else "the query and key embeddings barely align"
+        statement = (f"baseline attention is near-uniform (entropy / log F = {value:.4f} > "
+                     f"{threshold}): every query spreads its attention over all keys, so the "
+                     f"attention deltas, KL and top-k overlaps carry no information for this "
+                     f"source. Why: {why}")
+        warn_quirk("ATTN_UNIFORM", statement, entropy_norm=value, threshold=threshold)
+    else:
+        statement = (f"baseline attention is peaked enough to compare (entropy / log F = "
+                     f"{value:.4f} <= {threshold})")
+    return {"informative": not uniform, "baseline_entropy_norm": value, "threshold": threshold,
+            "reasons": reasons, "statement": statement}
 
 
 def query_xy(src: WeightSource) -> torch.Tensor:
@@ -97,11 +189,17 @@ def query_xy(src: WeightSource) -> torch.Tensor:
 
 def compare_source(src: WeightSource, *, method: str | None = None, bias_scale: float | None = None,
                    scales=DEFAULT_SCALES, width_mode: str = "zero_pad", top_k: int = 10,
-                   sample: int = 0) -> CompareResult:
-    """Run the three paths on one source and collect feature and attention statistics."""
+                   sample: int = 0, trust: bool = False) -> CompareResult:
+    """Run the three paths on one source and collect feature and attention statistics.
+
+    Also decides whether the additive path is what the checkpoint's run did (Q15-Q17,
+    ``summary['run']``) and whether the attention statistics are informative
+    (``summary['attention']['information']``).
+    """
+    semantics = run_semantics(src, trust)
     from aqr_cli.analysis.attention import CrossAttentionWeights, compare_attention, query_groups
     from aqr_cli.analysis.features import apply_multiplicative, compare_features
-    from aqr_cli.analysis.render import build_renderer, sparse_bias
+    from aqr_cli.analysis.render import build_renderer, sparse_bias, warn_maps
     from aqr_cli.analysis.sweep import bias_scale_sweep, unit_bias
     from aqr_cli.analysis.attention import align_width
     from aqr_cli.core.embeddings import build_memory
@@ -118,25 +216,31 @@ def compare_source(src: WeightSource, *, method: str | None = None, bias_scale: 
     pers = src.pts_pers.clamp(min=-1)
     mult = apply_multiplicative(renderer, modulator, src.lidar_weights, src.camera_weights,
                                 src.pts_bev, pers, bev, cam)
+    warn_maps(src, {renderer.render_method: (mult["bev_map"], mult["pers_map"])})
     bev_masks, cam_masks, labels = box_masks(src)
+    memory = build_memory(bev, cam).transpose(0, 1)
+    # The additive path's features are read back from the memory the decoder attends to, so
+    # its (zero) change is measured on what the decoder reads, not on the input tensor itself.
+    bev_add, cam_add = split_memory(memory, bev.shape, cam.shape)
     feats = compare_features(bev, cam, bev_multiplicative=mult["bev"], cam_multiplicative=mult["camera"],
+                             bev_additive=bev_add, cam_additive=cam_add,
                              bev_gain=mult["bev_gain"], cam_gain=mult["pers_gain"],
                              bev_weight_map=mult["bev_map"], cam_weight_map=mult["pers_map"],
                              bev_masks=bev_masks, cam_masks=cam_masks, labels=labels)
     sb, gen = sparse_bias(src, bias_scale)
     query_pos, key_pos = _embeddings_for(src)
-    memory = build_memory(bev, cam).transpose(0, 1)
     modulated = build_memory(mult["bev"], mult["camera"]).transpose(0, 1)
     key_pos = key_pos.transpose(0, 1)
     weights = CrossAttentionWeights.resolve(src.head_state or None, int(query_pos.shape[-1]))
     num_bev = src.cfg.bev_shape[0] * src.cfg.bev_shape[1]
     selected = select_queries(src, sample=sample)
+    keep = [s["query"] for s in selected]
     groups = query_groups(src.lidar_weights, src.camera_weights, query_xy(src),
                           src.boxes, src.box_labels)
     with torch.no_grad():
         att = compare_attention(query_pos, memory, key_pos, num_bev=num_bev, bias=sb,
                                 modulated_memory=modulated, weights=weights, width_mode=width_mode,
-                                top_k=top_k, keep_rows=selected)
+                                top_k=top_k, keep_rows=keep)
         sweep = None
         if scales and att.status == "ok":
             mem, _ = align_width(memory, int(query_pos.shape[-1]), width_mode)
@@ -144,10 +248,20 @@ def compare_source(src: WeightSource, *, method: str | None = None, bias_scale: 
             sweep = bias_scale_sweep(query_pos.float(), mem + key_pos.float(), weights, unit, scales,
                                      num_bev=num_bev, max_bias=gen.max_bias, groups=groups, top_k=top_k)
     res = CompareResult(source=src, features=feats, attention=att, sweep=sweep,
-                        gains=(mult["bev_gain"], mult["pers_gain"]), selected=selected)
+                        gains=(mult["bev_gain"], mult["pers_gain"]), selected=selected, bias=sb,
+                        bias_scale=gen.effective_scale(), max_scale=float(gen.max_scale))
+    att_doc = _attention_doc(att, groups)
+    att_doc["information"] = attention_information(att_doc, weights, att.projection)
+    feats["additive"]["note"] = (
+        "measured on the memory the decoder attends to under the additive path (read back per "
+        "modality): the additive path hands the decoder the original features, so no feature "
+        "changes; what it changes is the attention, and its effect on what the decoder reads is "
+        "in decoder_readout")
     res.summary = {
+        "run": semantics,
         "features": feats,
-        "attention": _attention_doc(att, groups),
+        "decoder_readout": _readout_doc(att),
+        "attention": att_doc,
         "sweep": sweep.to_dict() if sweep is not None else None,
         "settings": {
             "source": {"label": src.label, "kind": src.kind, "settings_from": src.settings_from,
@@ -163,6 +277,28 @@ def compare_source(src: WeightSource, *, method: str | None = None, bias_scale: 
         },
     }
     return res
+
+
+def split_memory(memory: torch.Tensor, bev_shape, cam_shape) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of ``build_memory`` for batch-first memory ``[B, F, C]``: (bev [B, C, H, W],
+    cam [B*V, C, h, w])."""
+    b, c, h, w = bev_shape
+    bn, _, ph, pw = cam_shape
+    hw = h * w
+    bev = memory[:, :hw].transpose(1, 2).reshape(b, c, h, w)
+    cam = memory[:, hw:].reshape(b, bn // b, ph, pw, c).permute(0, 1, 4, 2, 3).reshape(bn, c, ph, pw)
+    return bev, cam
+
+
+def _readout_doc(att) -> dict | None:
+    """The attention output of each path against the baseline's (what the decoder reads)."""
+    if att.status != "ok" or not att.readout:
+        return None
+    doc = {p: att.readout[p] for p in ("multiplicative", "additive") if p in att.readout}
+    doc["definition"] = ("per query, the cross-attention output before out_proj: per head p_h "
+                         "(W_v v + b_v), heads concatenated; values = memory (the modulated memory "
+                         "for multiplicative); relative_change = |r - r_baseline| / |r_baseline|")
+    return doc
 
 
 def modulator_config_doc(src: WeightSource) -> dict:

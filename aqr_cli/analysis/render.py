@@ -8,7 +8,8 @@ import torch
 
 from aqr_cli.analysis.readings import add_readings
 from aqr_cli.analysis.sources import WeightSource
-from aqr_cli.analysis.stats import map_stats, preference_shares, split_dn, weight_stats
+from aqr_cli.analysis.stats import map_condition, map_stats, preference_shares, split_dn, weight_stats
+from aqr_cli.core.errors import warn_quirk
 
 METHODS = ("gaussian", "bilinear", "direct", "distance_weighted")
 
@@ -92,10 +93,12 @@ def sparse_bias(src: WeightSource, scale: float | None = None):
 
 
 def render_source(src: WeightSource, method: str = "gaussian",
-                  bias_scale: float | None = None) -> RenderResult:
+                  bias_scale: float | None = None, sample: int = 0) -> RenderResult:
     """Render weight maps (one method or ``'all'``), the bias heatmaps and the summary.
 
-    ``bias_scale`` replaces the raw (checkpoint or config) scale; it is clamped as upstream.
+    ``bias_scale`` replaces the raw (checkpoint or config) scale; it is clamped as upstream
+    (a clamped value is warned as Q13). All-zero camera maps and saturated maps are warned as
+    Q25. ``sample``: the sample the figures draw; its own statistics go to ``summary['sample']``.
     """
     from aqr_cli.core.renderer import WeightRenderer
 
@@ -113,12 +116,73 @@ def render_source(src: WeightSource, method: str = "gaussian",
     result = RenderResult(source=src, method=method, bev_map=bev, pers_map=pers,
                           effective_lidar=effective, methods=methods, bias_bev=hb, bias_pers=hp,
                           bias_scale=gen.effective_scale())
-    result.summary = summarise(result, sb, gen)
+    result.summary = summarise(result, sb, gen, sample)
     result.summary["bias"]["scale_raw"] = float(gen.bias_scale.detach().reshape(-1)[0])
     result.summary["bias"]["scale_from"] = ("--bias-scale" if bias_scale is not None else
                                            "checkpoint" if src.bias_scale is not None else "config")
+    warn_scale_clamp(gen, bias_scale)
+    warn_map_conditions(result)
     add_readings(result.summary, result)
     return result
+
+
+def final_clamp(gen) -> float:
+    """Upstream's last clamp of the bias values: +-min(5, max_scale)."""
+    return min(5.0, float(gen.max_scale))
+
+
+def final_clamp_value(bias_doc: dict) -> float:
+    """The final clamp bound of a ``summary['bias']`` document."""
+    return bias_doc.get("final_clamp") or min(5.0, float(bias_doc.get("max_scale") or 5.0))
+
+
+def warn_scale_clamp(gen, requested: float | None) -> None:
+    """Q13 when ``--bias-scale`` is not what the bias uses (learnable clamp) or saturates the
+    final clamp (a fixed scale above min(5, max_scale) flattens every strong window)."""
+    if requested is None:
+        return
+    eff = float(gen.effective_scale())
+    if abs(eff - float(requested)) > 1e-6:
+        warn_quirk("Q13", f"--bias-scale {requested:g} is outside the learnable range "
+                   f"[{gen.min_scale:g}, {gen.max_scale:g}]: upstream clamps it, so the bias uses "
+                   f"scale {eff:g}", requested=float(requested), effective=eff)
+    elif eff > final_clamp(gen):
+        warn_quirk("Q13", f"--bias-scale {requested:g} is above the final clamp "
+                   f"+-{final_clamp(gen):g}: bias values of queries with |w| > "
+                   f"{final_clamp(gen) / eff:.2f} are cut to +-{final_clamp(gen):g}",
+                   requested=float(requested), final_clamp=final_clamp(gen))
+
+
+def _clamp_of(src: WeightSource) -> float | None:
+    rc = src.cfg.renderer_config
+    return float(rc.get("max_weight_clamp", 1.5)) if rc.get("normalize_weights", True) else None
+
+
+def warn_map_conditions(res: RenderResult) -> None:
+    """Q25 for camera maps that are all zero although queries have camera cells (bilinear and
+    distance_weighted are not implemented for cameras) and for maps saturated at the clamp."""
+    warn_maps(res.source, res.methods or {res.method: (res.bev_map, res.pers_map)})
+
+
+def warn_maps(src: WeightSource, maps: dict) -> None:
+    """The Q25 warnings of :func:`warn_map_conditions` for ``{method: (bev, pers)}`` maps."""
+    clamp = _clamp_of(src)
+    zero = [m for m, (_, p) in maps.items()
+            if src.pts_pers is not None and map_condition(p, clamp)["all_zero"]
+            and bool((src.camera_weights >= 0.01).any())]
+    if zero:
+        warn_quirk("Q25", f"camera weight maps of {', '.join(zero)} are all zero: upstream's "
+                   "perspective renderer implements only gaussian and direct, so the old scheme's "
+                   "camera modulation gets an empty map whatever the camera weights",
+                   methods=", ".join(zero))
+    for m, (b, p) in maps.items():
+        for name, arr in (("BEV", b), ("camera", p)):
+            cond = map_condition(arr, clamp)
+            if cond["saturated"]:
+                warn_quirk("Q25", f"{m} {name} weight map is saturated: "
+                           f"{100 * cond['saturated_share']:.0f}% of cells sit at the clamp "
+                           f"{clamp:g}, so it no longer tells queries apart",
+                           method=m, map=name, share=cond["saturated_share"])
 
 
 def _per_view(pers: torch.Tensor, cw: torch.Tensor, src: WeightSource) -> list[dict]:
@@ -138,11 +202,30 @@ def _per_view(pers: torch.Tensor, cw: torch.Tensor, src: WeightSource) -> list[d
     return out
 
 
-def summarise(res: RenderResult, sb, gen) -> dict:
-    """The ``summary.json`` document of one source (without the quirk list, added by the caller)."""
+def sample_summary(res: RenderResult, sample: int) -> dict:
+    """Statistics of ONE sample: what the figures of ``sample`` draw."""
+    src = res.source
+    lw, cw = src.lidar_weights[sample:sample + 1], src.camera_weights[sample:sample + 1]
+    clamp = _clamp_of(src)
+    return {"index": sample, "scope": f"sample {sample} only (what the figures draw)",
+            "weights": {"lidar": weight_stats(lw), "camera": weight_stats(cw)},
+            "preference": preference_shares(lw, cw),
+            "maps": {"bev": dict(map_stats(res.bev_map[sample], res.effective_lidar[sample]),
+                                 condition=map_condition(res.bev_map[sample], clamp)),
+                     "camera": dict(map_stats(res.pers_map[sample], cw),
+                                    condition=map_condition(res.pers_map[sample], clamp))}}
+
+
+def summarise(res: RenderResult, sb, gen, sample: int = 0) -> dict:
+    """The ``summary.json`` document of one source (without the quirk list, added by the caller).
+
+    ``weights``, ``preference``, ``maps`` and ``bias`` are batch-wide (their ``scope`` says so);
+    ``sample`` holds the drawn sample's own weights, preference and maps.
+    """
     src = res.source
     lw, cw = src.lidar_weights, src.camera_weights
     stats = gen.debug_statistics(sb, lw, cw)
+    scope = f"batch-wide: all {src.batch_size} sample(s), {lw.numel()} queries"
     doc = {
         "source": {"label": src.label, "kind": src.kind, "settings_from": src.settings_from,
                    "iteration": src.iteration, "batch_size": src.batch_size,
@@ -154,9 +237,9 @@ def summarise(res: RenderResult, sb, gen) -> dict:
             "attention_bias": _jsonable(src.cfg.attention_bias_config),
             "camera_names": list(src.camera_names),
         },
-        "weights": {"lidar": weight_stats(lw), "camera": weight_stats(cw),
+        "weights": {"scope": scope, "lidar": weight_stats(lw), "camera": weight_stats(cw),
                     "lidar_after_renderer_clamp": weight_stats(res.effective_lidar)},
-        "preference": preference_shares(lw, cw),
+        "preference": {"scope": scope, **preference_shares(lw, cw)},
         "maps": {"bev": map_stats(res.bev_map, res.effective_lidar),
                  "camera": map_stats(res.pers_map, cw),
                  "camera_source": "rendered" if src.pts_pers is not None else
@@ -166,8 +249,11 @@ def summarise(res: RenderResult, sb, gen) -> dict:
                  "learnable": gen.learnable_scale, "min_scale": gen.min_scale,
                  "max_scale": gen.max_scale, "window_size": gen.window_size,
                  "all_features": stats["all_entries"], "in_window": stats["in_window"],
-                 "camera_cells_known": src.pts_pers is not None},
+                 "camera_cells_known": src.pts_pers is not None, "final_clamp": final_clamp(gen),
+                 "scope": scope},
+        "sample": sample_summary(res, sample),
     }
+    doc["maps"]["scope"] = scope
     if res.methods:
         doc["methods"] = {m: {"bev": map_stats(b, res.effective_lidar), "camera": map_stats(p, cw)}
                           for m, (b, p) in res.methods.items()}

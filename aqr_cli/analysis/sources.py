@@ -17,7 +17,7 @@ import torch
 
 from aqr_cli.errors import UserError
 from aqr_cli.core.configs import CLASS_NAMES, ReferenceConfig, reference_config
-from aqr_cli.core.errors import warn_quirk
+from aqr_cli.core.errors import AQRInputError, warn_quirk
 
 HEAD = "pts_bbox_head."
 
@@ -65,6 +65,7 @@ class WeightSource:
     iteration: int | None = None
     notes: list[str] = field(default_factory=list)
     settings_from: str = "reference 800x320"
+    checkpoint_path: str | None = None   # the checkpoint that gave settings/weights, if any
 
     @property
     def batch_size(self) -> int:
@@ -365,6 +366,7 @@ def from_checkpoint(path: str, ov: Overrides, rig_path: str | None, trust: bool 
     ref = head["reference_points.weight"][None] if "reference_points.weight" in head else None
     src = from_scene(cfg, rig, ov, head, label=Path(path).name, kind="checkpoint", ref_points=ref)
     src.settings_from = where
+    src.checkpoint_path = path
     src.notes.append("features: synthetic scene (a checkpoint holds no features); "
                      "reference points, embeddings and generator from the checkpoint")
     return src
@@ -383,6 +385,7 @@ def synthetic(ov: Overrides, rig_path: str | None, checkpoint: str | None = None
     label = f"synthetic-seed{ov.seed}"
     src = from_scene(cfg, rig, ov, head, label=label, kind="synthetic")
     src.settings_from = where
+    src.checkpoint_path = checkpoint
     if head is None and ov.weights == "generator":
         src.notes.append(f"generator: upstream random init with seed {ov.seed}: its weights "
                          "carry no learned structure (try --checkpoint or --weights scene)")
@@ -478,7 +481,7 @@ def from_dump(path: str, ov: Overrides, checkpoint: str | None = None, trust: bo
         features=_pair(t, "original_bev_features", "original_pers_features"),
         modulated=_pair(t, "modulated_bev_features", "modulated_pers_features"),
         head_state=head or {}, img_metas=metas, iteration=dump.iteration, notes=notes,
-        settings_from=where)
+        settings_from=where, checkpoint_path=checkpoint)
 
 
 def _pair(t: dict, a: str, b: str):
@@ -556,3 +559,15 @@ def from_features(dump_path: str, checkpoint, ov: Overrides, trust: bool = False
     base.query_embed, base.pos_embed = query, pos
     base.notes.append("weights: the checkpoint's generator re-run on the dump's recorded features")
     return base
+
+
+def sample_rig(src: WeightSource, sample: int):
+    """The camera rig of one sample (its ``img_metas``), or None when the source has none."""
+    from aqr_cli.core.geometry import CameraRig
+
+    if not src.img_metas:
+        return None
+    try:
+        return CameraRig.from_img_metas(metas_for_batch(src.img_metas, src.batch_size)[sample])
+    except (AQRInputError, IndexError):
+        return None

@@ -10,9 +10,11 @@ SCOPE = ("matching queries of the whole batch; a query belongs to the nearest GT
          "within {radius:g} m; bars: 95% bootstrap interval ({n} resamples)")
 
 
-def write_figures(res, folder: Path, tag: str) -> list[str]:
+def write_figures(res, folder: Path, tag: str, caption=None, queries: str = "matching") -> list[str]:
     """``preference_by_class.png`` (when GT boxes are known) and ``camera_views.png`` (when the
-    camera cells are known); returns the file names written."""
+    camera cells are known); returns the file names written. ``caption``: the run's
+    :class:`~aqr_cli.analysis.caption.RunCaption` (subtitle and weight activation)."""
+    from aqr_cli.analysis.objects import query_rows
     from aqr_cli.io.atomic import atomic_save_figure
     from aqr_cli.plots.readings import camera_views_figure, class_preference_figure
 
@@ -22,7 +24,9 @@ def write_figures(res, folder: Path, tag: str) -> list[str]:
     if pref.get("by_class") is not None:
         a = pref["object_assignment"]
         fig = class_preference_figure(pref["by_class"], pref["by_size"],
-                                      title=f"Modality preference by class and size: {tag}",
+                                      title="Modality preference by class and size (whole batch)"
+                                      if caption else f"Modality preference by class and size: {tag}",
+                                      subtitle=caption.subtitle(batch=True) if caption else "",
                                       scope=SCOPE.format(radius=a["radius_m"], n=a["bootstrap_samples"]))
         atomic_save_figure(fig, folder / FILES["classes"])
         written.append(FILES["classes"])
@@ -30,14 +34,23 @@ def write_figures(res, folder: Path, tag: str) -> list[str]:
         views = src.pts_pers[..., 0].clone()
         if src.unseen is not None:
             views[src.unseen] = -1
-        rows = slice(max(src.num_queries - src.cfg.num_query, 0), src.num_queries)
+        rows = query_rows(src.num_queries, src.cfg.num_query)[queries]
         fig = camera_views_figure(src.camera_weights[:, rows].reshape(-1).numpy(),
                                   views[:, rows].reshape(-1).numpy(), camera_names=src.camera_names,
-                                  title=f"Camera weights of the queries each view sees first "
-                                        f"(matching queries, whole batch): {tag}")
+                                  title="Camera weights of the queries each view sees first "
+                                        f"({queries} queries, whole batch)" + ("" if caption else f": {tag}"),
+                                  subtitle=caption.subtitle(batch=True) if caption else "",
+                                  **_weight_axis(caption))
         atomic_save_figure(fig, folder / FILES["views"])
         written.append(FILES["views"])
     return written
+
+
+def _weight_axis(caption) -> dict:
+    """Histogram range and label of camera weights for the run's activation."""
+    if caption is not None and caption.activation == "sigmoid":
+        return {"xlim": (0.0, 1.0), "xlabel": "camera weight (sigmoid)"}
+    return {"xlim": (-1.0, 1.0), "xlabel": "camera weight (tanh)"}
 
 
 def report(sink, doc: dict, label: str | None) -> None:

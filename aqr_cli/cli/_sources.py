@@ -45,6 +45,12 @@ Sigma = Annotated[Optional[float], typer.Option("--sigma", help="Renderer gaussi
 BiasWindow = Annotated[Optional[int], typer.Option("--bias-window", help="Bias window_size (cells).")]
 BiasScale = Annotated[Optional[float], typer.Option("--bias-scale", help="Raw bias_scale to use instead of "
                                                     "the checkpoint's (clamped as upstream when learnable).")]
+Queries = Annotated[str, typer.Option("--queries", help="Which queries the per-query panels draw when a "
+                                      "source holds denoising (DN) rows: matching (default), dn or all. "
+                                      "Maps are rendered from all queries, as upstream does.")]
+BiasRange = Annotated[str, typer.Option("--bias-range", help="Colour range of bias heatmaps: fixed "
+                                        "(+-min(5, max_scale), the final clamp; runs compare by eye) "
+                                        "or auto (+-max |b| of this run).")]
 Activation = Annotated[Optional[str], typer.Option("--activation", help="Weight activation: tanh (HEAD) or "
                                                    "sigmoid (logged runs).")]
 Lam = Annotated[Optional[str], typer.Option("--lam", help="Encoder local attention mask: config (upstream "
@@ -72,6 +78,10 @@ def validate(sources: list, o: dict) -> None:
         bad("choose 800x320 or 1600x640", "--reference")
     if o["activation"] not in (None, "tanh", "sigmoid"):
         bad("choose tanh or sigmoid", "--activation")
+    if o.get("bias_range", "fixed") not in ("fixed", "auto"):
+        bad("choose fixed or auto", "--bias-range")
+    if o.get("queries", "matching") not in ("matching", "dn", "all"):
+        bad("choose matching, dn or all", "--queries")
     if o["lam"] not in (None, "config", "honour", "ignore"):
         bad("choose config, honour or ignore", "--lam")
     if o["features"] is not None and o["checkpoint"] is None:
@@ -122,9 +132,10 @@ def _natural_key(p: Path):
 def load_sources(paths: list[Path], o: dict, ov, progress) -> list:
     """One WeightSource per input (with its quirks), in input order.
 
-    Every file is loaded once per command: a source is loaded, judged and handed on as a
-    ``LoadedFile``; ``--checkpoint`` is loaded at most once however many dumps use it, and not
-    again when it is also a source.
+    Dumps and checkpoints given together (a run folder) are one run, not independent sources:
+    see :func:`group_run_files`. Every file is loaded once per command: a source is loaded,
+    judged and handed on as a ``LoadedFile``; a checkpoint is loaded at most once however many
+    dumps use it, and not again when it is also a source.
     """
     import os
     import sys
@@ -135,30 +146,38 @@ def load_sources(paths: list[Path], o: dict, ov, progress) -> list:
 
     if o.get("trust") and not o.get("quiet"):
         sys.stderr.write(f"aqr: warning: {TRUST_DEPRECATED}\n")
+    ck = str(o["checkpoint"]) if o["checkpoint"] else None
     rig = str(o["rig"]) if o["rig"] else None
-    files: dict[str, object] = {}
+    cache: dict[str, object] = {}
 
     def load(path) -> object:
         key = os.path.realpath(path)
-        if key not in files:
-            files[key] = load_file(path)
-        return files[key]
+        if key not in cache:
+            cache[key] = load_file(path)
+        return cache[key]
 
-    def ck():
-        if o["checkpoint"] is None:
-            return None
-        return S.load_checkpoint_source(load(o["checkpoint"]))[0]
+    def checkpoint(path):
+        return None if path is None else S.load_checkpoint_source(load(path))[0]
 
+    files = [(p, load(p)) for p in paths]
+    files, run_ck, notes = group_run_files(files, ck)
     jobs = []
     if o["synthetic"]:
-        jobs.append(lambda: S.synthetic(ov, rig, ck()))
+        jobs.append(lambda: S.synthetic(ov, rig, checkpoint(ck)))
     if o["features"] is not None:
-        jobs.append(lambda: S.from_features(str(o["features"]), ck(), ov))
-    for p in paths:
-        def job(p=p):
-            loaded = load(p)
+        jobs.append(lambda: S.from_features(str(o["features"]), checkpoint(ck), ov))
+    for p, loaded in files:
+        def job(p=p, loaded=loaded):
             if loaded.kind == "debug_dump":
-                return S.from_dump(str(p), ov, ck(), loaded=loaded)
+                target = ck or run_ck
+                try:
+                    target = checkpoint(target)
+                except UserError:
+                    if ck is not None:
+                        raise
+                    # a run checkpoint that does not fit: _dump_with_run_checkpoint notes it
+                return _dump_with_run_checkpoint(S, str(p), ov, target, False, loaded, notes,
+                                                 explicit=ck is not None)
             return S.from_checkpoint(str(p), ov, rig, loaded=loaded)
         jobs.append(job)
     out = []
@@ -168,6 +187,63 @@ def load_sources(paths: list[Path], o: dict, ov, progress) -> list:
         out.append((src, quirks))
         progress()
     return out
+
+
+def group_run_files(files: list, checkpoint: str | None) -> tuple[list, str | None, list[str]]:
+    """(files to render, the run's checkpoint for the dumps, notes) of ``[(path, LoadedFile)]``.
+
+    When dumps and checkpoints come together (a run folder or glob), a checkpoint is the dumps'
+    run checkpoint, not a scene to render: with ``--checkpoint`` that file is dropped from the
+    sources; without it, a single checkpoint becomes the dumps' checkpoint (its settings,
+    learned scale and reference points) and is not rendered. Several checkpoints are ambiguous:
+    none applies (the notes say why) and each is rendered as its own source.
+    """
+    dumps = [p for p, lf in files if lf.kind == "debug_dump"]
+    cks = [p for p, lf in files if lf.kind != "debug_dump"]
+    if not dumps or not cks:
+        return files, None, []
+    if checkpoint is not None:
+        same = [p for p in cks if _same_file(p, checkpoint)]
+        keep = [(p, lf) for p, lf in files if not any(p is q for q in same)]
+        notes = [f"{p.name} is the --checkpoint: applied to the dumps, not rendered on a synthetic "
+                 "scene" for p in same]
+        return keep, None, notes
+    if len(cks) == 1:
+        name = cks[0].name
+        keep = [(p, lf) for p, lf in files if p is not cks[0]]
+        return keep, str(cks[0]), [
+            f"checkpoint {name} given with the dumps: its settings, learned bias scale and "
+            f"reference points apply to them; it is not rendered on a synthetic scene (ask with "
+            f"--synthetic --checkpoint {name})"]
+    names = ", ".join(p.name for p in cks)
+    return files, None, [f"{len(cks)} checkpoints given with the dumps ({names}): which one the "
+                         "dumps belong to is ambiguous, so none applies to them (pass --checkpoint); "
+                         "each checkpoint is rendered as its own source"]
+
+
+def _same_file(a: Path, b: str) -> bool:
+    try:
+        return a.resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+def _dump_with_run_checkpoint(S, path: str, ov, ck, trust: bool, loaded, notes: list,
+                              explicit: bool):
+    """A dump with its run's checkpoint (a path or a loaded file); a run checkpoint that does not
+    fit is dropped with a note."""
+    if ck is None or explicit:
+        src = S.from_dump(path, ov, ck, trust, loaded=loaded)
+    else:
+        try:
+            src = S.from_dump(path, ov, ck, trust, loaded=loaded)
+        except UserError as e:
+            src = S.from_dump(path, ov, None, trust, loaded=loaded)
+            name = getattr(ck, "name", None) or Path(ck).name
+            src.notes.append(f"checkpoint {name} given with the dumps does not fit this "
+                             f"dump ({e}); rendered with reference settings")
+    src.notes.extend(notes)
+    return src
 
 
 def subfolder_names(srcs: list) -> list[str]:

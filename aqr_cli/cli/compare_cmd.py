@@ -16,7 +16,8 @@ from aqr_cli.cli.app import app
 FILES = {
     "histograms": "feature_histograms.png",
     "gain": "gain_map.png",
-    "attention": "attention_query{q}.png",
+    "bias": "bias_heatmaps.png",
+    "attention": "attention_{role}_q{q}.png",
     "sweep": "sweep.png",
     "summary_png": "summary.png",
     "summary": "summary.json",
@@ -37,6 +38,7 @@ def compare_modes_command(
     sigma: S.Sigma = None,
     bias_window: S.BiasWindow = None,
     bias_scale: S.BiasScale = None,
+    bias_range: S.BiasRange = "fixed",
     activation: S.Activation = None,
     lam: S.Lam = None,
     batch_size: S.BatchSize = 1,
@@ -60,7 +62,8 @@ def compare_modes_command(
     """
     opts = dict(out=out, synthetic=synthetic, checkpoint=checkpoint, features=features,
                 weights=weights, reference=reference, rig=rig, method=method, sigma=sigma,
-                bias_window=bias_window, bias_scale=bias_scale, activation=activation, lam=lam,
+                bias_window=bias_window, bias_scale=bias_scale, bias_range=bias_range,
+                activation=activation, lam=lam,
                 batch_size=batch_size, sample=sample, seed=seed, as_json=as_json, quiet=quiet,
                 trust=trust)
     if width not in ("zero_pad", "orthogonal", "skip"):
@@ -95,6 +98,7 @@ def _run(paths: list, scales: list, width: str, **o) -> None:
 
 
 def _run_body(paths: list, scales: list, width: str, **o) -> None:
+    from aqr_cli.analysis.caption import describe_run
     from aqr_cli.analysis.compare import compare_source
     from aqr_cli.cli._common import collect_quirks
     from aqr_cli.cli.output import Sink, output_dir
@@ -115,13 +119,18 @@ def _run_body(paths: list, scales: list, width: str, **o) -> None:
                                     f"{src.batch_size} sample(s)")
                 with collect_quirks() as more:
                     res = compare_source(src, method=o["method"], bias_scale=o["bias_scale"],
-                                         scales=scales, width_mode=width, sample=o["sample"])
+                                         scales=scales, width_mode=width, sample=o["sample"],
+                                         trust=o["trust"])
+                    warn_scale_clamp_for(res, o["bias_scale"])
                 all_q = S.merge_quirks(quirks, more)
                 folder = stage / sub if sub else stage
                 folder.mkdir(parents=True, exist_ok=True)
                 doc = res.summary
                 doc["quirks"] = [{"id": q.quirk_id, "message": q.message} for q in all_q]
-                doc["files"] = _write_figures(res, folder, o["sample"])
+                caption = describe_run(src, o["sample"], o, res.bias_scale)
+                doc["caption"] = caption.to_dict()
+                doc["files"] = _write_figures(res, folder, o["sample"], caption,
+                                              o.get("bias_range", "fixed"))
                 _save_json(folder / FILES["summary"], doc)
                 docs.append(doc)
                 advance()
@@ -141,44 +150,90 @@ def _save_json(path: Path, doc: dict) -> None:
     atomic_write_json(path, doc)
 
 
-def _write_figures(res, folder: Path, b: int) -> list[str]:
-    """Feature histograms, gain map, attention heatmaps of the selected queries, sweep, summary."""
+def warn_scale_clamp_for(res, requested) -> None:
+    """Q13 for a clamped or saturating ``--bias-scale`` (same rule as render-weights)."""
+    from aqr_cli.analysis.render import build_bias_generator, warn_scale_clamp
+
+    if requested is not None:
+        warn_scale_clamp(build_bias_generator(res.source, requested), requested)
+
+
+def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed") -> list[str]:
+    """Feature histograms, gain map, bias heatmaps, attention of the selected queries, sweep and
+    the one-page summary, all of sample ``b`` and subtitled with ``caption``."""
     from aqr_cli.analysis.compare import query_xy
     from aqr_cli.io.atomic import atomic_save_figure
     from aqr_cli.plots import compare as P
+    from aqr_cli.plots.weights import bias_heatmap_figure, bias_limit
 
     src = res.source
+    sub, batch_sub = caption.subtitle(), caption.subtitle(batch=True)
     boxes = src.boxes[b] if src.boxes else None
     labels = src.box_labels[b] if src.box_labels else None
-    tag = src.label + (f", iteration {src.iteration}" if src.iteration is not None else "")
+    from aqr_cli.analysis.sources import sample_rig
+
+    info = res.summary["attention"].get("information") or {}
+    run = res.summary.get("run") or {}
+    hb, hp = res.bias.heatmaps("maxabs")
+    hb, hp = hb[b].numpy(), hp[b].numpy()
     figs = {
-        FILES["histograms"]: P.feature_histogram_figure(res.features, title=f"Feature values: {tag}"),
+        FILES["histograms"]: P.feature_histogram_figure(res.features, title="Feature values before "
+                                                        "and after AQR (batch-wide)", subtitle=batch_sub),
         FILES["gain"]: P.gain_map_figure(
             res.gains[0][b].numpy(), res.gains[1][b].numpy(), src.cfg.pc_range,
             camera_names=src.camera_names, boxes=boxes, box_labels=labels,
-            gain_stats={m: res.features["multiplicative"][m]["gain"] for m in ("bev", "camera")}, title=f"Multiplicative path, per-cell gain: {tag}"),
+            gain_stats={m: res.features["multiplicative"][m]["gain"] for m in ("bev", "camera")},
+            title="Multiplicative path, per-cell gain g = m + r (histogram batch-wide)", subtitle=sub),
+        FILES["bias"]: bias_heatmap_figure(
+            hb, hp, src.cfg.pc_range, res.bias_scale,
+            limit=bias_limit(res.bias_scale, res.max_scale, bias_range, hb, hp), range_mode=bias_range,
+            camera_names=src.camera_names, boxes=boxes, box_labels=labels,
+            rig=sample_rig(src, b) if boxes is not None else None,
+            title=f"Additive path: AQR attention bias (effective scale {res.bias_scale:.3g})",
+            subtitle=sub, notes=[run.get("statement", "")]),
     }
     att = res.attention
     if att.status == "ok":
         xy = query_xy(src)[b]
-        for i, q in enumerate(res.selected):
+        for i, pick in enumerate(res.selected):
+            q = pick["query"]
             rows = {p: att.rows[p][b, i].numpy() for p in att.rows}
             stats = {p: {m: float(v[b, q]) for m, v in att.per_query[p].items()} for p in att.per_query}
-            figs[FILES["attention"].format(q=q)] = P.attention_heatmap_figure(
+            cell = None if (src.unseen is not None and bool(src.unseen[b, q])) else src.pts_pers[b, q].tolist()
+            flag = " - SENTINEL: no camera sees it (Q3), camera cell is CAM_FRONT (0, 0)" if pick["sentinel"] else ""
+            figs[FILES["attention"].format(role=pick["slug"], q=q)] = P.attention_heatmap_figure(
                 rows, src.cfg.bev_shape, src.cfg.pers_shape, src.cfg.pc_range,
-                query_xy=xy[q].tolist(), query_cell=src.pts_pers[b, q].tolist(), query_index=q,
+                query_xy=xy[q].tolist(), query_cell=cell, query_index=q,
                 stats=stats, boxes=boxes, box_labels=labels, camera_names=src.camera_names,
-                title=f"Attention of query {q} (LiDAR w {float(src.lidar_weights[b, q]):+.2f}, "
-                      f"camera w {float(src.camera_weights[b, q]):+.2f}): {tag}"
-                      + (f", sample {b}" if src.batch_size > 1 else ""))
+                title=f"Cross-attention of query {q}, {pick['role']} (LiDAR w "
+                      f"{float(src.lidar_weights[b, q]):+.2f}, camera w "
+                      f"{float(src.camera_weights[b, q]):+.2f}){flag}",
+                subtitle=sub, notes=[f"WARNING: {w}" for w in _warnings(res)])
     if res.sweep is not None:
-        figs[FILES["sweep"]] = P.sweep_figure(res.sweep, title=f"Bias-scale sweep: {tag}")
-    figs[FILES["summary_png"]] = P.summary_figure(res.features, att if att.status == "ok" else None,
-                                                  res.sweep, title=f"Multiplicative vs additive: {tag}",
-                                                  notes=_notes(res))
+        figs[FILES["sweep"]] = P.sweep_figure(res.sweep, title="Bias-scale sweep of the additive path "
+                                              "(all queries of the batch)", subtitle=batch_sub,
+                                              notes=_warnings(res))
+    figs[FILES["summary_png"]] = P.summary_figure(
+        res.features, res.summary["attention"] if att.status == "ok" else att, res.sweep,
+        title="Multiplicative vs additive (batch-wide)", subtitle=batch_sub, notes=_notes(res),
+        readout=res.summary.get("decoder_readout"), warnings=_warnings(res))
     for name, fig in figs.items():
         atomic_save_figure(fig, folder / name)
     return list(figs)
+
+
+def _warnings(res) -> list[str]:
+    """What must be read before any number of the summary page: run semantics, uninformative
+    attention."""
+    out = []
+    run = res.summary.get("run") or {}
+    if run.get("additive_reached_attention") is False:
+        ids = ", ".join(f["id"] for f in run.get("findings", []))
+        out.append(f"{run['statement']} ({ids})")
+    info = res.summary["attention"].get("information") or {}
+    if info.get("informative") is False:
+        out.append(info["statement"])
+    return out
 
 
 def _notes(res) -> list[str]:
@@ -186,6 +241,9 @@ def _notes(res) -> list[str]:
     out = [f"features {s['feature_width']} channels, embeddings {s['embedding_width']}; "
            f"render {s['render_method']}, bias window {s['bias_window']}, "
            f"scale {s['bias_scale_effective']:.3f} ({s['bias_dtype']})"]
+    run = res.summary.get("run") or {}
+    if run.get("additive_reached_attention") is not False and run.get("statement"):
+        out.append(run["statement"])
     out += [f"note: {n}" for n in s["source"]["notes"]]
     return out
 
@@ -200,7 +258,9 @@ def _report(sink, docs: list, names: list, o: dict) -> None:
         sink.json(docs[0] if len(docs) == 1 else docs)
     for d, n in zip(docs, names):
         label = n or d["settings"]["source"]["label"]
+        _meaning(sink, d, label)
         _feature_table(sink, d, label)
+        _readout_table(sink, d, label)
         at = d["attention"]
         if at.get("baseline"):
             _attention_table(sink, at, label)
@@ -218,6 +278,33 @@ _FEATURE_COLS = ["path / modality", "mean before", "mean after", "relative chang
                  "attenuated", "amplified", "small-object energy kept"]
 _ATTENTION_COLS = ["path", "entropy/log F", "max attn", "> 0.9", "window mass", "LiDAR share",
                    "mean |d attn|", "KL(base||path)", "top-k overlap"]
+
+
+def _meaning(sink, d: dict, label: str) -> None:
+    """What the numbers below can and cannot say, in plain words, before the tables."""
+    pairs = []
+    run = d.get("run") or {}
+    if run.get("statement"):
+        pairs.append(("additive path", run["statement"]))
+    info = (d.get("attention") or {}).get("information") or {}
+    if info.get("statement") and not info.get("informative", True):
+        pairs.append(("attention", info["statement"]))
+    if pairs:
+        sink.kv(pairs, title=f"read this first: {label}")
+
+
+def _readout_table(sink, d: dict, label: str) -> None:
+    ro = d.get("decoder_readout") or {}
+    rows = []
+    for path in ("multiplicative", "additive"):
+        r = ro.get(path)
+        if r:
+            rows.append([path, _fmt(r["relative_change"]["mean"], ".2%"),
+                         _fmt(r["relative_change"]["median"], ".2%"), _fmt(r["cosine"]["mean"], ".4f")])
+    if rows:
+        sink.table(["path", "relative change mean", "median", "cosine mean"], rows,
+                   title=f"what the decoder reads (cross-attention output vs baseline): {label}",
+                   right=["relative change mean", "median", "cosine mean"])
 
 
 def _feature_table(sink, d: dict, label: str) -> None:

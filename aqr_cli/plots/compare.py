@@ -17,7 +17,8 @@ from matplotlib.patches import Patch
 
 from aqr_cli.core.configs import CAMERA_NAMES
 from aqr_cli.plots.style import (
-    SIGNED_CMAP, bev_extent, camera_axes, camera_label, draw_boxes_bev, new_figure,
+    SIGNED_CMAP, bev_extent, camera_axes, camera_label, caption_title, draw_boxes_bev, new_figure,
+    signed_norm,
 )
 
 PATH_COLORS = {"baseline": "0.35", "multiplicative": "tab:orange", "additive": "tab:blue"}
@@ -61,7 +62,7 @@ def _cam_axis(ax, name: str, title_extra: str = "") -> None:
 
 # ----------------------------------------------------------------------------- histograms
 
-def feature_histogram_figure(features: Mapping, title: str = "") -> Figure:
+def feature_histogram_figure(features: Mapping, title: str = "", subtitle: str = "") -> Figure:
     """Feature-value histograms before/after: rows BEV and camera, columns multiplicative and additive.
 
     ``features``: :func:`~aqr_cli.analysis.features.compare_features` output.
@@ -93,7 +94,8 @@ def feature_histogram_figure(features: Mapping, title: str = "") -> Figure:
             name = "BEV (LiDAR)" if mod == "bev" else "camera"
             ax.set_title(f"{name} features, {path} path")
             ax.legend(fontsize=7, loc="upper right")
-    fig.suptitle(title or "Feature values before and after AQR: multiplicative modulation vs additive bias")
+    caption_title(fig, title or "Feature values before and after AQR: multiplicative modulation vs "
+                  "additive bias", subtitle)
     return fig
 
 
@@ -108,7 +110,7 @@ def gain_norm(*gains: np.ndarray) -> TwoSlopeNorm:
 
 def gain_map_figure(bev_gain: np.ndarray, pers_gain: np.ndarray, pc_range, *,
                     camera_names: Sequence[str] = CAMERA_NAMES, boxes=None, box_labels=None,
-                    gain_stats: Mapping | None = None, title: str = "") -> Figure:
+                    gain_stats: Mapping | None = None, title: str = "", subtitle: str = "") -> Figure:
     """Per-cell feature gain of the multiplicative path: BEV ``[H, W]`` and six cameras ``[V, h, w]``.
 
     One diverging scale centred at 1 for all panels. ``gain_stats``: optional
@@ -145,7 +147,7 @@ def gain_map_figure(bev_gain: np.ndarray, pers_gain: np.ndarray, pc_range, *,
         ax_h.set_yscale("log")
         ax_h.set(xlabel="gain g (x)", ylabel="share of cells", title="Gain histogram")
         ax_h.legend(fontsize=7)
-    fig.suptitle(title or "Multiplicative path: per-cell feature gain g = m + r (spec Q27)")
+    caption_title(fig, title or "Multiplicative path: per-cell feature gain g = m + r (spec Q27)", subtitle)
     return fig
 
 
@@ -173,55 +175,76 @@ def attention_norm(rows: Sequence[np.ndarray], dynamic_range: float = 1e4) -> Lo
 def attention_heatmap_figure(rows: Mapping[str, np.ndarray], bev_shape, pers_shape, pc_range, *,
                              query_xy=None, query_cell=None, query_index: int | None = None,
                              stats: Mapping[str, Mapping] | None = None, boxes=None, box_labels=None,
-                             camera_names: Sequence[str] = CAMERA_NAMES, title: str = "") -> Figure:
-    """Attention of ONE query under each path: a BEV map and six camera maps per path (one row each).
+                             camera_names: Sequence[str] = CAMERA_NAMES, title: str = "",
+                             subtitle: str = "", notes: Sequence[str] = (),
+                             reference: str = "baseline") -> Figure:
+    """Attention of ONE query under each path, then each path minus the reference (one row each).
 
     ``rows[path]``: head-averaged attention ``[F]`` (``AttentionResult.rows[path][b, i]``);
-    ``query_xy``: the query's (x, y) in metres (marked on BEV); ``query_cell``: its camera cell
-    (view, h, w) or None when no camera sees it; ``stats[path]``: per-query metrics for the
-    panel titles (``entropy_norm``, ``window_mass``, ``lidar_share``, ``kl_from_reference``).
-    Colour: one log scale for all panels.
+    ``query_xy``: the query's (x, y) in metres (green x on BEV); ``query_cell``: its camera
+    cell (view, h, w), or None when no camera sees it; ``stats[path]``: per-query metrics for
+    the panel titles. Path rows share one log scale; difference rows (path - ``reference``)
+    share one diverging scale centred at 0.
     """
     paths = list(rows)
-    height = 4.3 * len(paths) + 0.8
-    # Manual margins: constrained layout over 7 axes per path is several seconds per figure.
+    diffs = [p for p in paths if p != reference] if reference in rows else []
+    n_rows = len(paths) + len(diffs)
+    height = 3.7 * n_rows + 1.6
+    # Manual margins: constrained layout over 7 axes per row is several seconds per figure.
     fig = new_figure(16.0, height, layout=None)
-    outer = fig.add_gridspec(len(paths), 3, width_ratios=[1.0, 2.4, 0.04], left=0.05, right=0.93,
-                             bottom=0.35 / height, top=1 - 0.75 / height, wspace=0.15, hspace=0.3)
+    marks = "green x: the query's BEV cell and camera cell" + (
+        "" if query_cell is not None or query_xy is None else " (no camera sees it: BEV only)")
+    top = caption_title(fig, title or f"Cross-attention of query {query_index}", subtitle,
+                        [marks, *notes])
+    outer = fig.add_gridspec(n_rows, 3, width_ratios=[1.0, 2.4, 0.04], left=0.05, right=0.9,
+                             bottom=0.6 / height, top=top, wspace=0.15, hspace=0.42)
     norm = attention_norm([np.asarray(rows[p]) for p in paths])
-    im = None
-    for i, path in enumerate(paths):
-        bev, pers = _split_row(np.asarray(rows[path], dtype=float), bev_shape, pers_shape)
+    delta = {p: np.asarray(rows[p], dtype=float) - np.asarray(rows[reference], dtype=float) for p in diffs}
+    lim = max([float(np.max(np.abs(d))) for d in delta.values()] + [1e-12])
+    dnorm = signed_norm(lim)
+    panels = [(p, np.asarray(rows[p], dtype=float), False) for p in paths] + \
+             [(p, delta[p], True) for p in diffs]
+    im = im_d = None
+    for i, (path, row, is_diff) in enumerate(panels):
+        bev, pers = _split_row(row, bev_shape, pers_shape)
         ax = fig.add_subplot(outer[i, 0])
-        im = ax.imshow(np.clip(bev, norm.vmin, None), origin="lower", extent=bev_extent(pc_range),
-                       cmap="magma", norm=norm, interpolation="nearest")
-        head = path
-        if stats and path in stats:
-            s = stats[path]
-            head += (f": LiDAR {100 * s.get('lidar_share', np.nan):.0f}%, window "
-                     f"{100 * s.get('window_mass', np.nan):.1f}%, H/logF "
-                     f"{s.get('entropy_norm', np.nan):.3f}")
-            if path != "baseline" and "kl_from_reference" in s:
-                head += f", KL {s['kl_from_reference']:.3g}"
+        if is_diff:
+            im_d = ax.imshow(bev, origin="lower", extent=bev_extent(pc_range), cmap=SIGNED_CMAP,
+                             norm=dnorm, interpolation="nearest")
+            head = (f"{path} - {reference}: BEV {100 * float(bev.sum()):+.2f} pts, "
+                    f"max |d| {float(np.max(np.abs(row))):.2g}")
+        else:
+            im = ax.imshow(np.clip(bev, norm.vmin, None), origin="lower", extent=bev_extent(pc_range),
+                           cmap="magma", norm=norm, interpolation="nearest")
+            head = path
+            if stats and path in stats:
+                s = stats[path]
+                head += (f": LiDAR {100 * s.get('lidar_share', np.nan):.0f}%, window "
+                         f"{100 * s.get('window_mass', np.nan):.1f}%, H/logF "
+                         f"{s.get('entropy_norm', np.nan):.3f}")
+                if path != reference and "kl_from_reference" in s:
+                    head += f", KL {s['kl_from_reference']:.3g}"
         _bev_axis(ax, pc_range, head)
         if boxes is not None and len(boxes):
-            draw_boxes_bev(ax, boxes, box_labels, color="cyan")
+            draw_boxes_bev(ax, boxes, box_labels, color="black" if is_diff else "cyan")
         if query_xy is not None:
-            ax.plot([query_xy[0]], [query_xy[1]], marker="x", color="lime", ms=9, mew=2,
-                    label="query position")
-            ax.legend(fontsize=6, loc="lower left")
-        cams = camera_axes(fig, outer[i, 1], camera_names=camera_names, wspace=0.25, hspace=0.45)
+            ax.plot([query_xy[0]], [query_xy[1]], marker="x", color="lime", ms=9, mew=2)
+        cams = camera_axes(fig, outer[i, 1], camera_names=camera_names, wspace=0.25, hspace=0.55)
         for v, cax in cams.items():
-            cax.imshow(np.clip(pers[v], norm.vmin, None), cmap="magma", norm=norm,
-                       interpolation="nearest")
-            share = float(pers[v].sum())
-            _cam_axis(cax, camera_names[v], f" ({100 * share:.1f}% of attention)")
+            if is_diff:
+                cax.imshow(pers[v], cmap=SIGNED_CMAP, norm=dnorm, interpolation="nearest")
+                _cam_axis(cax, camera_names[v], f" ({100 * float(pers[v].sum()):+.2f} pts)")
+            else:
+                cax.imshow(np.clip(pers[v], norm.vmin, None), cmap="magma", norm=norm,
+                           interpolation="nearest")
+                _cam_axis(cax, camera_names[v], f" ({100 * float(pers[v].sum()):.1f}% of attention)")
             if query_cell is not None and int(query_cell[0]) == v:
                 cax.plot([query_cell[2]], [query_cell[1]], marker="x", color="lime", ms=8, mew=2)
-    fig.colorbar(im, cax=fig.add_subplot(outer[:, 2]), label=ATTN_LABEL)
-    q = f"query {query_index}" if query_index is not None else "one query"
-    where = (f" at x={query_xy[0]:.1f} m, y={query_xy[1]:.1f} m" if query_xy is not None else "")
-    fig.suptitle(title or f"Cross-attention of {q}{where} (green x) under each path")
+    n_p = len(paths)
+    fig.colorbar(im, cax=fig.add_subplot(outer[:n_p, 2]), label=ATTN_LABEL)
+    if im_d is not None:
+        fig.colorbar(im_d, cax=fig.add_subplot(outer[n_p:, 2]),
+                     label=f"attention difference (path - {reference}; red = more attention)")
     return fig
 
 
@@ -240,7 +263,7 @@ def shade_bands(ax, xmax: float, xmin: float = 0.0, labels: bool = True) -> None
                        label=label if labels and sign == 1 else None)
 
 
-def sweep_figure(sweep, title: str = "") -> Figure:
+def sweep_figure(sweep, title: str = "", subtitle: str = "", notes: Sequence[str] = ()) -> Figure:
     """Attention statistics of the additive path against the bias scale, with the |b| zones.
 
     ``sweep``: a :class:`~aqr_cli.analysis.sweep.SweepResult` or its ``to_dict()``. Solid =
@@ -292,7 +315,8 @@ def sweep_figure(sweep, title: str = "") -> Figure:
                loc="outside lower center", ncol=4, fontsize=8,
                title=(f"softmax zones of |bias| (design notes); bias = clamp(s * w, "
                       f"-{d.get('max_bias', 5.0):g}, {d.get('max_bias', 5.0):g})"))
-    fig.suptitle(title or "Bias-scale sweep: additive path vs scale (fixed-scale semantics)")
+    caption_title(fig, title or "Bias-scale sweep: additive path vs scale (fixed-scale semantics)", subtitle,
+                  [f"WARNING: {n}" for n in notes])
     return fig
 
 
@@ -318,33 +342,55 @@ def _bars(ax, groups: Sequence[str], series: Mapping[str, Sequence[float]], colo
 
 
 def _attention_paths(attention) -> tuple[dict, dict]:
+    """(``{path: summary}``, settings) from an AttentionResult, its ``to_dict``, or the
+    ``summary.json`` ``attention`` section (paths next to ``settings`` and ``information``)."""
     if attention is None:
         return {}, {}
     if hasattr(attention, "to_dict"):
         attention = attention.to_dict()
     if "paths" in attention:
         return attention["paths"], attention.get("settings", {})
-    return dict(attention), {}
+    paths = {k: v for k, v in attention.items() if isinstance(v, Mapping) and "overall" in v}
+    return paths, attention.get("settings", {}) or {}
+
+
+def _no_information(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=9,
+            color="darkred", wrap=True, zorder=10,
+            bbox=dict(boxstyle="round", fc="white", ec="darkred", alpha=0.9))
 
 
 def summary_figure(features: Mapping, attention=None, sweep=None, *, title: str = "",
-                   notes: Sequence[str] = ()) -> Figure:
-    """One page: feature change, gain shares, energy in boxes, attention per path, sweep.
+                   notes: Sequence[str] = (), subtitle: str = "", readout: Mapping | None = None,
+                   warnings: Sequence[str] = ()) -> Figure:
+    """One page: feature change, gain shares, energy in boxes, attention per path and by nearest
+    object, sweep.
 
     ``features``: :func:`~aqr_cli.analysis.features.compare_features` output; ``attention``:
-    an AttentionResult, its ``to_dict(groups)``, or ``{path: summary}``; ``sweep``: a
-    SweepResult or its ``to_dict()`` (optional). ``notes``: lines for the footer.
+    an AttentionResult, its ``to_dict(groups)``, the ``summary.json`` ``attention`` section
+    (whose ``information`` marks near-uniform baselines), or ``{path: summary}``; ``sweep``: a
+    SweepResult or its ``to_dict()`` (optional); ``readout``: ``summary.json``
+    ``decoder_readout`` (the attention output's change per path). ``warnings``: lines shown in
+    red under the title (run semantics, uninformative attention); ``notes``: footer lines.
     """
-    fig = new_figure(17.0, 10.5)
+    fig = new_figure(17.0, 11.5)
+    caption_title(fig, title or "AQR: multiplicative modulation vs additive attention bias", subtitle,
+                  [f"WARNING: {w}" for w in warnings])
     grid = fig.add_gridspec(3, 3, height_ratios=[1, 1, 0.28])
     mods = ("bev", "camera")
     names = ["BEV", "camera"]
     paths_f = [p for p in ("multiplicative", "additive") if p in features]
 
     ax = fig.add_subplot(grid[0, 0])
-    _bars(ax, names, {p: [100 * (features[p][m].get("relative_change") or 0) for m in mods]
-                      for p in paths_f}, PATH_COLORS, "relative change (%)",
-          "Feature change mean(|d| / (|f| + 1e-8))", "{:.1f}")
+    groups = ["BEV memory", "camera memory"] + (["decoder readout"] if readout else [])
+    series = {}
+    for p in paths_f:
+        vals = [100 * (features[p][m].get("relative_change") or 0) for m in mods]
+        if readout:
+            vals.append(100 * _val((readout.get(p) or {}).get("relative_change")))
+        series[p] = vals
+    _bars(ax, groups, series, PATH_COLORS, "relative change (%)",
+          "Change of what the decoder gets (memory) and reads (attention output)", "{:.2g}")
 
     ax = fig.add_subplot(grid[0, 1])
     mult = features.get("multiplicative", {})
@@ -370,6 +416,8 @@ def summary_figure(features: Mapping, attention=None, sweep=None, *, title: str 
         ax.set_axis_off()
 
     paths_a, settings = _attention_paths(attention)
+    info = attention.get("information") if isinstance(attention, Mapping) else None
+    uninformative = bool(info and info.get("informative") is False)
     ax = fig.add_subplot(grid[1, 0])
     metrics = ("entropy_norm", "window_mass", "lidar_share", "topk_overlap")
     if paths_a:
@@ -377,6 +425,10 @@ def summary_figure(features: Mapping, attention=None, sweep=None, *, title: str 
               {p: [_val(paths_a[p]["overall"].get(k)) for k in metrics] for p in paths_a},
               PATH_COLORS, "mean over queries", "Attention per path", "{:.3f}")
         ax.set_ylim(0, 1.12)
+        if uninformative:
+            _no_information(ax, f"near-uniform baseline (H / log F = "
+                                f"{info['baseline_entropy_norm']:.4f}):\nthese statistics carry no "
+                                "information")
     else:
         reason = settings.get("reason") or "not computed"
         ax.text(0.5, 0.5, f"attention skipped:\n{reason}", ha="center", va="center", wrap=True)
@@ -394,8 +446,16 @@ def summary_figure(features: Mapping, attention=None, sweep=None, *, title: str 
                 entry = paths_a[p]["overall"] if g is None else paths_a[p].get(fam, {}).get(g, {})
                 vals.append(_val(entry.get("kl_from_reference")))
             series[p] = vals
+        counts = [paths_a[others[0]]["overall"].get("count")] + \
+            [((paths_a[others[0]].get("by_size") or {}).get(g) or {}).get("count") for g in ("small", "large", "none")]
+        labels = [f"{lab}\n(n = {c if c is not None else 'unknown'})" for lab, c in zip(labels, counts)]
         _bars(ax, labels, series, PATH_COLORS, "KL(baseline || path), nats",
-              "Attention shift vs baseline by nearest object", "{:.3g}")
+              "Attention shift vs baseline by nearest object (within 3 m)", "{:.3g}")
+        if not any(paths_a[others[0]].get("by_size") or {}):
+            ax.text(0.5, 0.6, "no objects (boxes) in this source:\nonly 'all queries' is defined",
+                    transform=ax.transAxes, ha="center", fontsize=8)
+        if uninformative:
+            _no_information(ax, "measured against a near-uniform baseline:\nno information")
     else:
         ax.text(0.5, 0.5, "no path to compare with the baseline", ha="center", va="center")
         ax.set_axis_off()
@@ -433,6 +493,5 @@ def summary_figure(features: Mapping, attention=None, sweep=None, *, title: str 
                      f"{settings.get('num_camera_keys')} camera), {settings.get('num_queries')} queries; "
                      f"logits = softmax(q k^T / sqrt(d_head) + bias)")
     ax.text(0.0, 1.0, "\n".join(lines) or " ", va="top", ha="left", fontsize=8, family="monospace",
-            transform=ax.transAxes)
-    fig.suptitle(title or "AQR: multiplicative modulation vs additive attention bias")
+            transform=ax.transAxes, wrap=True)
     return fig

@@ -11,7 +11,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from aqr_cli.core.configs import CAMERA_NAMES, SMALL_CLASSES
-from aqr_cli.plots.style import camera_axes, camera_label, new_figure
+from aqr_cli.plots.style import camera_axes, camera_label, caption_lines, caption_title, new_figure
 
 LARGE_COLOUR, SMALL_COLOUR, NONE_COLOUR = "#3b6ea8", "#d0762c", "#8c8c8c"
 
@@ -33,8 +33,11 @@ def class_preference_figure(by_class: dict, by_size: dict, *, title: str, subtit
     n = max(len(rows), 1)
     height = 1.9 + 0.32 * n
     fig = new_figure(10.0, height, layout=None)
-    fig.subplots_adjust(left=0.2, right=0.98, top=1 - (0.75 if subtitle else 0.55) / height,
-                        bottom=1.15 / height, wspace=0.12)
+    lines = len(caption_lines(fig, title, subtitle))
+    fig.set_figheight(height + 0.18 * max(lines - 2, 0))
+    height = fig.get_figheight()
+    top = caption_title(fig, title, subtitle)
+    fig.subplots_adjust(left=0.2, right=0.98, top=top, bottom=1.15 / height, wspace=0.12)
     ax, ax2 = fig.subplots(1, 2, sharey=True)
     y = np.arange(len(rows))[::-1]
     for yi, (name, d, colour) in zip(y, rows):
@@ -65,7 +68,6 @@ def class_preference_figure(by_class: dict, by_size: dict, *, title: str, subtit
     ax2.set_xlabel("mean weight ± std")
     for a in (ax, ax2):
         a.grid(axis="x", linewidth=0.3, alpha=0.5)
-    fig.suptitle(title + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
     if scope:
         fig.text(0.5, 0.04 / height, scope, fontsize=7, va="bottom", ha="center")
     return fig
@@ -73,7 +75,8 @@ def class_preference_figure(by_class: dict, by_size: dict, *, title: str, subtit
 
 def camera_views_figure(camera_weights: np.ndarray, views: np.ndarray, *,
                         camera_names: Sequence[str] = CAMERA_NAMES, title: str,
-                        xlim: tuple[float, float] = (-1.0, 1.0), xlabel: str = "camera weight") -> Figure:
+                        xlim: tuple[float, float] = (-1.0, 1.0), xlabel: str = "camera weight",
+                        subtitle: str = "") -> Figure:
     """Per view, the histogram of the camera weights of the queries it sees first, with mean,
     std, range and count; views laid out as they sit on the car.
 
@@ -81,7 +84,8 @@ def camera_views_figure(camera_weights: np.ndarray, views: np.ndarray, *,
     sees (left out).
     """
     fig = new_figure(11.0, 5.6, layout=None)
-    fig.subplots_adjust(left=0.06, right=0.99, top=0.86, bottom=0.1, hspace=0.45, wspace=0.18)
+    top = caption_title(fig, title, subtitle)
+    fig.subplots_adjust(left=0.06, right=0.99, top=top, bottom=0.1, hspace=0.45, wspace=0.18)
     axes = camera_axes(fig, camera_names=camera_names)
     bins = np.linspace(xlim[0], xlim[1], 41)
     counts = []
@@ -110,5 +114,4 @@ def camera_views_figure(camera_weights: np.ndarray, views: np.ndarray, *,
             ax.set_ylabel("queries")
         if label.startswith("BACK") or "BACK" not in " ".join(names):
             ax.set_xlabel(xlabel, fontsize=8)
-    fig.suptitle(title, fontsize=10)
     return fig

@@ -96,17 +96,130 @@ def box_corners_xy(box: np.ndarray) -> np.ndarray:
 
 def draw_boxes_bev(ax: Axes, boxes: np.ndarray, labels: Sequence[str] | None = None,
                    color: str = "black") -> None:
-    """Draw rotated GT boxes on a BEV axis in metres (x right, y up); heading tick on the front edge."""
+    """Draw rotated GT boxes on a BEV axis in metres (x right, y up); heading tick on the front edge.
+
+    A label that would overlap one already placed (estimated text boxes in points) is moved
+    down a line at a time, so clustered objects stay readable.
+    """
+    placed: list[tuple[float, float, float, float]] = []
     for i, box in enumerate(np.asarray(boxes).reshape(-1, np.asarray(boxes).shape[-1] if len(boxes) else 9)):
         corners = box_corners_xy(box)
         ax.add_patch(Polygon(corners, closed=True, fill=False, edgecolor=color, linewidth=0.9))
         front = corners[:2].mean(axis=0)
         ax.plot([box[0], front[0]], [box[1], front[1]], color=color, linewidth=0.7)
         if labels is not None:
-            ax.annotate(labels[i], (box[0], box[1]), xytext=(3, 3), textcoords="offset points",
+            dy = _free_label_offset(ax, box[0], box[1], str(labels[i]), placed)
+            ax.annotate(labels[i], (box[0], box[1]), xytext=(3, dy), textcoords="offset points",
                         fontsize=6, color=color)
+
+
+def _free_label_offset(ax: Axes, x: float, y: float, text: str, placed: list) -> float:
+    """Vertical offset (points) where a 6 pt label at data (x, y) overlaps no placed label."""
+    px, py = ax.transData.transform((x, y)) * 72.0 / ax.figure.dpi      # points
+    width, height = 3.4 * len(text) + 2, 7.0
+    for level in range(8):
+        dy = 3 - height * level
+        rect = (px + 3, py + dy, px + 3 + width, py + dy + height)
+        if not any(rect[0] < r[2] and r[0] < rect[2] and rect[1] < r[3] and r[1] < rect[3] for r in placed):
+            break
+    placed.append(rect)
+    return dy
 
 
 def bev_extent(pc_range: Sequence[float]) -> list[float]:
     """imshow extent (left, right, bottom, top) in metres for a [H, W] map with row 0 at y_min."""
     return [pc_range[0], pc_range[3], pc_range[1], pc_range[4]]
+
+
+def weight_scale(activation: str):
+    """(cmap, norm, axis limits, label) for per-query weights of ``activation``.
+
+    tanh weights live in [-1, 1] (diverging, centred at 0); sigmoid weights in [0, 1]
+    (sequential).
+    """
+    if activation == "sigmoid":
+        return UNSIGNED_CMAP, unsigned_norm(1.0), (0.0, 1.0), "AQR weight (sigmoid, in [0, 1])"
+    return SIGNED_CMAP, signed_norm(1.0), (-1.0, 1.0), "AQR weight (tanh, in [-1, 1])"
+
+
+def caption_lines(fig: Figure, title: str, subtitle: str = "", notes: Sequence[str] = ()) -> list[str]:
+    """The title, then the run's subtitle and notes wrapped to the figure width."""
+    import textwrap
+
+    width_chars = max(60, int(fig.get_figwidth() * 11.5))
+    lines = [title] if title else []
+    for text in ([subtitle] if subtitle else []) + [n for n in notes if n]:
+        lines.extend(textwrap.wrap(text, width_chars, break_on_hyphens=False))
+    return lines
+
+
+def caption_title(fig: Figure, title: str, subtitle: str = "", notes: Sequence[str] = ()) -> float:
+    """Set the figure title: ``title``, then the run's subtitle (source kind, configuration,
+    sample, changed settings; :meth:`aqr_cli.analysis.caption.RunCaption.subtitle`) and
+    ``notes``, wrapped to the figure width. Returns the top of the free area as a figure
+    fraction, for builders that place their axes by hand.
+    """
+    lines = caption_lines(fig, title, subtitle, notes)
+    if not lines:
+        return 0.97
+    if fig.get_layout_engine() is not None:   # constrained layout places an auto-positioned title
+        fig.suptitle("\n".join(lines), fontsize=10.5, linespacing=1.25)
+        return 1.0
+    fig.suptitle("\n".join(lines), y=0.995, va="top", fontsize=10.5, linespacing=1.25)
+    header_in = 0.12 + 0.2 * len(lines) + 0.3
+    return max(0.5, 1.0 - header_in / fig.get_figheight())
+
+
+_BOX_EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 0], [4, 5], [5, 6], [6, 7], [7, 4],
+                       [0, 4], [1, 5], [2, 6], [3, 7]])
+
+
+def box_edges_in_view(boxes, lidar2img: np.ndarray, img_hw: Sequence[float], feat_hw: Sequence[int],
+                      min_depth: float = 0.1) -> np.ndarray:
+    """Edges of 3-D boxes projected into one view, in feature cells: ``[E, 2, 2]`` (x=w, y=h).
+
+    ``boxes [N, >=7]`` (x, y, z_bottom, dx, dy, dz, yaw); ``lidar2img [4, 4]`` of the view;
+    ``img_hw`` the network input the matrix maps to, ``feat_hw`` the feature grid. Edges with a
+    corner behind the camera are clipped at depth ``min_depth``; edges wholly behind it and
+    edges wholly outside the image are dropped.
+    """
+    from aqr_cli.analysis.features import box_corners_3d
+
+    corners = box_corners_3d(boxes)                                   # [N, 8, 3]
+    if corners.shape[0] == 0:
+        return np.zeros((0, 2, 2))
+    hom = np.concatenate([corners, np.ones(corners.shape[:2] + (1,))], -1) @ np.asarray(
+        lidar2img, dtype=np.float64).T                                # [N, 8, 4]
+    seg = hom[:, _BOX_EDGES].reshape(-1, 2, 4)                        # [E, 2, 4]
+    d0, d1 = seg[:, 0, 2], seg[:, 1, 2]
+    keep = (d0 > min_depth) | (d1 > min_depth)
+    seg, d0, d1 = seg[keep], d0[keep], d1[keep]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.clip((min_depth - d0) / (d1 - d0), 0.0, 1.0)
+    cut = seg[:, 0] + t[:, None] * (seg[:, 1] - seg[:, 0])            # the point at min_depth
+    seg[:, 0] = np.where((d0 <= min_depth)[:, None], cut, seg[:, 0])
+    seg[:, 1] = np.where((d1 <= min_depth)[:, None], cut, seg[:, 1])
+    uv = seg[..., :2] / seg[..., 2:3]
+    sx, sy = feat_hw[1] / float(img_hw[1]), feat_hw[0] / float(img_hw[0])
+    cells = np.stack([uv[..., 0] * sx - 0.5, uv[..., 1] * sy - 0.5], -1)
+    inside = ~(((cells[..., 0] < -0.5).all(1)) | ((cells[..., 0] > feat_hw[1] - 0.5).all(1))
+               | ((cells[..., 1] < -0.5).all(1)) | ((cells[..., 1] > feat_hw[0] - 0.5).all(1)))
+    return cells[inside]
+
+
+def draw_boxes_camera(axes: dict, boxes, lidar2img: np.ndarray, img_hw: Sequence[float],
+                      feat_hw: Sequence[int], color: str = "black") -> None:
+    """Draw GT boxes projected into each camera axis (keys = view index), in feature cells."""
+    from matplotlib.collections import LineCollection
+
+    if boxes is None or not len(boxes) or lidar2img is None:
+        return
+    for v, ax in axes.items():
+        if v >= len(lidar2img):
+            continue
+        edges = box_edges_in_view(boxes, lidar2img[v], img_hw, feat_hw)
+        if len(edges):
+            xlim, ylim = ax.get_xlim(), ax.get_ylim()
+            ax.add_collection(LineCollection(edges, colors=color, linewidths=0.7))
+            ax.set_xlim(xlim)
+            ax.set_ylim(ylim)

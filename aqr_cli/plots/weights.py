@@ -13,13 +13,11 @@ from matplotlib.lines import Line2D
 
 from aqr_cli.core.configs import CAMERA_NAMES
 from aqr_cli.core.geometry import bev_cell_centres
+from aqr_cli.analysis.stats import map_condition
 from aqr_cli.plots.style import (
-    SIGNED_CMAP, bev_extent, camera_axes, camera_label, draw_boxes_bev, new_figure, signed_norm,
-    symmetric_limit, unsigned_norm,
+    SIGNED_CMAP, bev_extent, camera_axes, camera_label, caption_title, draw_boxes_bev,
+    draw_boxes_camera, new_figure, signed_norm, symmetric_limit, unsigned_norm, weight_scale,
 )
-
-WEIGHT_LABEL = "AQR weight (tanh, unitless)"
-
 
 def _map_norm(maps: Sequence[np.ndarray], clamp: float | None):
     """Signed norm if any map is negative, else [0, map max] (``clamp`` only labels the bar)."""
@@ -27,7 +25,32 @@ def _map_norm(maps: Sequence[np.ndarray], clamp: float | None):
     hi = max(float(np.max(m)) for m in maps)
     if lo < 0:
         return SIGNED_CMAP, signed_norm(max(abs(lo), hi))
-    return "magma", unsigned_norm(max(hi, 1e-6))
+    if hi <= 0:   # all zero: a 1e-6 range would dress an empty map up as data
+        return "magma", unsigned_norm(clamp or 1.0)
+    return "magma", unsigned_norm(hi)
+
+
+def _flag(ax, text: str | None, *, loc: str = "top") -> None:
+    """A red boxed warning on an axis (all-zero or saturated map), inside its top edge."""
+    if not text:
+        return
+    import textwrap
+
+    y, va = (0.97, "top") if loc == "top" else (0.03, "bottom")
+    ax.text(0.5, y, "\n".join(textwrap.wrap(text, 46, break_on_hyphens=False)), transform=ax.transAxes, ha="center", va=va, fontsize=7.5, color="darkred",
+            bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="darkred", alpha=0.92), zorder=10)
+
+
+def _map_flag(weight_map, clamp, method: str | None = None) -> str | None:
+    cond = map_condition(weight_map, clamp)
+    if cond["note"] is None:
+        return None
+    why = ""
+    if cond["all_zero"] and method in ("bilinear", "distance_weighted"):
+        why = f" ({method} is not implemented for cameras upstream, Q25)"
+    elif cond["saturated"] and method == "distance_weighted":
+        why = " (distance_weighted sums every query within 0.2 min(H, W) cells, Q25)"
+    return cond["note"] + why
 
 
 def _bev_cells_to_metres(pts_bev: np.ndarray, bev_hw, pc_range) -> np.ndarray:
@@ -44,77 +67,130 @@ def _bev_axis(ax, pc_range, title: str) -> None:
     ax.set_aspect("equal")
 
 
+def _clamp_text(clamp: float | None) -> str:
+    return f", clamp {clamp:g})" if clamp else ")"
+
+
 def bev_weight_figure(weight_map: np.ndarray, lidar_weights: np.ndarray, pts_bev: np.ndarray,
                       pc_range, *, boxes: np.ndarray | None = None, box_labels=None,
-                      clamp: float | None = 1.5, title: str = "") -> Figure:
-    """Rendered BEV map [H, W] next to the per-query LiDAR weights at their BEV cells."""
-    fig = new_figure(12.5, 5.8, layout=None)
+                      clamp: float | None = 1.5, activation: str = "tanh", method: str | None = None,
+                      title: str = "", subtitle: str = "") -> Figure:
+    """Rendered BEV map [H, W] next to the per-query LiDAR weights at their BEV cells.
+
+    The per-query panel follows ``activation`` (tanh: [-1, 1] diverging; sigmoid: [0, 1]
+    sequential). An all-zero or saturated map is flagged on its panel.
+    """
+    fig = new_figure(12.5, 6.2, layout=None)
     ax_map, ax_q = fig.subplots(1, 2)
-    fig.subplots_adjust(left=0.06, right=0.97, bottom=0.1, top=0.87, wspace=0.25)
+    top = caption_title(fig, title or "LiDAR weights in BEV", subtitle)
+    fig.subplots_adjust(left=0.06, right=0.97, bottom=0.09, top=top, wspace=0.25)
     cmap, norm = _map_norm([weight_map], clamp)
     im = ax_map.imshow(weight_map, origin="lower", extent=bev_extent(pc_range), cmap=cmap, norm=norm,
                        interpolation="nearest")
     fig.colorbar(im, ax=ax_map, shrink=0.85, label="rendered LiDAR weight map (unitless"
-                 + (f", clamp {clamp:g})" if clamp else ")"))
-    _bev_axis(ax_map, pc_range, f"Rendered BEV weight map [{weight_map.shape[0]}x{weight_map.shape[1]}]")
+                 + _clamp_text(clamp))
+    _bev_axis(ax_map, pc_range, f"Rendered BEV weight map [{weight_map.shape[0]}x{weight_map.shape[1]}]"
+              + (f", {method}" if method else ""))
+    _flag(ax_map, _map_flag(weight_map, clamp, method))
     xy = _bev_cells_to_metres(pts_bev, weight_map.shape, pc_range)
     inside = np.isfinite(xy).all(axis=1)
     ax_map.scatter(xy[inside, 0], xy[inside, 1], s=2, c="white", alpha=0.35, linewidths=0)
-    sc = ax_q.scatter(xy[inside, 0], xy[inside, 1], c=lidar_weights[inside], cmap=SIGNED_CMAP,
-                      norm=signed_norm(1.0), s=9, edgecolors="0.3", linewidths=0.2)
-    fig.colorbar(sc, ax=ax_q, shrink=0.85, label="LiDAR " + WEIGHT_LABEL)
-    _bev_axis(ax_q, pc_range, f"Per-query LiDAR weights ({int(inside.sum())} queries)")
-    ax_q.set_facecolor("0.92")
+    w_cmap, w_norm, _, w_label = weight_scale(activation)
+    sc = ax_q.scatter(xy[inside, 0], xy[inside, 1], c=lidar_weights[inside], cmap=w_cmap,
+                      norm=w_norm, s=9, edgecolors="0.3", linewidths=0.2)
+    fig.colorbar(sc, ax=ax_q, shrink=0.85, label="per-query LiDAR " + w_label)
+    off = int((~inside).sum())
+    _bev_axis(ax_q, pc_range, f"Per-query LiDAR weights ({int(inside.sum())} queries on the grid"
+              + (f", {off} off it)" if off else ")"))
+    ax_q.set_facecolor("0.92" if activation == "tanh" else "0.45")  # contrast with the colour map's ends
     if boxes is not None and len(boxes):
-        for ax, color in ((ax_map, "cyan"), (ax_q, "black")):
+        for ax, color in ((ax_map, "cyan"), (ax_q, "black" if activation == "tanh" else "white")):
             draw_boxes_bev(ax, boxes, box_labels, color=color)
-    if title:
-        fig.suptitle(title)
     return fig
 
 
-def camera_weight_figure(pers_map: np.ndarray, camera_weights: np.ndarray, pts_pers: np.ndarray,
+def camera_weight_figure(pers_map: np.ndarray, camera_weights: np.ndarray, pts_pers: np.ndarray | None,
                          *, camera_names: Sequence[str] = CAMERA_NAMES, unseen: np.ndarray | None = None,
-                         clamp: float | None = 1.5, title: str = "") -> Figure:
-    """Six rendered camera maps [V, h, w] in the named grid; queries marked at their cells."""
-    fig = new_figure(14.0, 5.2, layout=None)
-    axes = camera_axes(fig, camera_names=camera_names, left=0.05, right=0.9, bottom=0.09,
-                       top=0.86, wspace=0.22, hspace=0.42)
+                         clamp: float | None = 1.5, activation: str = "tanh", method: str | None = None,
+                         boxes=None, rig=None, title: str = "", subtitle: str = "") -> Figure:
+    """Six rendered camera maps [V, h, w] in the named grid; queries marked at their cells.
+
+    ``pts_pers`` None: camera cells unknown (a dump without its checkpoint), so no markers and
+    per-view query counts read "unknown". Markers carry their own colour key (``activation``).
+    """
+    fig = new_figure(14.0, 5.8, layout=None)
+    notes = []
+    if pts_pers is None:
+        notes.append("camera cells unknown (a dump stores no pts_pers; pass --checkpoint): maps as "
+                     "stored in the dump, no query markers")
+    flag = _map_flag(pers_map, clamp, method)
+    if flag:
+        notes.insert(0, f"camera maps {flag}")
+    if pts_pers is not None and unseen is not None and unseen.any():
+        notes.append(f"red x at FRONT (0, 0): {int(unseen.sum())} queries no camera sees are drawn "
+                     "there by upstream's sentinel (Q3); they are not marked as queries")
+    top = caption_title(fig, title or "Camera weight maps", subtitle, notes)
+    axes = camera_axes(fig, camera_names=camera_names, left=0.05, right=0.8, bottom=0.09,
+                       top=top, wspace=0.22, hspace=0.42)
     cmap, norm = _map_norm([pers_map], clamp)
-    im = None
+    w_cmap, w_norm, _, w_label = weight_scale(activation)
+    im, sc = None, None
     for v, ax in axes.items():
         im = ax.imshow(pers_map[v], cmap=cmap, norm=norm, interpolation="nearest", aspect="equal")
-        sel = pts_pers[:, 0] == v
-        if unseen is not None:
-            sel &= ~unseen
-        ax.scatter(pts_pers[sel, 2], pts_pers[sel, 1], c=camera_weights[sel], cmap=SIGNED_CMAP,
-                   norm=signed_norm(1.0), s=10, edgecolors="white", linewidths=0.3)
-        name = camera_names[v]
-        ax.set_title(f"{camera_label(name)}  ({int(sel.sum())} queries, max {pers_map[v].max():.2f})")
+        name = camera_label(camera_names[v])
+        if pts_pers is not None:
+            sel = pts_pers[:, 0] == v
+            if unseen is not None:
+                sel &= ~unseen
+            sc = ax.scatter(pts_pers[sel, 2], pts_pers[sel, 1], c=camera_weights[sel], cmap=w_cmap,
+                            norm=w_norm, s=10, edgecolors="white", linewidths=0.3)
+            count = f"{int(sel.sum())} queries"
+        else:
+            count = "queries unknown"
+        ax.set_title(f"{name}  ({count}, max {pers_map[v].max():.2f})")
         ax.set_xlabel("feature column w (cells)")
         ax.set_ylabel("row h (cells)")
-    if unseen is not None and unseen.any():
+    if rig is not None:  # cyan reads on the dark end of the map's colour scale
+        draw_boxes_camera(axes, boxes, rig.lidar2img, rig.img_shape, pers_map.shape[-2:],
+                          color="#00e5ff")
+    if pts_pers is not None and unseen is not None and unseen.any():
         ax0 = axes.get(0)
         if ax0 is not None:
-            ax0.scatter([0], [0], marker="x", c="red", s=40)
-            ax0.annotate(f"x: {int(unseen.sum())} queries no camera sees are drawn at (0, 0) (Q3)",
-                         (0, 0), xytext=(8, -14), textcoords="offset points", color="red", fontsize=7)
-    cax = fig.add_axes((0.92, 0.12, 0.012, 0.7))
-    fig.colorbar(im, cax=cax, label="rendered camera weight map (unitless"
-                 + (f", clamp {clamp:g})" if clamp else ")"))
-    fig.suptitle(title or "Camera weight maps (markers: per-query camera weight, RdBu_r on [-1, 1])")
+            ax0.scatter([0], [0], marker="x", c="red", s=40, zorder=5)
+    fig.colorbar(im, cax=fig.add_axes((0.83, 0.12, 0.012, top - 0.2)),
+                 label="rendered camera weight map (unitless" + _clamp_text(clamp))
+    if sc is not None:
+        fig.colorbar(sc, cax=fig.add_axes((0.91, 0.12, 0.012, top - 0.2)),
+                     label="markers: per-query camera " + w_label)
     return fig
+
+
+def bias_limit(scale_effective: float, max_scale: float | None, mode: str, *arrays) -> float:
+    """Colour range of bias heatmaps: ``fixed`` = the final clamp bound min(5, max_scale), so two
+    runs compare by eye; ``auto`` = max |b| of the arrays."""
+    if mode == "auto":
+        return symmetric_limit(*arrays)
+    return min(5.0, float(max_scale)) if max_scale else 5.0
 
 
 def bias_heatmap_figure(bev: np.ndarray, pers: np.ndarray, pc_range, scale: float, *,
+                        limit: float | None = None, range_mode: str = "fixed",
                         camera_names: Sequence[str] = CAMERA_NAMES, boxes=None, box_labels=None,
-                        reduce_label: str = "signed max-|b| over queries", title: str = "") -> Figure:
-    """Signed attention-bias heatmaps: BEV [H, W] on the left, six cameras [V, h, w] on the right."""
-    fig = new_figure(16.0, 6.0, layout=None)
-    outer = fig.add_gridspec(1, 2, width_ratios=[1.0, 2.2], left=0.1, right=0.98, bottom=0.1,
-                             top=0.86, wspace=0.12)
+                        rig=None, reduce_label: str = "signed max-|b| over queries", title: str = "",
+                        subtitle: str = "", notes: Sequence[str] = ()) -> Figure:
+    """Signed attention-bias heatmaps: BEV [H, W] on the left, six cameras [V, h, w] on the right.
+
+    One colour range ``[-limit, limit]`` for all panels (default: max |b| when ``range_mode`` is
+    ``auto``, else 5); the effective ``scale`` is marked on the colour bar.
+    """
+    fig = new_figure(16.0, 6.6, layout=None)
+    top = caption_title(fig, title or "AQR attention bias", subtitle,
+                        ["red = attract attention to the window, blue = repel; one colour scale "
+                         "for all panels", *notes])
+    outer = fig.add_gridspec(1, 2, width_ratios=[1.0, 2.2], left=0.1, right=0.98, bottom=0.09,
+                             top=top, wspace=0.12)
     ax_bev = fig.add_subplot(outer[0])
-    lim = max(float(scale), symmetric_limit(bev, pers))
+    lim = float(limit) if limit else (symmetric_limit(bev, pers) if range_mode == "auto" else 5.0)
     norm = signed_norm(lim)
     im = ax_bev.imshow(bev, origin="lower", extent=bev_extent(pc_range), cmap=SIGNED_CMAP, norm=norm,
                        interpolation="nearest")
@@ -127,33 +203,48 @@ def bias_heatmap_figure(bev: np.ndarray, pers: np.ndarray, pc_range, scale: floa
         ax.set_title(camera_label(camera_names[v]))
         ax.set_xlabel("w (cells)")
         ax.set_ylabel("h (cells)")
-    cax = fig.add_axes((0.045, 0.15, 0.01, 0.65))
-    fig.colorbar(im, cax=cax, location="left", label=f"attention bias (logits), {reduce_label}")
-    fig.suptitle((title or f"AQR attention bias, effective scale {scale:.3f}")
-                 + "\nred = attract attention to the window, blue = repel; one colour scale for all panels")
+    if rig is not None:
+        draw_boxes_camera(axes, boxes, rig.lidar2img, rig.img_shape, pers.shape[-2:])
+    cax = fig.add_axes((0.045, 0.15, 0.01, top - 0.25))
+    rng = ("fixed: final clamp" if range_mode == "fixed" else "auto: max |b|")
+    cbar = fig.colorbar(im, cax=cax, location="left",
+                        label=f"attention bias (logits), {reduce_label}\ncolour range +-{lim:.3g} ({rng}); "
+                              f"dashes: effective scale +-{scale:.3g}")
+    for y in (scale, -scale):
+        if abs(y) <= lim:
+            cbar.ax.axhline(y, color="k", lw=1.2, ls="--")
     return fig
 
 
-def query_panel_figure(lidar: np.ndarray, camera: np.ndarray, shares: dict, title: str = "") -> Figure:
-    """LiDAR vs camera weight scatter, both histograms and the modality preference shares."""
-    fig = new_figure(14.0, 4.6, layout=None)
+def query_panel_figure(lidar: np.ndarray, camera: np.ndarray, shares: dict, title: str = "", *,
+                       activation: str = "tanh", subtitle: str = "") -> Figure:
+    """LiDAR vs camera weight scatter, both histograms and the modality preference shares.
+
+    Everything is of the sample given (``shares`` must be that sample's shares); axes follow
+    ``activation``.
+    """
+    fig = new_figure(14.0, 5.0, layout=None)
     ax_sc, ax_h, ax_bar = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.1, 1.3, 0.9]})
-    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.15, top=0.86, wspace=0.28)
+    top = caption_title(fig, title or "Per-query AQR weights", subtitle)
+    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.2, top=top, wspace=0.28)
+    _, _, (lo, hi), _ = weight_scale(activation)
+    pad = 0.02 * (hi - lo)
     diff = lidar - camera
     colors = np.where(np.abs(diff) < 0.2, "0.55", np.where(diff > 0, "tab:orange", "tab:blue"))
     ax_sc.scatter(camera, lidar, c=colors, s=6, linewidths=0)
-    ax_sc.plot([-1, 1], [-1, 1], color="k", lw=0.7)
-    ax_sc.fill_between([-1, 1], [-1.2, 0.8], [-0.8, 1.2], color="0.5", alpha=0.12, lw=0)
-    ax_sc.set(xlim=(-1.02, 1.02), ylim=(-1.02, 1.02), aspect="equal",
-              xlabel="camera weight (tanh)", ylabel="LiDAR weight (tanh)",
+    ax_sc.plot([lo, hi], [lo, hi], color="k", lw=0.7)
+    ax_sc.fill_between([lo, hi], [lo - 0.2, hi - 0.2], [lo + 0.2, hi + 0.2], color="0.5", alpha=0.12, lw=0)
+    ax_sc.set(xlim=(lo - pad, hi + pad), ylim=(lo - pad, hi + pad), aspect="equal",
+              xlabel=f"camera weight ({activation})", ylabel=f"LiDAR weight ({activation})",
               title=f"Per-query weights (n = {lidar.size})")
     ax_sc.legend(handles=[Line2D([], [], ls="", marker="o", color=c, label=l) for c, l in
                           (("tab:orange", "LiDAR > camera"), ("tab:blue", "camera > LiDAR"),
-                           ("0.55", "|diff| < 0.2"))], fontsize=7, loc="lower right")
-    bins = np.linspace(-1, 1, 41)
+                           ("0.55", "|diff| < 0.2"))], fontsize=7, ncol=3, handletextpad=0.2,
+                 columnspacing=0.8, loc="upper center", bbox_to_anchor=(0.5, -0.16))  # off the data
+    bins = np.linspace(lo, hi, 41)
     ax_h.hist(lidar, bins=bins, histtype="step", lw=1.8, color="tab:orange", label="LiDAR")
     ax_h.hist(camera, bins=bins, histtype="step", lw=1.8, color="tab:blue", label="camera")
-    ax_h.set(xlabel="weight (tanh)", ylabel="queries", title="Weight histograms", xlim=(-1, 1))
+    ax_h.set(xlabel=f"weight ({activation})", ylabel="queries", title="Weight histograms", xlim=(lo, hi))
     ax_h.legend(fontsize=8)
     names = ["LiDAR > camera", "camera > LiDAR", "|diff| < 0.2"]
     vals = [shares["prefer_lidar"], shares["prefer_camera"], shares["balanced"]]
@@ -161,10 +252,8 @@ def query_panel_figure(lidar: np.ndarray, camera: np.ndarray, shares: dict, titl
     for b_, v in zip(bars, vals):
         ax_bar.annotate(f"{100 * v:.1f}%", (b_.get_x() + b_.get_width() / 2, v), ha="center",
                         va="bottom", fontsize=8)
-    ax_bar.set(ylim=(0, 1.08), ylabel="share of queries", title="Modality preference")
+    ax_bar.set(ylim=(0, 1.1), ylabel="share of queries", title="Modality preference (this sample)")
     ax_bar.tick_params(axis="x", labelsize=7)
-    if title:
-        fig.suptitle(title)
     return fig
 
 
@@ -183,15 +272,17 @@ def _mosaic(pers: np.ndarray, camera_names: Sequence[str]) -> np.ndarray:
 
 
 def methods_figure(results: dict, pc_range, *, camera_names: Sequence[str] = CAMERA_NAMES,
-                   clamp: float | None = 1.5, title: str = "") -> Figure:
+                   clamp: float | None = 1.5, title: str = "", subtitle: str = "") -> Figure:
     """The four render methods side by side: BEV maps (top) and camera mosaics (bottom).
 
-    ``results`` maps method name -> (bev [H, W], pers [V, h, w]). Shared colour range per row.
+    ``results`` maps method name -> (bev [H, W], pers [V, h, w]). Shared colour range per row;
+    all-zero and saturated maps are flagged on their panel.
     """
-    fig = new_figure(16.0, 6.4, layout=None)
+    fig = new_figure(16.0, 6.0, layout=None)
     methods = list(results)
     axes = fig.subplots(2, len(methods), squeeze=False, gridspec_kw={"height_ratios": [1.0, 0.42]})
-    fig.subplots_adjust(left=0.04, right=0.97, bottom=0.08, top=0.9, wspace=0.3, hspace=0.32)
+    top = caption_title(fig, title or "WeightRenderer methods on the same per-query weights", subtitle)
+    fig.subplots_adjust(left=0.04, right=0.97, bottom=0.09, top=top, wspace=0.3, hspace=0.22)
     cmap_b, norm_b = _map_norm([results[m][0] for m in methods], clamp)
     cmap_p, norm_p = _map_norm([results[m][1] for m in methods], clamp)
     for i, m in enumerate(methods):
@@ -199,13 +290,16 @@ def methods_figure(results: dict, pc_range, *, camera_names: Sequence[str] = CAM
         im_b = axes[0, i].imshow(bev, origin="lower", extent=bev_extent(pc_range), cmap=cmap_b,
                                  norm=norm_b, interpolation="nearest")
         _bev_axis(axes[0, i], pc_range, f"{m}: BEV (max {bev.max():.2f}, mean {bev.mean():.4f})")
+        cond_b = map_condition(bev, clamp)
+        _flag(axes[0, i], cond_b["note"])
         im_p = axes[1, i].imshow(_mosaic(pers, camera_names), cmap=cmap_p, norm=norm_p,
                                  interpolation="nearest")
-        empty = " - all zero (Q25)" if not np.any(pers) else ""
-        axes[1, i].set_title(f"{m}: cameras{empty}", fontsize=9)
+        cond_p = map_condition(pers, clamp)
+        empty = f" - {cond_p['note']} (Q25)" if cond_p["note"] else ""
+        axes[1, i].set_title(f"{m}: cameras{empty}", fontsize=9,
+                             color="darkred" if cond_p["note"] else "black")
         axes[1, i].set_xlabel("FL | F | FR  (top),  BL | B | BR  (bottom); cells")
         axes[1, i].set_yticks([])
-    fig.colorbar(im_b, ax=list(axes[0]), shrink=0.8, label="BEV weight map")
+    fig.colorbar(im_b, ax=list(axes[0]), shrink=0.8, label="BEV weight map" + (f" (clamp {clamp:g})" if clamp else ""))
     fig.colorbar(im_p, ax=list(axes[1]), shrink=0.8, label="camera weight map")
-    fig.suptitle(title or "WeightRenderer methods on the same per-query weights")
     return fig

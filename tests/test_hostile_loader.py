@@ -118,8 +118,8 @@ def test_trust_flag_changes_nothing(tmp_path, base_obj):
 
 
 def test_file_is_loaded_once_per_command(monkeypatch):
-    """render-weights/compare-modes loading (a checkpoint source, a dump source and the same
-    checkpoint as --checkpoint for the dump): each file is unpickled once."""
+    """render-weights/compare-modes loading (--synthetic and a dump, both using --checkpoint, and
+    a run folder's checkpoint among the sources): each file is unpickled once."""
     import aqr_cli.io.safe_load as safe_load
     from aqr_cli.cli import _sources as S
     from conftest import DUMP
@@ -132,12 +132,19 @@ def test_file_is_loaded_once_per_command(monkeypatch):
         return real(path, *a, **k)
 
     monkeypatch.setattr(safe_load, "_torch_load", counting)
-    o = dict(checkpoint=CHECKPOINT, rig=None, synthetic=False, features=None, trust=False,
+    o = dict(checkpoint=CHECKPOINT, rig=None, synthetic=True, features=None, trust=False,
              quiet=True, reference="800x320", method=None, sigma=None, bias_window=None,
              activation=None, lam=None, batch_size=1, seed=0, weights="generator")
     with torch.no_grad():
-        loaded = S.load_sources([CHECKPOINT, DUMP], o, S.overrides(o), lambda: None)
-    assert [src.kind for src, _ in loaded] == ["checkpoint", "dump"]
+        loaded = S.load_sources([DUMP, CHECKPOINT], o, S.overrides(o), lambda: None)
+    assert [src.kind for src, _ in loaded] == ["synthetic", "dump"]
+    assert all(src.checkpoint_file is not None for src, _ in loaded)
+    assert sorted(calls) == sorted([CHECKPOINT.name, DUMP.name])
+    calls.clear()
+    o.update(checkpoint=None, synthetic=False)
+    with torch.no_grad():
+        loaded = S.load_sources([DUMP, CHECKPOINT], o, S.overrides(o), lambda: None)
+    assert [src.kind for src, _ in loaded] == ["dump"]  # the run folder's checkpoint applies to it
     assert sorted(calls) == sorted([CHECKPOINT.name, DUMP.name])
 
 

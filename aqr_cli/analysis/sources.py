@@ -66,6 +66,7 @@ class WeightSource:
     notes: list[str] = field(default_factory=list)
     settings_from: str = "reference 800x320"
     checkpoint_path: str | None = None   # the checkpoint that gave settings/weights, if any
+    checkpoint_file: object = None       # that checkpoint as loaded (a LoadedFile: not loaded twice)
 
     @property
     def batch_size(self) -> int:
@@ -366,7 +367,7 @@ def from_checkpoint(path: str, ov: Overrides, rig_path: str | None, trust: bool 
     ref = head["reference_points.weight"][None] if "reference_points.weight" in head else None
     src = from_scene(cfg, rig, ov, head, label=Path(path).name, kind="checkpoint", ref_points=ref)
     src.settings_from = where
-    src.checkpoint_path = path
+    src.checkpoint_path, src.checkpoint_file = str(loaded.path), loaded
     src.notes.append("features: synthetic scene (a checkpoint holds no features); "
                      "reference points, embeddings and generator from the checkpoint")
     return src
@@ -375,7 +376,7 @@ def from_checkpoint(path: str, ov: Overrides, rig_path: str | None, trust: bool 
 def synthetic(ov: Overrides, rig_path: str | None, checkpoint: str | None = None,
               trust: bool = False) -> WeightSource:
     """``--synthetic``: seeded scene, generator with random or ``--checkpoint`` weights."""
-    head, where = None, f"reference {ov.reference}"
+    head, where, loaded = None, f"reference {ov.reference}", None
     cfg = reference_config(ov.reference)
     if checkpoint:
         loaded, head = load_checkpoint_source(checkpoint)
@@ -385,7 +386,8 @@ def synthetic(ov: Overrides, rig_path: str | None, checkpoint: str | None = None
     label = f"synthetic-seed{ov.seed}"
     src = from_scene(cfg, rig, ov, head, label=label, kind="synthetic")
     src.settings_from = where
-    src.checkpoint_path = checkpoint
+    if loaded is not None:
+        src.checkpoint_path, src.checkpoint_file = str(loaded.path), loaded
     if head is None and ov.weights == "generator":
         src.notes.append(f"generator: upstream random init with seed {ov.seed}: its weights "
                          "carry no learned structure (try --checkpoint or --weights scene)")
@@ -481,7 +483,8 @@ def from_dump(path: str, ov: Overrides, checkpoint: str | None = None, trust: bo
         features=_pair(t, "original_bev_features", "original_pers_features"),
         modulated=_pair(t, "modulated_bev_features", "modulated_pers_features"),
         head_state=head or {}, img_metas=metas, iteration=dump.iteration, notes=notes,
-        settings_from=where, checkpoint_path=checkpoint)
+        settings_from=where, checkpoint_path=None if ck is None else str(ck.path),
+        checkpoint_file=ck)
 
 
 def _pair(t: dict, a: str, b: str):

@@ -847,7 +847,9 @@ def dump_findings(report) -> list[Finding]:
     parts, sev = [], "info"
     bev, pers = report.shapes.get("bev"), report.shapes.get("pers")
     if (bev and list(bev) != [180, 180]) or (pers and list(pers) != [6, 40, 100]):
-        parts.append(f"the maps are {bev[0]}x{bev[1]} / {'x'.join(map(str, pers))}, but upstream "
+        bev_text = "x".join(map(str, bev)) if bev else "(no BEV map)"
+        pers_text = "x".join(map(str, pers)) if pers else "(no camera maps)"
+        parts.append(f"the maps are {bev_text} / {pers_text}, but upstream "
                      "plot_aqr_weights.py hard-codes 180x180 / 6x40x100, so its GT boxes are drawn "
                      "at the wrong scale")
     if report.gt_boxes.get("in_data_container"):

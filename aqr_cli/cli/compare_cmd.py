@@ -139,8 +139,14 @@ def _run_body(paths: list, scales: list, width: str, **o) -> None:
 
 def _save_json(path: Path, doc: dict) -> None:
     from aqr_cli.io.atomic import atomic_write_json
+    from aqr_cli.io.jsonsafe import finite_json
 
     doc["files"].append(FILES["summary"])
+    clean, n = finite_json(doc)
+    if n:
+        clean.setdefault("notes", []).append(f"{n} non-finite statistics (NaN/Inf) were written as null")
+    doc.clear()
+    doc.update(clean)
     atomic_write_json(path, doc)
 
 

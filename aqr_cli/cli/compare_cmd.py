@@ -24,7 +24,9 @@ FILES = {
 }
 
 
-@app.command("compare-modes")
+@app.command("compare-modes", short_help=(
+    "The same AQR weights applied multiplicatively "
+    "and as an additive attention bias, compared."))
 def compare_modes_command(
     sources: S.Sources = None,
     out: S.Out = ...,

@@ -21,7 +21,9 @@ JSON_NAME = "inspect.json"
 _SEV_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 
 
-@app.command("inspect-checkpoint")
+@app.command("inspect-checkpoint", short_help=(
+    "What a checkpoint, debug dump or config holds "
+    "of AQR, and which upstream bugs it shows."))
 def inspect_checkpoint_command(
     paths: List[Path] = typer.Argument(
         ..., metavar="PATH...", show_default=False, readable=False,

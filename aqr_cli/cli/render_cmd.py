@@ -28,7 +28,9 @@ EVOLUTION_PNG = "evolution.png"
 EVOLUTION_JSON = "evolution.json"
 
 
-@app.command("render-weights")
+@app.command("render-weights", short_help=(
+    "AQR weights rendered to BEV and camera "
+    "maps and attention-bias heatmaps (PNG + JSON)."))
 def render_weights_command(
     sources: S.Sources = None,
     out: S.Out = ...,

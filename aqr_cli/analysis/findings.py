@@ -873,3 +873,13 @@ def torch_version_from_env(env_info: Any) -> tuple[int, int] | None:
         return None
     m = re.search(r"^PyTorch:\s*(\d+)\.(\d+)", env_info, re.M)
     return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def finding_ids(findings, empty: str = "-") -> str:
+    """``E Q15  W Q3 Q9  +9 info``: error and warning ids, info findings counted."""
+    err = [f.id for f in findings if f.severity == "error"]
+    warn = [f.id for f in findings if f.severity == "warning"]
+    info = sum(f.severity == "info" for f in findings)
+    parts = (["E " + " ".join(err)] if err else []) + (["W " + " ".join(warn)] if warn else []) \
+        + ([f"+{info} info"] if info else [])
+    return "  ".join(parts) or empty

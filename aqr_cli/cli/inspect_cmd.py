@@ -523,18 +523,9 @@ def _show_dump(r) -> None:
 
 
 def _finding_ids(findings) -> str:
-    """``E Q15  W Q3 Q9  +9 info`` (errors and warnings by id, info counted)."""
-    err = [f.id for f in findings if f.severity == "error"]
-    warn = [f.id for f in findings if f.severity == "warning"]
-    info = sum(f.severity == "info" for f in findings)
-    parts = []
-    if err:
-        parts.append("E " + " ".join(err))
-    if warn:
-        parts.append("W " + " ".join(warn))
-    if info:
-        parts.append(f"+{info} info")
-    return "  ".join(parts) or "-"
+    from aqr_cli.analysis.findings import finding_ids
+
+    return finding_ids(findings, empty="-")
 
 
 def _natural(name: str) -> list:

@@ -18,8 +18,14 @@ import pytest
 import torch
 
 from aqr_cli.core.configs import CLASS_NAMES
-from aqr_cli.io import LoadError, TrustedLoadWarning, load_checkpoint, load_dump, load_file
-from aqr_cli.io.placeholders import Box3DMode, DataContainer, LiDARInstance3DBoxes, allowed_global_names
+from aqr_cli.io import LoadError, load_checkpoint, load_dump, load_file
+from aqr_cli.io.placeholders import (
+    Box3DMode,
+    DataContainer,
+    InertRecord,
+    LiDARInstance3DBoxes,
+    allowed_global_names,
+)
 from aqr_cli.io.safe_load import safe_torch_load
 from conftest import CHECKPOINT, DUMP, DUMP_TRAIN
 
@@ -248,8 +254,9 @@ def test_mmdet3d_1x_names_and_numpy1_scalar(tmp_path, fake_modules):
     boxes_cls = fake_modules("mmdet3d.structures.bbox_3d.lidar_box3d.LiDARInstance3DBoxes")
     boxes = boxes_cls()
     boxes.__dict__.update(tensor=torch.zeros(2, 7), box_dim=7, with_yaw=True)
-    dump = {k: torch.zeros(1, 4) for k in ("lidar_weights", "camera_weights", "weight_map_bev",
-                                            "weight_map_pers", "pts_bev")}
+    dump = {k: torch.zeros(1, 4) for k in ("lidar_weights", "camera_weights")}
+    dump.update(weight_map_bev=torch.zeros(1, 8, 8), weight_map_pers=torch.zeros(1, 6, 4, 5),
+                pts_bev=torch.zeros(1, 4, 2))
     dump["iteration"] = 5
     dump["img_metas"] = [{"gt_bboxes_3d": boxes, "scale": np.float64(0.5)}]
     p = tmp_path / "dump_np2.pth"
@@ -322,55 +329,47 @@ def _touch_command(marker) -> str:
 
 
 @pytest.mark.parametrize("container", ["zip", "legacy", "plain-pickle"])
-def test_hostile_pickle_is_refused_and_not_run(tmp_path, container):
+def test_hostile_pickle_is_kept_inert_and_not_run(tmp_path, container):
     marker = tmp_path / "pwned"
     obj = {"state_dict": _sd(), "meta": {"x": _Payload(os.system, _touch_command(marker))}}
     p = tmp_path / f"hostile_{container}.pth"
     if container == "plain-pickle":
         p.write_bytes(pickle.dumps(obj, protocol=4))
+        with pytest.raises(LoadError, match="plain Python pickle") as e:
+            load_file(p)
+        _assert_one_line_error(e, p)
     else:
         torch.save(obj, p, _use_new_zipfile_serialization=(container == "zip"))
-    for trust in (False, True):
-        with pytest.raises(LoadError) as e:
-            load_file(p, trust=trust)
-        msg = _assert_one_line_error(e, p)
-        assert not marker.exists()
-        if container != "plain-pickle":
-            assert "posix.system" in msg or "os.system" in msg or "nt.system" in msg
-            assert "nothing was executed" in msg
+        lf = load_file(p)
+        rec = lf.raw["meta"]["x"]
+        assert isinstance(rec, InertRecord) and rec.global_name == f"{os.system.__module__}.system"
+        assert rec.args == (_touch_command(marker),)
+        assert lf.records == [f"{os.system.__module__}.system"]
+        assert any("inert records" in n for n in lf.notes)
+        assert lf.meta.raw["x"] == {"inert_global": rec.global_name, "args": [_touch_command(marker)]}
     assert not marker.exists()
 
 
-def test_hostile_eval_refused_even_with_trust(tmp_path):
+def test_hostile_eval_is_kept_inert(tmp_path):
     marker = tmp_path / "pwned"
     code = f"__import__('os').system({_touch_command(marker)!r})"
     p = tmp_path / "eval.pth"
     torch.save({"state_dict": _sd(), "x": _Payload(builtins.eval, code)}, p)
-    with pytest.raises(LoadError, match="eval") as e:
-        load_file(p, trust=True)
-    _assert_one_line_error(e, p)
+    lf = load_file(p, trust=True)  # the old flag changes nothing
+    # protocol 2 spells builtins as Python 2's __builtin__
+    assert lf.raw["x"].global_name in ("builtins.eval", "__builtin__.eval")
+    assert lf.raw["x"].args == (code,)
     assert not marker.exists()
 
 
-def test_harmless_foreign_class_needs_trust(tmp_path):
+def test_harmless_foreign_class_is_an_inert_record(tmp_path):
     p = tmp_path / "namespace.pth"
     torch.save({"state_dict": _sd(), "meta": {"epoch": 2}, "args": argparse.Namespace(lr=0.1)}, p)
-    with pytest.raises(LoadError) as e:
-        load_file(p)
-    msg = _assert_one_line_error(e, p)
-    assert "argparse.Namespace" in msg and e.value.blocked_globals == ["argparse.Namespace"]
-    assert e.value.hint and "--trust-checkpoint" in e.value.hint
-    with pytest.warns(TrustedLoadWarning, match="argparse.Namespace"):
-        lf = load_file(p, trust=True)
-    assert lf.trusted and lf.format == "mmcv1-runner" and lf.meta.epoch == 2
-    assert lf.raw["args"].lr == 0.1
-    assert any("full unpickling" in n for n in lf.notes)
-
-
-def test_trust_not_needed_for_allow_listed_files(recwarn):
-    lf = load_file(DUMP_TRAIN, trust=True)
-    assert not lf.trusted
-    assert not [w for w in recwarn if issubclass(w.category, TrustedLoadWarning)]
+    lf = load_file(p)
+    assert lf.format == "mmcv1-runner" and lf.meta.epoch == 2 and not lf.trusted
+    rec = lf.raw["args"]
+    assert rec.global_name == "argparse.Namespace" and rec.state == {"lr": 0.1}
+    assert lf.records == ["argparse.Namespace"]
 
 
 def _random_bytes(n: int = 4096) -> bytes:
@@ -428,7 +427,7 @@ def test_safe_torch_load_returns_raw_object(tmp_path):
     p = tmp_path / "list.pth"
     torch.save([torch.ones(1)], p)
     raw = safe_torch_load(p)
-    assert isinstance(raw.obj, list) and raw.container == "zip" and not raw.trusted
+    assert isinstance(raw.obj, list) and raw.container == "zip" and raw.records == []
 
 
 def test_auto_mmap_for_large_zip_files(monkeypatch):
@@ -446,16 +445,3 @@ def test_importing_io_stays_light():
             "print(sorted(m for m in ('torch', 'numpy', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-
-
-@pytest.mark.parametrize("protocol", [2, 4, 5])
-def test_static_global_scan(protocol):
-    import io
-
-    from aqr_cli.io.safe_load import denied_globals, scan_pickle_globals
-
-    blob = pickle.dumps([_Payload(os.system, "true"), argparse.Namespace(a=1), _Payload(os.system, "x")],
-                        protocol=protocol)
-    names = scan_pickle_globals(io.BytesIO(blob))
-    assert "argparse.Namespace" in names and os.system.__module__ + ".system" in names
-    assert denied_globals(names) == [os.system.__module__ + ".system"]

@@ -337,3 +337,27 @@ def test_camera_figures_draw_projected_boxes(scene_run):
     fig = bias_heatmap_figure(np.zeros(src.cfg.bev_shape), pers, src.cfg.pc_range, 2.5,
                               boxes=src.boxes[0], rig=rig)
     assert sum(isinstance(c, LineCollection) for ax in fig.axes for c in ax.collections) >= 2
+
+
+def test_camera_coverage_per_view_matches_a_loop():
+    from aqr_cli.analysis.compare import box_masks
+    from aqr_cli.analysis.render import render_source
+    from aqr_cli.analysis.sources import Overrides, synthetic
+
+    src = synthetic(Overrides(weights="scene"), None, None)
+    res = render_source(src, "gaussian")
+    cov = res.summary["coverage"]
+    _, cam_masks, _ = box_masks(src)
+    pers = res.pers_map[0].double()
+    union = cam_masks[0].any(0)                       # [V, h, w]
+    for v, name in enumerate(src.camera_names):
+        inside = total = 0.0
+        for r in range(pers.shape[1]):
+            for c in range(pers.shape[2]):
+                total += float(pers[v, r, c])
+                if bool(union[v, r, c]):
+                    inside += float(pers[v, r, c])
+        got = cov["camera_views"][name]["coverage"]
+        assert (got is None and total == 0) or got == pytest.approx(inside / total, rel=1e-9)
+    whole = float((pers * union).sum() / pers.sum())
+    assert cov["camera"]["coverage"] == pytest.approx(whole, rel=1e-9)

@@ -177,7 +177,9 @@ def _bad_dump(tmp_path, mutate):
 @pytest.mark.parametrize("mutate, needle", [
     (lambda d: d["lidar_weights"].__setitem__((0, 5), float("nan")), "NaN"),
     (lambda d: d.__setitem__("pts_bev", d["pts_bev"][:, :800]), "pts_bev"),
-    (lambda d: d.__setitem__("weight_map_bev", torch.zeros(1, 180, 180)), "checkpoint config"),
+    # the BEV features go too: maps and features of different grids are refused at load already
+    (lambda d: (d.__setitem__("weight_map_bev", torch.zeros(1, 180, 180)),
+                d.pop("original_bev_features"), d.pop("modulated_bev_features")), "checkpoint config"),
     (lambda d: d["pts_bev"].__setitem__((0, 3, 0), 5000.0), "outside the grid"),
 ])
 def test_bad_dumps_fail_cleanly(tmp_path, mutate, needle):

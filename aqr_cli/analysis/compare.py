@@ -125,7 +125,7 @@ def run_semantics(src: WeightSource, trust: bool = False) -> dict:
                              "additive path shows the designed semantics (PETRMultiheadAttention)"}
     from aqr_cli.analysis.inspect import inspect_checkpoint
 
-    report = inspect_checkpoint(src.checkpoint_path, trust=trust)
+    report = inspect_checkpoint(src.checkpoint_file or src.checkpoint_path)  # loaded once
     found = [f for f in report.findings if f.id in RUN_QUIRKS]
     for f in found:
         warn_quirk(f.id, f.message, **{k: (v if isinstance(v, (int, float, str, bool, type(None)))

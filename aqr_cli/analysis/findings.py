@@ -847,7 +847,9 @@ def dump_findings(report) -> list[Finding]:
     parts, sev = [], "info"
     bev, pers = report.shapes.get("bev"), report.shapes.get("pers")
     if (bev and list(bev) != [180, 180]) or (pers and list(pers) != [6, 40, 100]):
-        parts.append(f"the maps are {bev[0]}x{bev[1]} / {'x'.join(map(str, pers))}, but upstream "
+        bev_text = "x".join(map(str, bev)) if bev else "(no BEV map)"
+        pers_text = "x".join(map(str, pers)) if pers else "(no camera maps)"
+        parts.append(f"the maps are {bev_text} / {pers_text}, but upstream "
                      "plot_aqr_weights.py hard-codes 180x180 / 6x40x100, so its GT boxes are drawn "
                      "at the wrong scale")
     if report.gt_boxes.get("in_data_container"):
@@ -871,3 +873,13 @@ def torch_version_from_env(env_info: Any) -> tuple[int, int] | None:
         return None
     m = re.search(r"^PyTorch:\s*(\d+)\.(\d+)", env_info, re.M)
     return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def finding_ids(findings, empty: str = "-") -> str:
+    """``E Q15  W Q3 Q9  +9 info``: error and warning ids, info findings counted."""
+    err = [f.id for f in findings if f.severity == "error"]
+    warn = [f.id for f in findings if f.severity == "warning"]
+    info = sum(f.severity == "info" for f in findings)
+    parts = (["E " + " ".join(err)] if err else []) + (["W " + " ".join(warn)] if warn else []) \
+        + ([f"+{info} info"] if info else [])
+    return "  ".join(parts) or empty

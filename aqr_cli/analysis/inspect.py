@@ -44,7 +44,7 @@ from aqr_cli.io import (
     parse_config_file,
     parse_config_text,
 )
-from aqr_cli.io.errors import ConfigParseError
+from aqr_cli.io.errors import ConfigBudgetError, ConfigParseError
 from aqr_cli.io.placeholders import DataContainer, _Placeholder
 
 COMPONENTS = ("aqr_weight_generator", "weight_renderer", "feature_modulator",
@@ -261,13 +261,15 @@ class CheckpointReport:
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     kind: str = "checkpoint"
+    inert_records: list[str] = field(default_factory=list)  # foreign globals kept as data
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document (schema in ``README.md, section aqr inspect-checkpoint``)."""
         return {
             "path": self.path, "name": self.name, "kind": self.kind, "format": self.format,
             "size_bytes": self.size_bytes, "container": self.container, "mmapped": self.mmapped,
-            "trusted": self.trusted, "has_optimizer": self.has_optimizer, "meta": dict(self.meta),
+            "trusted": self.trusted, "inert_records": list(self.inert_records),
+            "has_optimizer": self.has_optimizer, "meta": dict(self.meta),
             "num_tensors": self.num_tensors, "head_prefix": self.head_prefix,
             "config_source": self.config_source,
             "config": self.config.to_dict() if self.config is not None else None,
@@ -311,6 +313,7 @@ class DumpReport:
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     kind: str = "debug_dump"
+    inert_records: list[str] = field(default_factory=list)  # foreign globals kept as data
 
     @property
     def meta(self) -> dict:
@@ -320,7 +323,7 @@ class DumpReport:
         return {
             "path": self.path, "name": self.name, "kind": self.kind, "format": self.format,
             "size_bytes": self.size_bytes, "container": self.container, "trusted": self.trusted,
-            "meta": self.meta, "iteration": self.iteration, "contents": list(self.contents),
+            "inert_records": list(self.inert_records), "meta": self.meta, "iteration": self.iteration, "contents": list(self.contents),
             "batch_size": self.batch_size, "queries": dict(self.queries),
             "shapes": dict(self.shapes), "weights": dict(self.weights), "maps": dict(self.maps),
             "gt_boxes": dict(self.gt_boxes), "sentinel": dict(self.sentinel),
@@ -352,6 +355,8 @@ def resolve_config(lf: LoadedFile | None, config_path: str | os.PathLike | None
     elif lf is not None and lf.meta.config_text:
         try:
             parsed = parse_config_text(lf.meta.config_text, label=f"{lf.name}:meta['config']")
+        except ConfigBudgetError as e:
+            raise LoadError(lf.path, f"meta['config']: {e.reason}") from None
         except ConfigParseError as e:
             notes.append(f"meta['config'] could not be parsed ({e.reason}); no config used")
             return None, None, None, notes
@@ -688,6 +693,18 @@ def _raise_fatal(path: Path, checks: list[Check]) -> None:
         raise ShapeMismatchError(path, f"shapes disagree with the config: {fatal[0].message}{more}")
 
 
+def verify_checkpoint(lf: LoadedFile, config_path: str | os.PathLike | None = None) -> None:
+    """The config-vs-tensor checks every command applies to a checkpoint (one verdict per file).
+
+    Raises :class:`ShapeMismatchError` (one line, naming the file) when the config the commands
+    would use (``config_path``, else ``meta['config']``) cannot describe the tensors.
+    """
+    cfg, _, _, _ = resolve_config(lf, config_path)
+    sd = lf.state_dict
+    _, checks = _shapes_and_checks(sd, head_prefix(sd), cfg)
+    _raise_fatal(lf.path, checks)
+
+
 def _enable_check(comps, cfg, checks: list[Check]) -> None:
     enable = _sourced(cfg, None, "enable_aqr")
     has = any(c.evidence == "state_dict" for c in comps.values())
@@ -728,15 +745,30 @@ def _weight_head(sd, pre) -> WeightHeadReport | None:
 
 
 def _nonfinite(tensors: Mapping[str, Any]) -> NonFiniteReport:
-    scanned, bad = 0, []
+    """NaN/Inf per floating tensor; one batched test for the many small ones, each tensor once."""
+    floats: dict[int, Any] = {}
+    kind: dict[int, bool] = {}  # id -> a non-empty floating tensor (asked once per tensor)
+    keys: list[tuple[str, int]] = []
     for key, t in tensors.items():
-        if not isinstance(t, torch.Tensor) or not t.is_floating_point() or not t.numel():
-            continue
-        scanned += 1
-        finite = torch.isfinite(t)
-        if not bool(finite.all()):
+        i = id(t)
+        if i not in kind:
+            kind[i] = isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel() > 0
+            if kind[i]:
+                floats[i] = t
+        if kind[i]:
+            keys.append((key, i))
+    small = [t for t in floats.values() if t.numel() <= 4096]
+    suspects = {i for i, t in floats.items() if t.numel() > 4096}
+    if small:
+        flat = torch.cat([t.detach().reshape(-1).float() for t in small])
+        if not bool(torch.isfinite(flat).all()):
+            suspects |= {id(t) for t in small}
+    bad = []
+    for key, i in keys:
+        t = floats[i]
+        if i in suspects and not bool(torch.isfinite(t).all()):
             bad.append({"key": key, "nan": int(torch.isnan(t).sum()), "inf": int(torch.isinf(t).sum())})
-    return NonFiniteReport(scanned, bad)
+    return NonFiniteReport(len(keys), bad)
 
 
 def _projector(pc_range, bev, pers):
@@ -866,7 +898,7 @@ def inspect_checkpoint(path: str | os.PathLike | LoadedFile, *,
         shapes=shapes, checks=checks, bias_scale=_bias_scale(sd, pre, cfg),
         weight_head=_weight_head(sd, pre),
         reference_points=_reference_points(sd, pre, cfg, shapes, rig_obj, rig_label),
-        nonfinite=_nonfinite(sd), notes=notes)
+        nonfinite=_nonfinite(sd), notes=notes, inert_records=list(lf.records))
     if report.reference_points is not None and report.reference_points.error:
         notes.append(f"reference points: {report.reference_points.error}")
     ctx = CheckpointContext(report, cfg, parsed, sd, pre,
@@ -913,8 +945,10 @@ def _dump_metas(lf: LoadedFile) -> tuple[dict, list[dict]]:
     metas = [m for m in dump.img_metas if isinstance(m, Mapping)]
     shapes = set()
     for m in metas:
-        for s in (m.get("img_shape") or []):
-            if isinstance(s, (list, tuple)) and len(s) >= 2:
+        img_shape = m.get("img_shape")
+        for s in (img_shape if isinstance(img_shape, (list, tuple)) else []):
+            if isinstance(s, (list, tuple)) and len(s) >= 2 and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in s[:2]):
                 shapes.add((int(s[0]), int(s[1])))
     summary = {
         "count": len(dump.img_metas),
@@ -940,28 +974,16 @@ def _gt_boxes(lf: LoadedFile) -> dict:
 
 
 def _dump_shapes(tensors: Mapping[str, Any], path: Path) -> tuple[dict, int, int]:
-    """Shapes of a dump and its (B, Nq), after checking the tensors agree with each other."""
-    lw, cw = tensors.get("lidar_weights"), tensors.get("camera_weights")
-    if lw.dim() != 2 or list(cw.shape) != list(lw.shape):
-        raise ShapeMismatchError(path, f"lidar_weights {list(lw.shape)} and camera_weights "
-                                 f"{list(cw.shape)} must both be [B, Nq]")
+    """Shapes of a dump and its (B, Nq); their consistency was checked when the file was loaded
+    (:mod:`aqr_cli.io.validate`, the same verdict for every command)."""
+    lw = tensors["lidar_weights"]
     b, nq = int(lw.shape[0]), int(lw.shape[1])
-    pb = tensors.get("pts_bev")
-    if pb is not None and list(pb.shape) != [b, nq, 2]:
-        raise ShapeMismatchError(path, f"pts_bev is {list(pb.shape)}, expected [B, Nq, 2] = "
-                                 f"[{b}, {nq}, 2] (from lidar_weights)")
     shapes: dict[str, Any] = {"bev": None, "pers": None, "aqr_window_sizes": None,
                               "bias_window": None, "source": "dump"}
     mb, mp = tensors.get("weight_map_bev"), tensors.get("weight_map_pers")
     if mb is not None:
-        if mb.dim() != 3 or mb.shape[0] != b:
-            raise ShapeMismatchError(path, f"weight_map_bev is {list(mb.shape)}, expected "
-                                     f"[B={b}, H, W]")
         shapes["bev"] = [int(mb.shape[1]), int(mb.shape[2])]
     if mp is not None:
-        if mp.dim() != 4 or mp.shape[0] != b:
-            raise ShapeMismatchError(path, f"weight_map_pers is {list(mp.shape)}, expected "
-                                     f"[B={b}, V, h, w]")
         shapes["pers"] = [int(s) for s in mp.shape[1:]]
     return shapes, b, nq
 
@@ -1086,7 +1108,8 @@ def inspect_dump(path: str | os.PathLike | LoadedFile, *,
         gt_boxes=_gt_boxes(lf),
         sentinel=_sentinel(lf, metas, shapes, b, nq, num_query, ck, cfg, notes),
         img_metas=meta_summary, bev_outside_grid=outside, config_source=cfg_source, config=cfg,
-        nonfinite=_nonfinite(dump.tensors), checks=checks, notes=notes)
+        nonfinite=_nonfinite(dump.tensors), checks=checks, notes=notes,
+        inert_records=list(lf.records))
     report.findings = dump_findings(report)
     return report
 

@@ -8,6 +8,7 @@ computed on (for ``compare-modes``). Commands render and compare these; nothing 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +66,7 @@ class WeightSource:
     notes: list[str] = field(default_factory=list)
     settings_from: str = "reference 800x320"
     checkpoint_path: str | None = None   # the checkpoint that gave settings/weights, if any
+    checkpoint_file: object = None       # that checkpoint as loaded (a LoadedFile: not loaded twice)
 
     @property
     def batch_size(self) -> int:
@@ -77,19 +79,33 @@ class WeightSource:
 
 # ----------------------------------------------------------------------------- settings
 
-def _shape(value, n: int) -> tuple[int, ...]:
-    return tuple(int(v) for v in value)[:n]
+def _shape(value, n: int, name: str) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)) or len(value) != n or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise UserError(f"config {name}={value!r} is not a list of {n} integers")
+    return tuple(value)
 
 
 def config_from_checkpoint(loaded) -> tuple[ReferenceConfig, str]:
-    """Settings from a checkpoint's embedded config (``meta['config']``), else the reference."""
+    """Settings from a checkpoint's embedded config (``meta['config']``), else the reference.
+
+    A stored config that cannot be parsed leaves the reference settings, with the reason in
+    ``where`` (as ``inspect-checkpoint`` notes it); one past the work budget refuses the file.
+    """
     from aqr_cli.io.config_parse import aqr_config_from_text
+    from aqr_cli.io.errors import ConfigBudgetError, ConfigParseError, LoadError
 
     text = loaded.meta.config_text
     if not text:
         cfg = _reference_for_state(loaded.state_dict)
         return cfg, f"reference {cfg.name} (the checkpoint holds no config)"
-    parsed = aqr_config_from_text(text, label=f"{loaded.name}:meta['config']")
+    try:
+        parsed = aqr_config_from_text(text, label=f"{loaded.name}:meta['config']")
+    except ConfigBudgetError as e:
+        raise LoadError(loaded.path, f"meta['config']: {e.reason}") from None
+    except ConfigParseError as e:
+        cfg = _reference_for_state(loaded.state_dict)
+        return cfg, f"reference {cfg.name} (meta['config'] could not be parsed: {e.reason})"
     base = _reference_for_state(loaded.state_dict)
     aqr = parsed.kwargs("aqr_config")
     cfg = copy.deepcopy(base)
@@ -99,15 +115,19 @@ def config_from_checkpoint(loaded) -> tuple[ReferenceConfig, str]:
     cfg.modulator_config = {k: v for k, v in parsed.kwargs("modulator_config").items() if k != "type"}
     cfg.attention_bias_config = {k: v for k, v in parsed.kwargs("attention_bias_config").items()
                                  if k != "type"}
-    cfg.bev_shape = _shape(aqr.get("bev_feature_shape", base.bev_shape), 2)
-    cfg.pers_shape = _shape(aqr.get("pers_feature_shape", base.pers_shape), 3)
+    cfg.bev_shape = _shape(aqr.get("bev_feature_shape", base.bev_shape), 2, "bev_feature_shape")
+    cfg.pers_shape = _shape(aqr.get("pers_feature_shape", base.pers_shape), 3, "pers_feature_shape")
     pcr = parsed.point_cloud_range.value
-    if isinstance(pcr, (list, tuple)) and len(pcr) == 6:
+    if isinstance(pcr, (list, tuple)) and len(pcr) == 6 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pcr):
         cfg.pc_range = [float(v) for v in pcr]
     cfg.aqr_config.setdefault("pc_range", list(cfg.pc_range))
     hidden = parsed.head.get("hidden_dim")
-    if hidden is not None and isinstance(hidden.value, int):
+    if hidden is not None and isinstance(hidden.value, int) and not isinstance(hidden.value, bool):
         cfg.hidden_dim = hidden.value
+    num_query = parsed.head.get("num_query")
+    if num_query is not None and isinstance(num_query.value, int) and not isinstance(num_query.value, bool):
+        cfg.num_query = num_query.value
     return cfg, f"{loaded.name} config"
 
 
@@ -144,8 +164,50 @@ def check_shapes(cfg: ReferenceConfig) -> None:
                         f"(each side 1..{MAX_SIDE} cells, 1..{MAX_VIEWS} views)")
 
 
-def apply_overrides(cfg: ReferenceConfig, ov: Overrides) -> ReferenceConfig:
-    """A copy of ``cfg`` with the command-line overrides applied (shapes checked first)."""
+def _int_setting(value, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise UserError(f"config {name}={value!r} is not plausible (expected {low}..{high})")
+    return int(value)
+
+
+def planned_bytes(cfg: ReferenceConfig, batch: int, num_query: int | None = None) -> int:
+    """Bytes the commands allocate at most for ``cfg``, estimated from its shapes alone.
+
+    Dominant terms: memory, positions and key/value projections ``[B, F, C]`` (about 8 float32
+    copies), per-query tensors ``[B, Q, C]``, the encoder's per-chunk mask ``[B, heads, Q, F]``
+    bytes, per-query bias and mask windows ``[B, Q, ws^2]``, the renderer kernel and the
+    generator's ``C x C`` layers. Chunked work is bounded separately by the attention code.
+    """
+    bev, pers = cfg.bev_shape, cfg.pers_shape
+    f = bev[0] * bev[1] + pers[0] * pers[1] * pers[2]
+    c = _int_setting(cfg.hidden_dim, "hidden_dim", 1, 8192)
+    q = _int_setting(num_query if num_query is not None else cfg.num_query, "num_query", 1, 100_000)
+    ws = [cfg.attention_bias_config.get("window_size", 8)]
+    ws += list(cfg.aqr_config.get("window_sizes", [8, 5]) or [])
+    win = max(_int_setting(w, "window size", 1, 1024) for w in ws)
+    sigma = cfg.renderer_config.get("gaussian_sigma", 1.0)
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < sigma <= 1000:
+        raise UserError(f"config gaussian_sigma={sigma!r} is not plausible (expected 0 < sigma <= 1000)")
+    kernel = int(6 * sigma + 1) ** 2
+    return (batch * f * (c * 4 * 8 + q * 4) + batch * q * c * 4 * 8 + batch * q * win * win * 16
+            + kernel * 4 * 4 + 12 * c * c * 4)
+
+
+def check_budget(cfg: ReferenceConfig, batch: int, num_query: int | None = None) -> None:
+    """UserError, before anything is allocated, when ``cfg`` would need more than the budget."""
+    from aqr_cli.io.limits import MEMORY_ENV, format_bytes, memory_budget
+
+    need, budget = planned_bytes(cfg, batch, num_query), memory_budget()
+    if need > budget:
+        raise UserError(f"this configuration (BEV {list(cfg.bev_shape)}, cameras {list(cfg.pers_shape)}, "
+                        f"batch {batch}, {num_query or cfg.num_query} queries, hidden_dim {cfg.hidden_dim}) "
+                        f"would need about {format_bytes(need)}, more than the memory budget of "
+                        f"{format_bytes(budget)}", hint=f"raise it with {MEMORY_ENV}=32G if this is intended")
+
+
+def apply_overrides(cfg: ReferenceConfig, ov: Overrides, batch: int | None = None,
+                    num_query: int | None = None) -> ReferenceConfig:
+    """A copy of ``cfg`` with the command-line overrides applied (shapes and budget checked)."""
     check_shapes(cfg)
     cfg = copy.deepcopy(cfg)
     if ov.method and ov.method != "all":
@@ -159,6 +221,7 @@ def apply_overrides(cfg: ReferenceConfig, ov: Overrides) -> ReferenceConfig:
     for key in ("renderer_config", "attention_bias_config"):
         getattr(cfg, key)["bev_feature_shape"] = tuple(cfg.bev_shape)
         getattr(cfg, key)["pers_feature_shape"] = tuple(cfg.pers_shape)
+    check_budget(cfg, ov.batch_size if batch is None else batch, num_query)
     return cfg
 
 
@@ -268,42 +331,26 @@ def from_scene(cfg, rig, ov: Overrides, head: dict | None, label: str, kind: str
         query_embed=query, pos_embed=pos, head_state=head or {}, img_metas=metas, notes=notes)
 
 
-# (resolved path, size, mtime, trust) -> (loaded, head, warnings of the load): a batch of dumps
-# with one --checkpoint reads and unpickles it once per process.
-_CHECKPOINTS: dict = {}
+def load_checkpoint_source(path, trust: bool = False):
+    """A checkpoint (path or already loaded file), verified, and its head state_dict.
 
-
-def load_checkpoint_source(path: str, trust: bool = False):
-    """Load a checkpoint (safely) and return (loaded file, head state_dict).
-
-    Cached per process while the file is unchanged; the warnings of the first load are
-    emitted again on every call, so each source still collects its quirks.
+    ``path`` may be a :class:`aqr_cli.io.checkpoint.LoadedFile`, so that a command loads each
+    file once. The content checks are the ones every command applies (one verdict per file).
     """
-    import warnings
+    from aqr_cli.analysis.inspect import verify_checkpoint
+    from aqr_cli.io.checkpoint import LoadedFile, load_checkpoint
 
-    from aqr_cli.io.checkpoint import load_checkpoint
+    loaded = path if isinstance(path, LoadedFile) else load_checkpoint(path)
+    if loaded.kind != "checkpoint":
+        from aqr_cli.io.errors import LoadError
 
-    try:
-        st = Path(path).stat()
-        key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, bool(trust))
-    except OSError:
-        key = None
-    hit = _CHECKPOINTS.get(key) if key is not None else None
-    if hit is None:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            loaded = load_checkpoint(path, trust=trust)
-        head = _head_state(loaded)
-        if not any(k.startswith("aqr_weight_generator.") for k in head):
-            raise UserError(f"{path}: no AQR weight generator in this checkpoint "
-                            "(no pts_bbox_head.aqr_weight_generator.* keys)")
-        hit = (loaded, head, list(caught))
-        if key is not None:
-            _CHECKPOINTS.clear()  # one checkpoint at a time is what batches use
-            _CHECKPOINTS[key] = hit
-    for w in hit[2]:
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return hit[0], hit[1]
+        raise LoadError(loaded.path, "expected a checkpoint, but the file is an AQR debug dump")
+    verify_checkpoint(loaded)
+    head = _head_state(loaded)
+    if not any(k.startswith("aqr_weight_generator.") for k in head):
+        raise UserError(f"{loaded.path}: no AQR weight generator in this checkpoint "
+                        "(no pts_bbox_head.aqr_weight_generator.* keys)")
+    return loaded, head
 
 
 def checkpoint_settings(loaded, ov: Overrides) -> tuple[ReferenceConfig, str]:
@@ -311,15 +358,16 @@ def checkpoint_settings(loaded, ov: Overrides) -> tuple[ReferenceConfig, str]:
     return apply_overrides(cfg, ov), where
 
 
-def from_checkpoint(path: str, ov: Overrides, rig_path: str | None, trust: bool = False) -> WeightSource:
+def from_checkpoint(path: str, ov: Overrides, rig_path: str | None, trust: bool = False,
+                    loaded=None) -> WeightSource:
     """The checkpoint's reference points, embeddings and generator on a synthetic scene's features."""
-    loaded, head = load_checkpoint_source(path, trust)
+    loaded, head = load_checkpoint_source(loaded if loaded is not None else path)
     cfg, where = checkpoint_settings(loaded, ov)
     rig = rig_for(cfg, rig_path)
     ref = head["reference_points.weight"][None] if "reference_points.weight" in head else None
     src = from_scene(cfg, rig, ov, head, label=Path(path).name, kind="checkpoint", ref_points=ref)
     src.settings_from = where
-    src.checkpoint_path = path
+    src.checkpoint_path, src.checkpoint_file = str(loaded.path), loaded
     src.notes.append("features: synthetic scene (a checkpoint holds no features); "
                      "reference points, embeddings and generator from the checkpoint")
     return src
@@ -328,17 +376,18 @@ def from_checkpoint(path: str, ov: Overrides, rig_path: str | None, trust: bool 
 def synthetic(ov: Overrides, rig_path: str | None, checkpoint: str | None = None,
               trust: bool = False) -> WeightSource:
     """``--synthetic``: seeded scene, generator with random or ``--checkpoint`` weights."""
-    head, where = None, f"reference {ov.reference}"
+    head, where, loaded = None, f"reference {ov.reference}", None
     cfg = reference_config(ov.reference)
     if checkpoint:
-        loaded, head = load_checkpoint_source(checkpoint, trust)
+        loaded, head = load_checkpoint_source(checkpoint)
         cfg, where = config_from_checkpoint(loaded)
     cfg = apply_overrides(cfg, ov)
     rig = rig_for(cfg, rig_path)
     label = f"synthetic-seed{ov.seed}"
     src = from_scene(cfg, rig, ov, head, label=label, kind="synthetic")
     src.settings_from = where
-    src.checkpoint_path = checkpoint
+    if loaded is not None:
+        src.checkpoint_path, src.checkpoint_file = str(loaded.path), loaded
     if head is None and ov.weights == "generator":
         src.notes.append(f"generator: upstream random init with seed {ov.seed}: its weights "
                          "carry no learned structure (try --checkpoint or --weights scene)")
@@ -364,43 +413,21 @@ def _dump_config(dump, loaded_ckpt, ov: Overrides) -> tuple[ReferenceConfig, str
             raise UserError(f"dump maps are BEV {list(bev_hw)} / cameras {list(pers)} but the "
                             f"checkpoint config says {list(cfg.bev_shape)} / {list(cfg.pers_shape)}")
         cfg.bev_shape, cfg.pers_shape = bev_hw, pers
-    return apply_overrides(cfg, ov), where
+    return apply_overrides(cfg, ov, batch=int(t["lidar_weights"].shape[0]),
+                           num_query=int(t["lidar_weights"].shape[1])), where
 
 
 def _check_dump(path: str, dump) -> None:
+    """What rendering needs beyond the content checks every command applies at load time."""
     need = ("lidar_weights", "camera_weights", "pts_bev", "weight_map_bev", "weight_map_pers")
     missing = [k for k in need if k not in dump.tensors]
     if missing:
         raise UserError(f"{path}: debug dump lacks {', '.join(missing)}")
-    t = dump.tensors
-    b, q = t["lidar_weights"].shape if t["lidar_weights"].dim() == 2 else (None, None)
-    if b is None or tuple(t["camera_weights"].shape) != (b, q) or tuple(t["pts_bev"].shape) != (b, q, 2):
-        raise UserError(f"{path}: inconsistent shapes: lidar_weights {list(t['lidar_weights'].shape)}, "
-                        f"camera_weights {list(t['camera_weights'].shape)}, pts_bev {list(t['pts_bev'].shape)} "
-                        "(expected [B, Q], [B, Q], [B, Q, 2])")
-    for k in ("lidar_weights", "camera_weights", "pts_bev", "weight_map_bev", "weight_map_pers"):
-        if not bool(torch.isfinite(t[k].float()).all()):
-            raise UserError(f"{path}: {k} holds NaN or Inf values")
-    if t["weight_map_bev"].dim() != 3 or t["weight_map_pers"].dim() != 4:
-        raise UserError(f"{path}: weight_map_bev must be [B, H, W] and weight_map_pers [B, V, h, w], got "
-                        f"{list(t['weight_map_bev'].shape)} and {list(t['weight_map_pers'].shape)}")
 
 
-def _check_dump_cells(path: str, pts_bev: torch.Tensor, hw: tuple[int, int]) -> None:
-    """BEV cells must be whole numbers near the grid; a few just off it are upstream's Q2.
-
-    Upstream floors ``(xy + 54) * H / 108``, so drifted reference points land a few cells off
-    the grid (rendered nowhere, warned as Q2); cells beyond one grid size away, or fractional
-    ones, cannot come from that formula and mean the file is not what it claims.
-    """
+def _warn_off_grid(pts_bev: torch.Tensor, hw: tuple[int, int]) -> None:
     h, w = hw
     rows, cols = pts_bev[..., 0], pts_bev[..., 1]
-    whole = bool((pts_bev == pts_bev.floor()).all())
-    near = bool(((rows >= -h) & (rows < 2 * h) & (cols >= -w) & (cols < 2 * w)).all())
-    if not (whole and near):
-        raise UserError(f"{path}: pts_bev holds positions outside the grid or fractional cells "
-                        f"(rows {float(rows.min()):g}..{float(rows.max()):g}, cols "
-                        f"{float(cols.min()):g}..{float(cols.max()):g}; grid {h}x{w})")
     off = int((~((rows >= 0) & (rows < h) & (cols >= 0) & (cols < w))).sum())
     if off:
         warn_quirk("Q2", f"{off} queries sit off the {h}x{w} BEV grid (hard-coded +-54 m mapping, "
@@ -413,16 +440,16 @@ def from_dump(path: str, ov: Overrides, checkpoint: str | None = None, trust: bo
     from aqr_cli.core.geometry import CameraRig
     from aqr_cli.io.checkpoint import load_dump
 
-    loaded = loaded or load_dump(path, trust=trust)
+    loaded = loaded or load_dump(path)
     dump = loaded.dump
     _check_dump(path, dump)
-    ck, head = (load_checkpoint_source(checkpoint, trust) if checkpoint else (None, None))
+    ck, head = (load_checkpoint_source(checkpoint) if checkpoint else (None, None))
     cfg, where = _dump_config(dump, ck, ov)
     t = dump.tensors
     lw, cw = t["lidar_weights"].float().clone(), t["camera_weights"].float().clone()
     pts_bev = t["pts_bev"].float().clone()
     h, w = cfg.bev_shape
-    _check_dump_cells(path, pts_bev, (h, w))
+    _warn_off_grid(pts_bev, (h, w))
     pts_idx = pts_bev[..., 0] * w + pts_bev[..., 1]
     notes: list[str] = []
     metas = dump.img_metas
@@ -456,7 +483,8 @@ def from_dump(path: str, ov: Overrides, checkpoint: str | None = None, trust: bo
         features=_pair(t, "original_bev_features", "original_pers_features"),
         modulated=_pair(t, "modulated_bev_features", "modulated_pers_features"),
         head_state=head or {}, img_metas=metas, iteration=dump.iteration, notes=notes,
-        settings_from=where, checkpoint_path=checkpoint)
+        settings_from=where, checkpoint_path=None if ck is None else str(ck.path),
+        checkpoint_file=ck)
 
 
 def _pair(t: dict, a: str, b: str):
@@ -473,13 +501,14 @@ _GENERATORS: dict = {}
 
 def _projecting_generator(cfg, head: dict, ov: Overrides):
     """``build_generator`` for projections only, reused across the dumps of one checkpoint
-    (same head object, same generator settings and shapes)."""
-    key = (id(head), repr(sorted(cfg.aqr_config.items())), tuple(cfg.bev_shape),
-           tuple(cfg.pers_shape), ov.seed, ov.activation, ov.honour_lam)
+    (the same loaded generator tensors, generator settings and shapes)."""
+    tensors = tuple(v for k, v in sorted(head.items()) if k.startswith("aqr_weight_generator."))
+    key = (tuple(id(t) for t in tensors), repr(sorted(cfg.aqr_config.items())),
+           tuple(cfg.bev_shape), tuple(cfg.pers_shape), ov.seed, ov.activation, ov.honour_lam)
     hit = _GENERATORS.get(key)
-    if hit is None or hit[0] is not head:
-        _GENERATORS.clear()
-        hit = _GENERATORS[key] = (head, build_generator(cfg, head, ov))
+    if hit is None or any(a is not b for a, b in zip(hit[0], tensors)):
+        _GENERATORS.clear()  # the tensors are kept alive with it, so their ids stay theirs
+        hit = _GENERATORS[key] = (tensors, build_generator(cfg, head, ov))
     return hit[1]
 
 
@@ -521,11 +550,11 @@ def _dump_boxes(dump) -> tuple[list | None, list | None]:
     return boxes, names
 
 
-def from_features(dump_path: str, checkpoint: str, ov: Overrides, trust: bool = False) -> WeightSource:
+def from_features(dump_path: str, checkpoint, ov: Overrides, trust: bool = False) -> WeightSource:
     """``--features DUMP --checkpoint CKPT``: the checkpoint's generator on a dump's features."""
     from aqr_cli.core.geometry import CameraRig
 
-    base = from_dump(dump_path, ov, checkpoint=checkpoint, trust=trust)
+    base = from_dump(dump_path, ov, checkpoint=checkpoint)
     if base.features is None:
         raise UserError(f"{dump_path}: the dump holds no original_*_features")
     bev, cam = base.features

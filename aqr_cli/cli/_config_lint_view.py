@@ -106,17 +106,9 @@ def _attention(r) -> list[str]:
 
 
 def _finding_ids(findings) -> str:
-    err = [f.id for f in findings if f.severity == "error"]
-    warn = [f.id for f in findings if f.severity == "warning"]
-    info = sum(f.severity == "info" for f in findings)
-    parts = []
-    if err:
-        parts.append("E " + " ".join(err))
-    if warn:
-        parts.append("W " + " ".join(warn))
-    if info:
-        parts.append(f"+{info} info")
-    return "  ".join(parts) or "none"
+    from aqr_cli.analysis.findings import finding_ids
+
+    return finding_ids(findings, empty="none")
 
 
 def _aqr_lines(r, indent: int = 0, width: int = WIDTH) -> list[str]:

@@ -2,6 +2,9 @@
 
 Option declarations are ``Annotated`` aliases so both commands take the same flags with the
 same help; loading turns paths/flags into :class:`aqr_cli.analysis.sources.WeightSource` objects.
+
+Input paths are declared ``readable=False``: click would otherwise turn an unreadable file into
+a usage error (exit 2); the loader reports it as one line with exit 1, like every bad file.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from aqr_cli.errors import UserError
 METHOD_CHOICES = ("gaussian", "bilinear", "direct", "distance_weighted", "all")
 
 Sources = Annotated[Optional[List[Path]], typer.Argument(
-    metavar="PATH...", show_default=False,
+    metavar="PATH...", show_default=False, readable=False,
     help="Checkpoints (their generator runs on a synthetic scene) and/or upstream debug dumps "
          "(weights_iter_N.pth); files, folders or quoted globs.")]
 OUT_HELP = ("Output folder: new, empty, or an earlier output of this command (replaced as a whole; "
@@ -25,16 +28,16 @@ Out = Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help=OUT_HELP)]
 Synthetic = Annotated[bool, typer.Option("--synthetic", help="Use a seeded synthetic scene (no file needed).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (and --json).")]
 Checkpoint = Annotated[Optional[Path], typer.Option(
-    "--checkpoint", metavar="FILE", help="Generator weights for --synthetic/--features; renderer and "
+    "--checkpoint", metavar="FILE", readable=False, help="Generator weights for --synthetic/--features; renderer and "
     "bias settings (and reference points) for dumps.")]
 Features = Annotated[Optional[Path], typer.Option(
-    "--features", metavar="FILE", help="Re-run --checkpoint's generator on this dump's recorded "
+    "--features", metavar="FILE", readable=False, help="Re-run --checkpoint's generator on this dump's recorded "
     "features (needs the full channel count).")]
 Weights = Annotated[str, typer.Option("--weights", help="generator: what the AQR generator outputs; "
                                       "scene: the documented synthetic weight model (--synthetic).")]
 Reference = Annotated[str, typer.Option("--reference", help="Reference config when no checkpoint gives "
                                         "one: 800x320 or 1600x640.")]
-Rig = Annotated[Optional[Path], typer.Option("--rig", metavar="FILE", help="Camera rig (default: the "
+Rig = Annotated[Optional[Path], typer.Option("--rig", metavar="FILE", readable=False, help="Camera rig (default: the "
                                              "bundled 800x320 rig, scaled for 1600x640).")]
 Method = Annotated[Optional[str], typer.Option("--method", help="Renderer method: gaussian, bilinear, "
                                                "direct, distance_weighted, or all. Default: config.")]
@@ -57,8 +60,9 @@ Sample = Annotated[int, typer.Option("--sample", min=0, help="Which sample of th
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the synthetic scene and random weights.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout (a list for several "
                                       "sources); messages stay on stderr.")]
-Trust = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow full unpickling of files the safe "
-                                     "loader refuses (runs code named in the file).")]
+Trust = Annotated[bool, typer.Option("--trust-checkpoint", hidden=True,
+                                     help="Deprecated, no effect: no file ever runs code.")]
+TRUST_DEPRECATED = "--trust-checkpoint is deprecated and has no effect; no file ever runs code"
 
 
 def validate(sources: list, o: dict) -> None:
@@ -129,27 +133,52 @@ def load_sources(paths: list[Path], o: dict, ov, progress) -> list:
     """One WeightSource per input (with its quirks), in input order.
 
     Dumps and checkpoints given together (a run folder) are one run, not independent sources:
-    see :func:`group_run_files`.
+    see :func:`group_run_files`. Every file is loaded once per command: a source is loaded,
+    judged and handed on as a ``LoadedFile``; a checkpoint is loaded at most once however many
+    dumps use it, and not again when it is also a source.
     """
+    import os
+    import sys
+
     from aqr_cli.analysis import sources as S
     from aqr_cli.cli._common import collect_quirks
     from aqr_cli.io.checkpoint import load_file
 
+    if o.get("trust") and not o.get("quiet"):
+        sys.stderr.write(f"aqr: warning: {TRUST_DEPRECATED}\n")
     ck = str(o["checkpoint"]) if o["checkpoint"] else None
     rig = str(o["rig"]) if o["rig"] else None
-    files = [(p, load_file(p, trust=o["trust"])) for p in paths]
+    cache: dict[str, object] = {}
+
+    def load(path) -> object:
+        key = os.path.realpath(path)
+        if key not in cache:
+            cache[key] = load_file(path)
+        return cache[key]
+
+    def checkpoint(path):
+        return None if path is None else S.load_checkpoint_source(load(path))[0]
+
+    files = [(p, load(p)) for p in paths]
     files, run_ck, notes = group_run_files(files, ck)
     jobs = []
     if o["synthetic"]:
-        jobs.append(lambda: S.synthetic(ov, rig, ck, o["trust"]))
+        jobs.append(lambda: S.synthetic(ov, rig, checkpoint(ck)))
     if o["features"] is not None:
-        jobs.append(lambda: S.from_features(str(o["features"]), ck, ov, o["trust"]))
+        jobs.append(lambda: S.from_features(str(o["features"]), checkpoint(ck), ov))
     for p, loaded in files:
         def job(p=p, loaded=loaded):
             if loaded.kind == "debug_dump":
-                return _dump_with_run_checkpoint(S, str(p), ov, ck or run_ck, o["trust"], loaded,
-                                                 notes, explicit=ck is not None)
-            return S.from_checkpoint(str(p), ov, rig, o["trust"])
+                target = ck or run_ck
+                try:
+                    target = checkpoint(target)
+                except UserError:
+                    if ck is not None:
+                        raise
+                    # a run checkpoint that does not fit: _dump_with_run_checkpoint notes it
+                return _dump_with_run_checkpoint(S, str(p), ov, target, False, loaded, notes,
+                                                 explicit=ck is not None)
+            return S.from_checkpoint(str(p), ov, rig, loaded=loaded)
         jobs.append(job)
     out = []
     for job in jobs:
@@ -199,9 +228,10 @@ def _same_file(a: Path, b: str) -> bool:
         return False
 
 
-def _dump_with_run_checkpoint(S, path: str, ov, ck: str | None, trust: bool, loaded, notes: list,
+def _dump_with_run_checkpoint(S, path: str, ov, ck, trust: bool, loaded, notes: list,
                               explicit: bool):
-    """A dump with its run's checkpoint; a run checkpoint that does not fit is dropped with a note."""
+    """A dump with its run's checkpoint (a path or a loaded file); a run checkpoint that does not
+    fit is dropped with a note."""
     if ck is None or explicit:
         src = S.from_dump(path, ov, ck, trust, loaded=loaded)
     else:
@@ -209,7 +239,8 @@ def _dump_with_run_checkpoint(S, path: str, ov, ck: str | None, trust: bool, loa
             src = S.from_dump(path, ov, ck, trust, loaded=loaded)
         except UserError as e:
             src = S.from_dump(path, ov, None, trust, loaded=loaded)
-            src.notes.append(f"checkpoint {Path(ck).name} given with the dumps does not fit this "
+            name = getattr(ck, "name", None) or Path(ck).name
+            src.notes.append(f"checkpoint {name} given with the dumps does not fit this "
                              f"dump ({e}); rendered with reference settings")
     src.notes.extend(notes)
     return src

@@ -24,7 +24,9 @@ FILES = {
 }
 
 
-@app.command("compare-modes")
+@app.command("compare-modes", short_help=(
+    "The same AQR weights applied multiplicatively "
+    "and as an additive attention bias, compared."))
 def compare_modes_command(
     sources: S.Sources = None,
     out: S.Out = ...,
@@ -139,8 +141,14 @@ def _run_body(paths: list, scales: list, width: str, **o) -> None:
 
 def _save_json(path: Path, doc: dict) -> None:
     from aqr_cli.io.atomic import atomic_write_json
+    from aqr_cli.io.jsonsafe import finite_json
 
     doc["files"].append(FILES["summary"])
+    clean, n = finite_json(doc)
+    if n:
+        clean.setdefault("notes", []).append(f"{n} non-finite statistics (NaN/Inf) were written as null")
+    doc.clear()
+    doc.update(clean)
     atomic_write_json(path, doc)
 
 

@@ -21,10 +21,12 @@ JSON_NAME = "inspect.json"
 _SEV_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 
 
-@app.command("inspect-checkpoint")
+@app.command("inspect-checkpoint", short_help=(
+    "What a checkpoint, debug dump or config holds "
+    "of AQR, and which upstream bugs it shows."))
 def inspect_checkpoint_command(
     paths: List[Path] = typer.Argument(
-        ..., metavar="PATH...", show_default=False,
+        ..., metavar="PATH...", show_default=False, readable=False,
         help="Checkpoints (epoch_N.pth, .safetensors, ...), upstream debug dumps "
              "(weights_iter_N.pth) and/or mmcv config files (linted without a checkpoint); "
              "files, folders or quoted globs."),
@@ -36,13 +38,13 @@ def inspect_checkpoint_command(
         None, "--out", "-o", metavar="DIR", help=f"Write {JSON_NAME} and {PNG_NAME} (bias scale and "
         f"weight head across epochs). {S.OUT_HELP}"),
     rig: Optional[Path] = typer.Option(
-        None, "--rig", metavar="FILE", help="Camera rig for reference-point visibility "
+        None, "--rig", metavar="FILE", readable=False, help="Camera rig for reference-point visibility "
         "(default: the packaged 800x320 rig). Dumps use their own img_metas."),
     config: Optional[Path] = typer.Option(
-        None, "--config", metavar="FILE", help="mmcv config that overrides or supplies "
+        None, "--config", metavar="FILE", readable=False, help="mmcv config that overrides or supplies "
         "meta['config']; parsed, never executed."),
     checkpoint: Optional[Path] = typer.Option(
-        None, "--checkpoint", metavar="FILE", help="For debug dumps: the run's checkpoint, whose "
+        None, "--checkpoint", metavar="FILE", readable=False, help="For debug dumps: the run's checkpoint, whose "
         "reference points give the exact Q3 sentinel count and whose config gives num_query."),
     trust: S.Trust = False,
     diff: bool = typer.Option(
@@ -92,8 +94,7 @@ def _run(paths: list[Path], *, sink: Sink, keys: bool, out: Path | None, rig: Pa
     import sys
 
     if trust:
-        sink.warn("--trust-checkpoint: a file the safe loader refuses will be fully unpickled, "
-                  "which runs any code it names; use it only on files you trust")
+        sink.warn(S.TRUST_DEPRECATED)
     if out is None or keys:
         results = _collect(paths, sink, keys=keys, rig=rig, config=config, checkpoint=checkpoint,
                            trust=trust)
@@ -148,7 +149,9 @@ def _show(results: list, sink: Sink, keys: bool, diff: bool = False) -> None:
 
 
 def _inspect_all(paths, sink: Sink, *, keys, rig, config, checkpoint, trust) -> list:
-    from aqr_cli.analysis.inspect import inspect_file, key_tree
+    import os
+
+    from aqr_cli.analysis.inspect import inspect_file, key_tree, verify_checkpoint
     from aqr_cli.core.errors import AQRInputError
     from aqr_cli.core.geometry import load_rig
     from aqr_cli.io import LoadError, load_file, parse_config_file
@@ -163,26 +166,36 @@ def _inspect_all(paths, sink: Sink, *, keys, rig, config, checkpoint, trust) -> 
     ck = None
     if checkpoint is not None:
         try:
-            ck = load_file(checkpoint, trust=trust, expect="checkpoint")
+            ck = load_file(checkpoint, expect="checkpoint")
+            verify_checkpoint(ck)
         except LoadError as e:
             raise UserError(f"--checkpoint: {e}", e.hint) from None
     from aqr_cli.analysis.config_lint import lint_config, looks_like_config
 
     results: list = []
     for p in paths:
+        # every file is reported on its own: whatever one file raises, the others still are
         try:
             if looks_like_config(p):
                 results.append(_Failure(p, f"{p}: an mmcv config has no key tree (--keys is for "
                                         "checkpoints and dumps)") if keys else lint_config(p))
             elif keys:
-                results.append((p, key_tree(load_file(p, trust=trust))))
+                results.append((p, key_tree(load_file(p))))
             else:
-                results.append(inspect_file(p, rig=rig, config_path=config, trust=trust,
-                                            checkpoint=ck))
+                results.append(inspect_file(p, rig=rig, config_path=config, checkpoint=ck))
         except LoadError as e:
             results.append(_Failure(p, str(e), e.hint, e.reason))
-        except AQRInputError as e:
-            results.append(_Failure(p, f"{p}: {e}", reason=str(e)))
+        except (AQRInputError, UserError) as e:
+            text = str(e) if str(e).startswith(str(p)) else f"{p}: {e}"
+            results.append(_Failure(p, text, getattr(e, "hint", None), reason=str(e)))
+        except (OSError, MemoryError, RecursionError) as e:
+            results.append(_Failure(p, f"{p}: {type(e).__name__}: {e}", reason=str(e)))
+        except Exception as e:  # noqa: BLE001 - a bug shows for this file; the others are reported
+            if os.environ.get("AQR_DEBUG"):
+                raise
+            results.append(_Failure(p, f"{p}: internal error ({type(e).__name__}: {e})",
+                                    "this is a bug in aqr; rerun with AQR_DEBUG=1 for the traceback",
+                                    reason=str(e)))
     kinds = {getattr(r, "kind", None) for r in results}
     if rig is not None and kinds == {"debug_dump"}:
         sink.warn("--rig is not used: debug dumps carry their own cameras (img_metas lidar2img)")
@@ -200,14 +213,13 @@ def _print_warnings(caught, sink: Sink) -> None:
     third-party libraries, which a user cannot act on.
     """
     from aqr_cli.core.errors import QuirkWarning
-    from aqr_cli.io import TrustedLoadWarning
 
     seen = set()
     for w in caught:
         if isinstance(w.message, QuirkWarning):
             continue
         ours = "aqr_cli" in str(w.filename) and issubclass(w.category, UserWarning)
-        if not (ours or isinstance(w.message, TrustedLoadWarning)):
+        if not ours:
             continue
         text = " ".join(str(w.message).split())
         if text not in seen:
@@ -511,18 +523,9 @@ def _show_dump(r) -> None:
 
 
 def _finding_ids(findings) -> str:
-    """``E Q15  W Q3 Q9  +9 info`` (errors and warnings by id, info counted)."""
-    err = [f.id for f in findings if f.severity == "error"]
-    warn = [f.id for f in findings if f.severity == "warning"]
-    info = sum(f.severity == "info" for f in findings)
-    parts = []
-    if err:
-        parts.append("E " + " ".join(err))
-    if warn:
-        parts.append("W " + " ".join(warn))
-    if info:
-        parts.append(f"+{info} info")
-    return "  ".join(parts) or "-"
+    from aqr_cli.analysis.findings import finding_ids
+
+    return finding_ids(findings, empty="-")
 
 
 def _natural(name: str) -> list:

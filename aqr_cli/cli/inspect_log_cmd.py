@@ -21,7 +21,9 @@ FIGURES = {"losses": "losses.png", "cost": "time_memory.png", "per_class": "per_
            "aqr_debug": "aqr_debug.png"}
 
 
-@app.command("inspect-log")
+@app.command("inspect-log", short_help=(
+    "Training logs read and put side by "
+    "side: metrics, cost, losses, AQR debug prints."))
 def inspect_log_command(
     paths: List[Path] = typer.Argument(
         ..., metavar="LOG...", show_default=False,

@@ -28,7 +28,9 @@ EVOLUTION_PNG = "evolution.png"
 EVOLUTION_JSON = "evolution.json"
 
 
-@app.command("render-weights")
+@app.command("render-weights", short_help=(
+    "AQR weights rendered to BEV and camera "
+    "maps and attention-bias heatmaps (PNG + JSON)."))
 def render_weights_command(
     sources: S.Sources = None,
     out: S.Out = ...,
@@ -133,7 +135,19 @@ def _render_one(src, quirks: list, folder: Path, o: dict, saver) -> dict:
         atomic_save_npz(folder / FILES["arrays"], **_arrays(res))
         doc["files"].append(FILES["arrays"])
     doc["files"].append(FILES["summary"])
+    doc = _finite(doc)
     atomic_write_json(folder / FILES["summary"], doc)
+    return doc
+
+
+def _finite(doc: dict) -> dict:
+    """NaN/Inf never reach a JSON document: null, and a note that says how many."""
+    from aqr_cli.io.jsonsafe import finite_json
+
+    doc, n = finite_json(doc)
+    if n:
+        doc.setdefault("source", {}).setdefault("notes", []).append(
+            f"{n} non-finite statistics (NaN/Inf) were written as null")
     return doc
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -189,8 +190,8 @@ def load_rig(path_or_dict: str | Path | Mapping[str, Any]) -> CameraRig:
     else:
         path = Path(path_or_dict)
         try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
+            data = json.loads(_read_small_file(path))
+        except (OSError, ValueError, RecursionError) as exc:
             raise AQRInputError(f"rig file {path}: cannot read json ({exc})") from None
         if not isinstance(data, Mapping):
             raise AQRInputError(f"rig file {path}: expected a json object")
@@ -207,6 +208,23 @@ def load_rig(path_or_dict: str | Path | Mapping[str, Any]) -> CameraRig:
         intrinsics=data.get("cam_intrinsic"),
         intrinsics_original=data.get("cam_intrinsic_original_1600x900"),
         lidar2cam=data.get("lidar2cam"), image_aug=copy.deepcopy(data.get("image_aug")))
+
+
+MAX_RIG_BYTES = 2**20
+
+
+def _read_small_file(path: Path) -> str:
+    """Text of a regular file of at most ``MAX_RIG_BYTES``, checked before it is opened (a FIFO
+    or ``/dev/zero`` named as a rig would otherwise block or never end)."""
+    import stat
+
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError("not a regular file (a directory, pipe or device?)")
+    if st.st_size > MAX_RIG_BYTES:
+        raise ValueError(f"{st.st_size} bytes, more than a rig file needs ({MAX_RIG_BYTES})")
+    with open(path, "rb") as f:
+        return f.read(MAX_RIG_BYTES + 1).decode("utf-8")
 
 
 def default_rig() -> CameraRig:

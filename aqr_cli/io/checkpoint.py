@@ -22,8 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from aqr_cli.io.errors import LoadError
-from aqr_cli.io.placeholders import BOX_CLASSES, DataContainer, _Placeholder, placeholder_by_name
+from aqr_cli.io.placeholders import (
+    BOX_CLASSES,
+    DataContainer,
+    InertRecord,
+    _Placeholder,
+    is_record_class,
+    placeholder_by_name,
+)
 from aqr_cli.io.safe_load import RawLoad, safe_torch_load
+from aqr_cli.io.validate import validate_loaded
 
 DUMP_KEYS = ("iteration", "weight_map_bev", "weight_map_pers", "lidar_weights", "camera_weights",
              "pts_bev", "modulated_bev_features", "modulated_pers_features",
@@ -98,7 +106,8 @@ class LoadedFile:
     optimizer: Any = field(default=None, repr=False)  # the raw optimizer entry, if any
     container: str = "zip"  # 'zip' | 'legacy' | 'safetensors'
     mmapped: bool = False
-    trusted: bool = False  # True when trust=True full unpickling was needed
+    trusted: bool = False  # always False: no file is ever fully unpickled (kept for reports)
+    records: list[str] = field(default_factory=list)  # foreign globals kept as inert records
     top_level_keys: list[str] = field(default_factory=list)
     load_seconds: float = 0.0
     raw: Any = field(default=None, repr=False)  # the unpickled object as is
@@ -120,10 +129,14 @@ def plain(value: Any) -> Any:
 
     if isinstance(value, DataContainer):
         return plain(value.data)
+    if isinstance(value, InertRecord):
+        return record_summary(value)
     if isinstance(value, BOX_CLASSES):
         return {"type": type(value).__name__, "tensor": value.tensor,
                 "box_dim": value.box_dim, "with_yaw": value.with_yaw}
     if isinstance(value, type):
+        if is_record_class(value):
+            return f"{value.global_name} (inert)"
         if value in placeholder_by_name().values():
             return value.__name__
         return f"{value.__module__}.{value.__qualname__}"
@@ -140,6 +153,22 @@ def plain(value: Any) -> Any:
     if isinstance(value, _Placeholder):
         return {k: plain(v) for k, v in vars(value).items()}
     return value
+
+
+def record_summary(rec: InertRecord) -> dict[str, Any]:
+    """An inert record as plain data: the global it names and what the file passed to it."""
+    out: dict[str, Any] = {"inert_global": rec.global_name}
+    if rec.args:
+        out["args"] = [plain(a) for a in rec.args]
+    if rec.kwargs:
+        out["kwargs"] = {str(k): plain(v) for k, v in rec.kwargs.items()}
+    if rec.state is not None:
+        out["state"] = plain(rec.state)
+    if rec.items:
+        out["items"] = [plain(v) for v in rec.items]
+    if rec.setitems:
+        out["setitems"] = [[plain(k), plain(v)] for k, v in rec.setitems]
+    return out
 
 
 def _as_int(x: Any) -> int | None:
@@ -284,10 +313,12 @@ def _from_object(path: Path, raw: RawLoad, size: int) -> LoadedFile:
     notes: list[str] = []
     if raw.container == "legacy":
         notes.append("legacy (pre-1.6, non-zip) torch.save format: not memory-mapped")
-    if raw.trusted:
-        notes.append("loaded with full unpickling (trust): " + (", ".join(raw.refused_globals) or "n/a"))
+    if raw.records:
+        shown = ", ".join(raw.records[:8]) + (f", ... ({len(raw.records)} in all)"
+                                              if len(raw.records) > 8 else "")
+        notes.append(f"kept as inert records (never imported or called): {shown}")
     base = dict(path=path, size_bytes=size, container=raw.container, mmapped=raw.mmapped,
-                trusted=raw.trusted, raw=obj)
+                records=list(raw.records), raw=obj)
     if raw.container == "safetensors":
         meta = parse_meta(raw.metadata)
         sd = flatten_state_dict(obj, notes)
@@ -322,9 +353,9 @@ def _from_object(path: Path, raw: RawLoad, size: int) -> LoadedFile:
     elif "model" in obj and (isinstance(obj["model"], Mapping) or hasattr(obj["model"], "state_dict")):
         fmt = "model-wrapper"
         sd_src = obj["model"]
-        if not isinstance(sd_src, Mapping):  # an nn.Module, only possible with trust=True
-            sd_src = sd_src.state_dict()
-            notes.append("'model' is a pickled module; used its state_dict()")
+        if not isinstance(sd_src, Mapping):
+            raise LoadError(path, "'model' is a pickled module object, not a state_dict; "
+                                  "its weights cannot be read without running its code")
         meta = parse_meta(meta_src if meta_src is not None else _top_level_meta(obj))
     elif obj and all(_is_tensor(v) for v in obj.values()):
         fmt = "bare-state-dict"
@@ -354,23 +385,25 @@ def _top_level_meta(obj: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_file(path: str | os.PathLike, *, trust: bool = False, mmap: bool | None = None,
+def load_file(path: str | os.PathLike, *, trust: bool | None = None, mmap: bool | None = None,
               expect: str | None = None) -> LoadedFile:
-    """Load a checkpoint or debug dump safely and normalise it.
+    """Load a checkpoint or debug dump safely, normalise and validate it.
 
-    ``trust=True`` permits full unpickling (with a ``TrustedLoadWarning``) when the allow-listed
-    load refuses the file. ``mmap``: None = auto (zip files >= ``MMAP_MIN_BYTES``).
+    No file ever runs code (see :mod:`aqr_cli.io.safe_load`); ``trust`` is accepted for
+    compatibility and ignored. ``mmap``: None = auto (zip files >= ``MMAP_MIN_BYTES``).
     ``expect``: ``'checkpoint'`` or ``'debug_dump'`` to refuse the other kind.
-    Raises :class:`LoadError` (one line, naming the file) for every bad input.
+    Raises :class:`LoadError` (one line, naming the file) for every bad input, including content
+    that no command can use (:mod:`aqr_cli.io.validate`).
     """
     t0 = time.perf_counter()
-    raw = safe_torch_load(path, trust=trust, mmap=mmap)
+    raw = safe_torch_load(path, mmap=mmap)
     p = Path(path)
     loaded = _from_object(p, raw, p.stat().st_size)
     if expect is not None and loaded.kind != expect:
         want = "a checkpoint" if expect == "checkpoint" else "an AQR debug dump"
         got = "an AQR debug dump" if loaded.kind == "debug_dump" else "a checkpoint"
         raise LoadError(path, f"expected {want}, but the file is {got}")
+    validate_loaded(loaded)
     loaded.load_seconds = time.perf_counter() - t0
     return loaded
 

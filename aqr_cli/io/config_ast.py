@@ -8,6 +8,14 @@ expressions, and mmcv's ``{{_base_.name}}`` references. Anything else (other cal
 access, lambdas, comprehensions) makes that one top-level assignment "unparsed", recorded by name
 with the reason; nothing is ever evaluated with ``eval``/``exec`` and no import runs.
 
+Work is bounded by what a real config needs (a hostile text must not buy unbounded time or
+memory): text of at most ``MAX_CONFIG_BYTES``; integers of at most ``_MAX_INT_BITS`` bits
+(checked before ``**`` and ``*`` compute them); strings and lists of at most ``_MAX_SEQ``
+items; values nested at most ``_MAX_DEPTH`` deep; at most ``_MAX_WORK`` units of copying and
+building per file and ``_MAX_TOTAL`` units held by its names. Past a bound the whole config is
+refused with :class:`ConfigBudgetError` (one line). ``--config`` and ``_base_`` files must be
+regular files (not pipes or devices), checked before they are opened.
+
 ``_base_`` files are read and parsed the same way and merged with mmcv 1.x semantics: dicts
 merge recursively, ``_delete_=True`` replaces, anything else overrides.
 
@@ -25,10 +33,55 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aqr_cli.io.errors import ConfigParseError, one_line
+from aqr_cli.io.errors import ConfigBudgetError, ConfigParseError, one_line
+from aqr_cli.io.limits import MAX_CONFIG_BYTES, read_text_bounded
 
-_MAX_SEQ = 1_000_000  # longest list/str a '*' or range() may build
+_MAX_SEQ = 1_000_000  # longest list/str a '*', '+' or range() may build
 _MAX_POW = 4096  # largest exponent a '**' may use
+_MAX_INT_BITS = 65_536  # largest integer any operation may produce
+_MAX_DEPTH = 64  # deepest nesting of a value
+_MAX_WORK = 1_000_000  # units (elements, characters) a file's expressions may copy or build
+_MAX_TOTAL = 1_000_000  # units the names of one file may hold at once
+_FORMAT_WIDTH = __import__("re").compile(r"\d{5,}")
+
+
+class _Budget:
+    """Work counter of one file; raises :class:`ConfigBudgetError` past ``_MAX_WORK``."""
+
+    def __init__(self, label: str):
+        self.label, self.used = label, 0
+
+    def charge(self, units: int, what: str = "") -> None:
+        self.used += units
+        if self.used > _MAX_WORK:
+            self.fail(f"the config needs more than {_MAX_WORK} units of work to read"
+                      + (f" ({what})" if what else ""))
+
+    def fail(self, reason: str) -> None:
+        raise ConfigBudgetError(self.label, reason + "; refusing it as hostile or corrupt")
+
+
+def measure(value: Any, limit_depth: int = _MAX_DEPTH,
+            limit_size: int = _MAX_WORK + 1) -> tuple[int, int]:
+    """(size in units, nesting depth) of a plain value, without recursion; stops early past
+    ``limit_depth`` or ``limit_size`` (the caller refuses the value then)."""
+    size, depth = 0, 0
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        size += 1
+        depth = max(depth, d)
+        if d > limit_depth or size > limit_size:
+            return size, d
+        if isinstance(v, (str, bytes)):
+            size += len(v)
+        elif isinstance(v, int):
+            size += v.bit_length() // 64
+        elif isinstance(v, Mapping):
+            stack.extend((x, d + 1) for kv in v.items() for x in kv)
+        elif isinstance(v, (list, tuple, set, frozenset)):
+            stack.extend((x, d + 1) for x in v)
+    return size, depth
 _MAX_BASE_DEPTH = 16
 _DELETE_KEY = "_delete_"
 
@@ -77,10 +130,24 @@ class _Walker:
     """Evaluates one expression node against already-parsed names; plain data only."""
 
     def __init__(self, names: Mapping[str, Any], unavailable: Mapping[str, str],
-                 base_values: Mapping[str, Any] | None):
+                 base_values: Mapping[str, Any] | None, budget: _Budget | None = None,
+                 sizes: Mapping[str, int] | None = None):
         self.names = names
         self.unavailable = unavailable
         self.base_values = base_values
+        self.budget = budget or _Budget("<config>")
+        self.sizes = sizes or {}
+
+    def _copy(self, value: Any, size: int | None = None) -> Any:
+        """A deep copy of a value already held, charged to the budget first."""
+        if size is not None:
+            self.budget.charge(size)
+            return copy.deepcopy(value)
+        size, depth = measure(value, limit_size=_MAX_WORK - self.budget.used + 1)
+        if depth > _MAX_DEPTH:
+            self.budget.fail(f"a value nests more than {_MAX_DEPTH} levels deep")
+        self.budget.charge(size)
+        return copy.deepcopy(value)
 
     def eval(self, node: ast.AST) -> Any:
         method = getattr(self, f"_{type(node).__name__}", None)
@@ -91,6 +158,9 @@ class _Walker:
     def _Constant(self, node: ast.Constant) -> Any:
         if not isinstance(node.value, (str, bytes, int, float, bool, type(None))):
             raise _Unparsable(f"constant {node.value!r} is not allowed")
+        if isinstance(node.value, int) and node.value.bit_length() > _MAX_INT_BITS:
+            self.budget.fail(f"an integer of more than {_MAX_INT_BITS} bits")
+        self.budget.charge(1 + (len(node.value) if isinstance(node.value, (str, bytes)) else 0))
         return node.value
 
     def _elements(self, elts: list[ast.expr]) -> list[Any]:
@@ -100,9 +170,12 @@ class _Walker:
                 value = self.eval(e.value)
                 if not isinstance(value, (list, tuple)):
                     raise _Unparsable("'*' unpacking of a non-sequence")
+                self.budget.charge(len(value))
                 out.extend(value)
             else:
                 out.append(self.eval(e))
+            if len(out) > _MAX_SEQ:
+                self.budget.fail(f"a list of more than {_MAX_SEQ} items")
         return out
 
     def _List(self, node: ast.List) -> list:
@@ -139,7 +212,7 @@ class _Walker:
             if not isinstance(value, Mapping) or key not in value:
                 raise _Unparsable("{{_base_." + ".".join(reversed(path)) + "}} is not defined in _base_")
             value = value[key]
-        return copy.deepcopy(value)
+        return self._copy(value)
 
     def _Dict(self, node: ast.Dict) -> dict:
         out: dict = {}
@@ -148,6 +221,7 @@ class _Walker:
                 value = self.eval(v)
                 if not isinstance(value, Mapping):
                     raise _Unparsable("'**' unpacking of a non-mapping")
+                self.budget.charge(len(value))
                 out.update(value)
             else:
                 key = self.eval(k)
@@ -160,7 +234,7 @@ class _Walker:
 
     def _Name(self, node: ast.Name) -> Any:
         if node.id in self.names:
-            return copy.deepcopy(self.names[node.id])
+            return self._copy(self.names[node.id], self.sizes.get(node.id))
         if node.id in self.unavailable:
             raise _Unparsable(f"name {node.id!r} {self.unavailable[node.id]}")
         raise _Unparsable(f"name {node.id!r} is not defined earlier in the file")
@@ -185,23 +259,38 @@ class _Walker:
             raise _Unparsable(f"operator {type(node.op).__name__} is not allowed")
         a, b = self.eval(node.left), self.eval(node.right)
         numbers = isinstance(a, _NUMBER) and isinstance(b, _NUMBER)
+        ints = numbers and isinstance(a, int) and isinstance(b, int)
         if isinstance(node.op, ast.Pow):
             if not numbers or abs(b) > _MAX_POW:
                 raise _Unparsable("'**' outside small numbers")
+            if ints and b > 0 and max(a.bit_length(), 1) * b > _MAX_INT_BITS and abs(a) > 1:
+                self.budget.fail(f"'**' would build an integer of more than {_MAX_INT_BITS} bits")
         elif isinstance(node.op, ast.Mult) and not numbers:
             seq, n = (a, b) if isinstance(b, int) else (b, a)
             if not isinstance(seq, (str, bytes, list, tuple)) or not isinstance(n, int) \
-                    or isinstance(n, bool) or len(seq) * max(n, 0) > _MAX_SEQ:
+                    or isinstance(n, bool):
                 raise _Unparsable("'*' on these operands is not allowed")
+            if len(seq) * max(n, 0) > _MAX_SEQ:
+                self.budget.fail(f"'*' would build a sequence of more than {_MAX_SEQ} items")
+            self.budget.charge(len(seq) * max(n, 0))
+        elif isinstance(node.op, ast.Mult) and ints:
+            if a.bit_length() + b.bit_length() > _MAX_INT_BITS:
+                self.budget.fail(f"'*' would build an integer of more than {_MAX_INT_BITS} bits")
         elif isinstance(node.op, ast.Add) and not numbers:
             if not (type(a) is type(b) and isinstance(a, (str, bytes, list, tuple))):
                 raise _Unparsable("'+' on these operands is not allowed")
+            if len(a) + len(b) > _MAX_SEQ:
+                self.budget.fail(f"'+' would build a sequence of more than {_MAX_SEQ} items")
+            self.budget.charge(len(a) + len(b))
         elif not numbers:
             raise _Unparsable(f"operator {type(node.op).__name__} on non-numbers is not allowed")
         try:
-            return op(a, b)
+            out = op(a, b)
         except (ArithmeticError, ValueError, TypeError) as e:
             raise _Unparsable(f"arithmetic error: {e}") from None
+        if isinstance(out, int) and out.bit_length() > _MAX_INT_BITS:
+            self.budget.fail(f"an integer of more than {_MAX_INT_BITS} bits")
+        return out
 
     def _BoolOp(self, node: ast.BoolOp) -> Any:
         value: Any = None
@@ -234,8 +323,8 @@ class _Walker:
         if not isinstance(value, (str, bytes, list, tuple, dict)):
             raise _Unparsable("subscript of a non-container")
         try:
-            return copy.deepcopy(value[index])
-        except (KeyError, IndexError, TypeError) as e:
+            return self._copy(value[index])
+        except (KeyError, IndexError, TypeError, ValueError) as e:
             raise _Unparsable(f"subscript failed: {type(e).__name__} {e}") from None
 
     def _Slice(self, node: ast.Slice) -> slice:
@@ -262,6 +351,9 @@ class _Walker:
             elif part.conversion == ord("s"):
                 value = str(value)
             spec = "" if part.format_spec is None else self._JoinedStr(part.format_spec)
+            if _FORMAT_WIDTH.search(spec):
+                self.budget.fail("an f-string format width of five or more digits")
+            self.budget.charge(measure(value)[0])
             try:
                 out.append(format(value, spec))
             except (ValueError, TypeError) as e:
@@ -296,6 +388,7 @@ class _Walker:
             if kw.arg is None:
                 if not isinstance(value, Mapping):
                     raise _Unparsable("'**' unpacking of a non-mapping")
+                self.budget.charge(len(value))
                 out.update(value)
             else:
                 out[kw.arg] = value
@@ -312,7 +405,8 @@ class _Walker:
         except ValueError as e:
             raise _Unparsable(f"range(): {e}") from None
         if len(r) > _MAX_SEQ:
-            raise _Unparsable("range() too long")
+            self.budget.fail(f"range() of more than {_MAX_SEQ} items")
+        self.budget.charge(len(r))
         return list(r)
 
 
@@ -386,6 +480,9 @@ class _FileParser:
 
     def __init__(self, label: str, base_values: Mapping[str, Any] | None):
         self.label = label
+        self.budget = _Budget(label)
+        self.held: dict[str, int] = {}  # units held per bound name
+        self.total = 0
         self.cfg = ParsedConfig(source=label)
         self.unavailable: dict[str, str] = {}
         self.base_values = base_values
@@ -397,6 +494,13 @@ class _FileParser:
     def bind(self, name: str, value: Any, node: ast.AST) -> None:
         if name.startswith("__"):
             return
+        size, depth = measure(value, limit_size=_MAX_TOTAL + 1)
+        if depth > _MAX_DEPTH:
+            self.budget.fail(f"{self.where(node)}: {name} nests more than {_MAX_DEPTH} levels deep")
+        self.total += size - self.held.get(name, 0)
+        self.held[name] = size
+        if self.total > _MAX_TOTAL:
+            self.budget.fail(f"{self.where(node)}: the values assigned hold more than {_MAX_TOTAL} units")
         self.cfg.values[name] = value
         self.cfg.unparsed.pop(name, None)
         self.unavailable.pop(name, None)
@@ -412,7 +516,7 @@ class _FileParser:
             self.cfg.assignments.setdefault(name, []).append(self.where(node))
 
     def walker(self) -> _Walker:
-        return _Walker(self.cfg.values, self.unavailable, self.base_values)
+        return _Walker(self.cfg.values, self.unavailable, self.base_values, self.budget, self.held)
 
     def run(self, tree: ast.Module) -> ParsedConfig:
         for stmt in tree.body:
@@ -499,6 +603,9 @@ class _FileParser:
 
 
 def _parse_tree(text: str, label: str) -> ast.Module:
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigBudgetError(label, f"config text of {len(text)} characters, more than "
+                                       f"{MAX_CONFIG_BYTES}; refusing it as hostile or corrupt")
     try:
         return ast.parse(text, filename=label)
     except SyntaxError as e:
@@ -581,30 +688,25 @@ def parse_config_file(path: str | os.PathLike) -> ParsedConfig:
 
 
 def _read_text(p: Path, label: str) -> str:
-    try:
-        return p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigParseError(label, "no such file") from None
-    except IsADirectoryError:
-        raise ConfigParseError(label, "is a directory, not a config file") from None
-    except UnicodeDecodeError:
-        raise ConfigParseError(label, "not UTF-8 text") from None
-    except OSError as e:
-        raise ConfigParseError(label, f"cannot read: {e.strerror or e}") from None
+    """Text of a regular config file of bounded size (stat-checked before it is opened)."""
+    return read_text_bounded(p, MAX_CONFIG_BYTES, "a config file", ConfigParseError)
 
 
 def _parse_file(p: Path, stack: tuple[Path, ...]) -> ParsedConfig:
     label = str(p)
-    if p.is_dir():
-        raise ConfigParseError(label, "is a directory, not a config file")
     text = _read_text(p, label)
     if p.suffix == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ConfigParseError(label, f"invalid JSON at line {e.lineno}: {e.msg}") from None
+        except RecursionError:
+            raise ConfigBudgetError(label, "JSON nested too deeply; refusing it as hostile or corrupt") from None
         if not isinstance(data, dict):
             raise ConfigParseError(label, "a JSON config must hold an object")
+        if measure(data)[1] > _MAX_DEPTH:
+            raise ConfigBudgetError(label, f"JSON nested more than {_MAX_DEPTH} levels deep; "
+                                           "refusing it as hostile or corrupt")
         spec = data.pop("_base_", None)
         return _merge_with_bases(ParsedConfig(source=label, values=data), _as_list(spec),
                                  p.parent, stack + (p.resolve(),))
@@ -652,7 +754,7 @@ def _load_bases(files: list[str], base_dir: Path | None, stack: tuple[Path, ...]
             raise ConfigParseError(label, f"_base_ cycle: {name} is already being read")
         if len(stack) > _MAX_BASE_DEPTH:
             raise ConfigParseError(label, "_base_ chain too deep")
-        if not path.is_file():
+        if not path.exists():
             combined.unresolved_bases.append(str(path))
             combined.notes.append(f"{label}: _base_ {name!r} not found at {path}")
             continue

@@ -30,6 +30,7 @@ from typing import Any
 
 from aqr_cli.io.config_ast import _base_spec_of
 from aqr_cli.io.errors import ConfigParseError
+from aqr_cli.io.limits import MAX_CONFIG_BYTES, read_text_bounded
 
 _DELETE_KEY = "_delete_"
 _MAX_BASE_DEPTH = 16
@@ -287,10 +288,8 @@ class _Tracer:
     def file(self, path: Path, stack: tuple[Path, ...]) -> dict[str, _Node]:
         label = str(path)
         self.index.files.append(label)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigParseError(label, f"cannot read: {e}") from None
+        # the same checks as the reader: a regular file of bounded size, stat-checked first
+        text = read_text_bounded(path, MAX_CONFIG_BYTES, "a config file", ConfigParseError)
         if path.suffix == ".json":
             try:
                 data = json.loads(text)

@@ -47,5 +47,9 @@ class OutputError(OSError):
     """
 
 
-class TrustedLoadWarning(UserWarning):
-    """Emitted when a file is fully unpickled because the caller passed ``trust=True``."""
+class ConfigBudgetError(ConfigParseError):
+    """A config needs more work or memory than any real config (a hostile or corrupt file).
+
+    Unlike a syntax error, which leaves a checkpoint usable without its stored config, every
+    command refuses a file whose config exceeds the budget.
+    """

@@ -179,20 +179,23 @@ def output_folder(out: str | os.PathLike, command: str) -> Iterator[Path]:
     shown = os.fspath(out)
     manifest, keep = _plan(target, command, shown)
     staging = _make_staging(target, parent)
-    lock_fd = _lock(staging)
     try:
-        yield staging
-        new_files = _files_below(staging)
-        if not new_files:
-            return  # a run that wrote nothing leaves --out as it was
-        clash = sorted(keep & new_files)
-        if clash:
-            raise OutputError(f"{shown}: {clash[0]} was not written by aqr; refusing to overwrite it")
-        _write_manifest(staging, command, new_files)
-        with _HeldSignals():
-            _commit(staging, target, manifest, keep, new_files)
+        lock_fd = _lock(staging)
+        try:
+            yield staging
+            new_files = _files_below(staging)
+            if not new_files:
+                return  # a run that wrote nothing leaves --out as it was
+            clash = sorted(keep & new_files)
+            if clash:
+                raise OutputError(f"{shown}: {clash[0]} was not written by aqr; refusing to "
+                                  "overwrite it")
+            _write_manifest(staging, command, new_files)
+            with _HeldSignals():
+                _commit(staging, target, manifest, keep, new_files)
+        finally:
+            os.close(lock_fd)
     finally:
-        os.close(lock_fd)
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
 

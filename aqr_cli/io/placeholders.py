@@ -1,17 +1,20 @@
-"""Inert stand-ins for the mmcv / mmdet3d / mmengine classes found in checkpoints and debug dumps,
-and the fixed allow-list of pickle globals that :mod:`aqr_cli.io.safe_load` accepts.
+"""Inert stand-ins for the classes found in checkpoints and debug dumps, inert records for every
+other global a file names, and the fixed table of pickle globals :mod:`aqr_cli.io.safe_load` maps
+to real objects.
 
-The stand-ins only hold the attributes the pickle stream sets (``BUILD`` fills ``__dict__``);
-they import nothing and run nothing. Their tensors stay reachable: ``DataContainer.data``,
-``LiDARInstance3DBoxes.tensor``. Nothing named in a file is ever imported: the unpickler maps the
-names below to these classes and refuses every other name.
+The stand-ins (mmcv ``DataContainer``, mmdet3d boxes and ``Box3DMode``, mmengine
+``HistoryBuffer``) only hold the attributes the pickle's ``BUILD`` state gives them; their tensors
+stay reachable (``DataContainer.data``, ``LiDARInstance3DBoxes.tensor``). Any other global becomes
+an :class:`InertRecord` subclass that keeps the name, the arguments and the state for display and
+does nothing else. Nothing named in a file is ever imported, looked up or called: the table below
+is built from aqr's own imports, and a file's names are only used as keys into it.
 """
 
 from __future__ import annotations
 
 import enum
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 
 class _Placeholder:
@@ -22,6 +25,15 @@ class _Placeholder:
     @classmethod
     def upstream_name(cls) -> str:
         return cls.upstream_names[0] if cls.upstream_names else cls.__name__
+
+    def __setstate__(self, state: Any) -> None:
+        # Only a dict of str keys is taken (into __dict__). mmcv never pickles slot state; taking
+        # it would mean setattr() with names chosen by the file.
+        if isinstance(state, tuple) and len(state) == 2 and state[1] is None:
+            state = state[0]
+        if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+            raise TypeError(f"unexpected pickled state for {self.upstream_name()}")
+        self.__dict__.update(state)
 
 
 class DataContainer(_Placeholder):
@@ -132,6 +144,108 @@ PLACEHOLDER_CLASSES: tuple[type, ...] = (DataContainer, LiDARInstance3DBoxes, Ca
 BOX_CLASSES: tuple[type, ...] = (LiDARInstance3DBoxes, CameraInstance3DBoxes, DepthInstance3DBoxes)
 
 
+class InertRecord:
+    """A global a file names that is not in the fixed table, kept as data and never resolved.
+
+    One subclass per ``module.name`` (see :func:`record_class`), so that the pickle opcodes that
+    build objects (``REDUCE``, ``NEWOBJ``, ``BUILD``, ``APPEND(S)``, ``SETITEM(S)``) all land in
+    the methods below, which only store their arguments. Calling an instance (a gadget chain
+    such as ``resolve_name('os:system')('sh')``) gives another record naming the call.
+    """
+
+    __slots__ = ("args", "kwargs", "state", "items", "setitems")
+    global_name = "?"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "InertRecord":
+        obj = object.__new__(cls)
+        obj.args, obj.kwargs, obj.state, obj.items, obj.setitems = args, kwargs, None, [], []
+        return obj
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def append(self, item: Any) -> None:
+        self.items.append(item)
+
+    def extend(self, items: Any) -> None:
+        self.items.extend(list(items))
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.setitems.append((key, value))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> "InertRecord":
+        return record_class(self.global_name, "__call__")(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<inert {self.global_name}>"
+
+    def children(self) -> list[tuple[str, Any]]:
+        """What the record holds, as (label, value) pairs for display and traversal."""
+        out: list[tuple[str, Any]] = [(f"args[{i}]", a) for i, a in enumerate(self.args)]
+        out += [(f"kwargs[{k!r}]", v) for k, v in self.kwargs.items()]
+        if self.state is not None:
+            out.append(("state", self.state))
+        out += [(f"items[{i}]", v) for i, v in enumerate(self.items)]
+        out += [(f"[{k!r}]", v) for k, v in self.setitems]
+        return out
+
+
+_RECORD_CLASSES: dict[str, type] = {}
+_MAX_RECORD_CLASSES = 10_000
+
+
+def record_class(module: str, name: str) -> type:
+    """The :class:`InertRecord` subclass standing for ``module.name`` (created once per name)."""
+    full = f"{module}.{name}"
+    cls = _RECORD_CLASSES.get(full)
+    if cls is None:
+        if len(_RECORD_CLASSES) >= _MAX_RECORD_CLASSES:
+            _RECORD_CLASSES.clear()
+        cls = type("InertRecord", (InertRecord,), {"__slots__": (), "global_name": full})
+        _RECORD_CLASSES[full] = cls
+    return cls
+
+
+def is_record_class(value: Any) -> bool:
+    return isinstance(value, type) and issubclass(value, InertRecord)
+
+
+class MetaTensor(InertRecord):
+    """A tensor stored without data (``device='meta'``): shape and dtype only."""
+
+    __slots__ = ()
+    global_name = "torch._utils._rebuild_meta_tensor_no_storage"
+
+    @property
+    def shape(self) -> list[int]:
+        size = self.args[1] if len(self.args) > 1 else ()
+        return [int(s) for s in size] if isinstance(size, (tuple, list)) else []
+
+    @property
+    def dtype(self) -> str:
+        return str(self.args[0]).replace("torch.", "") if self.args else "?"
+
+
+class _Token:
+    """A class name a file may mention but must never call (``torch.Tensor``, ``numpy.ndarray``)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+TENSOR_TYPE = _Token("torch.Tensor")
+PARAMETER_TYPE = _Token("torch.nn.Parameter")
+NDARRAY_TYPE = _Token("numpy.ndarray")
+
+
 @lru_cache(maxsize=1)
 def placeholder_by_name() -> dict[str, Any]:
     """Upstream global name -> stand-in, for every mmcv/mmdet3d/mmengine name on the allow-list."""
@@ -144,53 +258,20 @@ def placeholder_by_name() -> dict[str, Any]:
     return table
 
 
-def _numpy_globals() -> list[tuple[Callable, str] | Callable]:
-    import numpy as np
-
-    # Taken from reduce tuples so that numpy 2 never has to import the deprecated numpy.core.
-    reconstruct = np.zeros(1).__reduce__()[0]
-    scalar = np.float64(0).__reduce__()[0]
-    entries: list[Any] = [np.ndarray, np.dtype]
-    for fn, leaf in ((reconstruct, "_reconstruct"), (scalar, "scalar")):
-        for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-            entries.append((fn, f"{module}.{leaf}"))
-    dtype_classes: dict[int, type] = {}
-    dtypes_mod = getattr(np, "dtypes", None)
-    if dtypes_mod is not None:
-        for attr in dir(dtypes_mod):
-            obj = getattr(dtypes_mod, attr)
-            if attr.endswith("DType") and isinstance(obj, type):
-                dtype_classes[id(obj)] = obj
-    for code in np.typecodes["All"]:
-        try:
-            cls = type(np.dtype(code))
-        except TypeError:
-            continue
-        dtype_classes.setdefault(id(cls), cls)
-    entries.extend(dtype_classes.values())
-    return entries
-
-
 @lru_cache(maxsize=1)
-def allowed_globals() -> tuple:
-    """The fixed allow-list, in the form ``torch.serialization.safe_globals`` takes.
+def unpickle_table() -> dict[str, Any]:
+    """``module.name`` -> the object the unpickler returns for it: the complete allow-list.
 
-    numpy scalars, ``ndarray``, ``dtype`` and its ``numpy.dtypes.*DType`` classes, ``_reconstruct``
-    and ``scalar`` under both the numpy 1.x (``numpy.core``) and 2.x (``numpy._core``) names (torch
-    matches by the given name, so the numpy-1 spelling must be passed explicitly under numpy 2),
-    and the inert stand-ins above under every upstream module path they are known by.
+    Callables here are aqr's checked wrappers (:mod:`aqr_cli.io.rebuild`), inert classes, or
+    tokens that cannot be called. Every other name becomes an :class:`InertRecord`.
     """
-    entries = list(_numpy_globals())
-    entries.extend((obj, name) for name, obj in placeholder_by_name().items())
-    return tuple(entries)
+    from aqr_cli.io import rebuild as R
+
+    table: dict[str, Any] = dict(placeholder_by_name())
+    table.update(R.rebuild_table())
+    return table
 
 
 def allowed_global_names() -> list[str]:
     """Dotted names of every allow-listed global (for messages and docs)."""
-    names = []
-    for entry in allowed_globals():
-        if isinstance(entry, tuple):
-            names.append(entry[1])
-        else:
-            names.append(f"{entry.__module__}.{entry.__qualname__}")
-    return sorted(set(names))
+    return sorted(unpickle_table())

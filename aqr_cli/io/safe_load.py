@@ -1,32 +1,51 @@
-"""Load ``torch.save`` files and ``.safetensors`` without running code a file names.
+"""Load ``torch.save`` files and ``.safetensors`` without running anything a file names.
 
-Every pickle goes through ``torch.load(weights_only=True)`` inside
-``torch.serialization.safe_globals`` with the fixed allow-list of
-:func:`aqr_cli.io.placeholders.allowed_globals`. A file naming anything else is refused with
-one line that lists the refused globals. Full unpickling happens only with ``trust=True``,
-after a :class:`TrustedLoadWarning`, and even then never for files that name process, shell or
-import machinery (``os.system``, ``subprocess``, ``builtins.eval`` ...). Zip-format files of
-``MMAP_MIN_BYTES`` or more are memory-mapped.
+How a pickle is read, and why no file can run code:
 
-Every failure is a :class:`aqr_cli.io.errors.LoadError` whose message starts with the file name.
+- ``torch.load(path, weights_only=False, pickle_module=<restricted>)`` does the archive work
+  (zip records, memory mapping, byte order, legacy layout). Its unpickler is a subclass of our
+  :class:`_RestrictedUnpickler` (``pickle.Unpickler``); torch's own ``find_class`` only turns
+  ``*Storage`` names into its inert ``StorageType`` dtype holder and renames ``torch.tensor``,
+  then defers to ours.
+- Our ``find_class`` never imports, looks up or calls anything: the name is a key into the
+  fixed table of :func:`aqr_cli.io.placeholders.unpickle_table` (checked tensor/array rebuilders
+  of :mod:`aqr_cli.io.rebuild`, inert stand-ins, dtypes, tokens that cannot be called). Every
+  other name, however it is spelt (``GLOBAL``, ``STACK_GLOBAL``, dotted ``os.path.x`` names,
+  extension codes), becomes an :class:`~aqr_cli.io.placeholders.InertRecord` class whose
+  construction and state only store the arguments. ``pickle`` calls only what ``find_class``
+  returned (or what those calls return: tensors, arrays, dicts, records), so the set of code a
+  file can reach is exactly the table.
+- ``persistent_load`` is guarded: a storage may not declare more bytes than the file holds, and
+  legacy ``module`` records are returned as they are (torch's source check, which can write a
+  patch file, is never run).
+- Before torch sees a zip, :func:`_check_zip` refuses TorchScript archives (``torch.load`` would
+  hand them to ``torch.jit.load``), compressed entries (deflate bombs: ``torch.save`` never
+  compresses) and entries that declare more bytes than the file has.
+- After loading, :func:`check_structure` bounds nesting depth, expanded size and cycles, so
+  later recursive code (JSON, key trees) cannot blow the stack or the clock.
+
+``torch.load(weights_only=True)`` is not used because it refuses unknown globals outright,
+where aqr wants to keep them as inert records (foreign objects in ``meta`` or ``img_metas``).
+``--trust-checkpoint`` is gone: no flag enables more than this.
+
+Zip-format files of ``MMAP_MIN_BYTES`` or more are memory-mapped. Every failure is a
+:class:`aqr_cli.io.errors.LoadError` whose message starts with the file name.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
-import pickletools
-import re
 import types
 import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from aqr_cli.io.errors import LoadError, TrustedLoadWarning, one_line
-from aqr_cli.io.placeholders import allowed_globals, placeholder_by_name
+from aqr_cli.io.errors import LoadError, one_line
+from aqr_cli.io.limits import MAX_NESTING, MAX_NODES
+from aqr_cli.io.placeholders import InertRecord, _Placeholder, is_record_class, record_class, unpickle_table
 
 MMAP_MIN_BYTES = 64 * 2**20
 """Zip-format files at least this large are memory-mapped when ``mmap=None`` (auto)."""
@@ -34,17 +53,6 @@ MMAP_MIN_BYTES = 64 * 2**20
 _ZIP_MAGIC = b"PK\x03\x04"
 # torch's legacy (pre-1.6, non-zip) format starts with the pickled magic number 0x1950a86a20f9469cfc6c.
 _LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
-
-# Names refused even with trust=True: nothing that loads weights has a reason to name them.
-_DENY_MODULES = frozenset({
-    "os", "posix", "nt", "sys", "subprocess", "socket", "shutil", "pty", "importlib", "runpy",
-    "ctypes", "code", "codeop", "webbrowser", "multiprocessing", "signal", "pickle", "_pickle",
-    "marshal", "tempfile", "pathlib", "io", "_io", "threading", "asyncio", "urllib", "http",
-})
-_DENY_BUILTINS = frozenset({
-    "eval", "exec", "compile", "__import__", "getattr", "setattr", "delattr", "open", "input",
-    "breakpoint", "globals", "locals", "vars", "exit", "quit", "help", "memoryview",
-})
 
 
 @dataclass
@@ -54,26 +62,27 @@ class RawLoad:
     obj: Any
     container: str  # 'zip' | 'legacy' | 'safetensors'
     mmapped: bool = False
-    trusted: bool = False  # True when full unpickling (trust=True) was needed
-    refused_globals: list[str] = field(default_factory=list)  # what trust=True let through
+    records: list[str] = field(default_factory=list)  # globals kept as inert records
     metadata: dict[str, str] = field(default_factory=dict)  # safetensors header metadata
 
 
 def check_readable_file(path: str | os.PathLike) -> tuple[Path, int]:
     """``(Path, size in bytes)`` of an existing, non-empty, readable regular file, else LoadError."""
+    import stat
+
     p = Path(path)
     try:
-        st = p.stat()
+        st = os.stat(p)
     except FileNotFoundError:
         raise LoadError(path, "no such file") from None
     except PermissionError:
         raise LoadError(path, "cannot access the file: permission denied") from None
     except OSError as e:
         raise LoadError(path, f"cannot access the file: {e.strerror or e}") from None
-    if p.is_dir():
+    if stat.S_ISDIR(st.st_mode):
         raise LoadError(path, "is a directory, not a checkpoint file")
-    if not p.is_file():
-        raise LoadError(path, "is not a regular file")
+    if not stat.S_ISREG(st.st_mode):
+        raise LoadError(path, "is not a regular file (a pipe, socket or device?)")
     if st.st_size == 0:
         raise LoadError(path, "empty file (0 bytes)")
     if not os.access(p, os.R_OK):
@@ -101,140 +110,98 @@ def sniff(path: Path, size: int) -> str:
     return "unknown"
 
 
-def _wo_reason(message: str) -> str:
-    """The useful sentence of torch's 'Weights only load failed' message."""
-    m = re.search(r"WeightsUnpickler error:\s*(.*)", message)
-    text = m.group(1) if m else message
-    text = re.split(r"(?<=\.) Please use|\n", text, maxsplit=1)[0]
-    return one_line(text)[:300]
+# ---------------------------------------------------------------- the restricted unpickler
 
 
-def _globals_from_message(message: str) -> list[str]:
-    return sorted(set(re.findall(r"GLOBAL ([\w.]+)", message)))
+class _RestrictedUnpickler(pickle.Unpickler):
+    """``find_class`` from the fixed table, inert records for the rest; guarded persistent ids."""
 
+    max_storage_bytes = 0
+    seen_records: set[str] = set()
 
-def _data_pkl_from_zip(path: Path) -> bytes | None:
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = [n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
-            return z.read(names[0]) if names else None
-    except (zipfile.BadZipFile, OSError, KeyError, ValueError):
-        return None
-
-
-def scan_pickle_globals(data: BinaryIO, max_pickles: int = 1) -> list[str]:
-    """Every global (``module.name``) named by the first ``max_pickles`` pickles of a stream.
-
-    Static (``pickletools.genops``; nothing is unpickled). ``STACK_GLOBAL`` names are recovered
-    from the preceding string pushes, memo included, which covers what ``pickle`` writes.
-    """
-    found: list[str] = []
-    for _ in range(max_pickles):
-        strings: list[str] = []
-        memo: dict[int, Any] = {}
-        last: Any = None
-        try:
-            for op, arg, _pos in pickletools.genops(data):
-                name = op.name
-                if name == "GLOBAL" or name == "INST":
-                    module, _, qual = str(arg).partition(" ")
-                    found.append(f"{module}.{qual}")
-                elif name == "STACK_GLOBAL" and len(strings) >= 2:
-                    found.append(f"{strings[-2]}.{strings[-1]}")
-                elif isinstance(arg, str) and name not in ("GLOBAL", "INST"):
-                    strings.append(arg)
-                    last = arg
-                    continue
-                elif name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
-                    memo[len(memo) if name == "MEMOIZE" else arg] = last
-                    continue
-                elif name in ("GET", "BINGET", "LONG_BINGET"):
-                    value = memo.get(arg)
-                    if isinstance(value, str):
-                        strings.append(value)
-                    last = value
-                    continue
-                last = None
-        except Exception:  # noqa: BLE001 - a damaged stream: report what was found so far
-            break
-    return sorted(set(found))
-
-
-def scan_file_globals(path: Path, container: str) -> list[str]:
-    """Globals named by a ``torch.save`` file (zip: ``data.pkl``; legacy: the object pickles)."""
-    if container == "zip":
-        blob = _data_pkl_from_zip(path)
-        return [] if blob is None else scan_pickle_globals(io.BytesIO(blob))
-    with open(path, "rb") as f:
-        # magic number, protocol version, sys info, the object, the storage keys
-        return scan_pickle_globals(f, max_pickles=5)
-
-
-def _unsafe_globals(path: Path, container: str, message: str) -> list[str]:
-    """Globals of the file outside the allow-list (call inside the safe_globals context)."""
-    import torch
-
-    if container == "zip":
-        try:
-            return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
-        except Exception:  # noqa: BLE001 - e.g. an opcode torch's scanner does not know
-            pass
-    allowed = set(placeholder_by_name())
-    for entry in allowed_globals():
-        allowed.add(entry[1] if isinstance(entry, tuple) else f"{entry.__module__}.{entry.__qualname__}")
-    try:
-        from torch._weights_only_unpickler import _get_allowed_globals
-
-        allowed |= set(_get_allowed_globals())
-    except Exception:  # noqa: BLE001 - private torch API; the message fallback below still works
-        pass
-    names = [g for g in scan_file_globals(path, container) if g not in allowed]
-    return names or _globals_from_message(message)
-
-
-def denied_globals(names: list[str]) -> list[str]:
-    """The subset of ``names`` refused even with ``trust=True``."""
-    out = []
-    for full in names:
-        module, _, leaf = full.rpartition(".")
-        root = module.split(".")[0]
-        if root in _DENY_MODULES or (module in ("builtins", "__builtin__") and leaf in _DENY_BUILTINS):
-            out.append(full)
-    return out
-
-
-class _TrustedUnpickler(pickle.Unpickler):
-    """Full unpickler for ``trust=True``: known upstream names still map to the inert stand-ins."""
+    def __init__(self, *args: Any, **kwargs: Any):
+        self._torch_persistent_load = None
+        super().__init__(*args, **kwargs)
 
     def find_class(self, module: str, name: str) -> Any:
         full = f"{module}.{name}"
-        table = placeholder_by_name()
-        if full in table:
-            return table[full]
-        if denied_globals([full]):
-            raise pickle.UnpicklingError(f"refusing global {full}")
-        return super().find_class(module, name)
+        found = unpickle_table().get(full)
+        if found is not None:
+            return found
+        self.seen_records.add(full[:300])
+        return record_class(str(module)[:200], str(name)[:200])
+
+    # torch assigns ``unpickler.persistent_load = fn``: the property keeps fn and hands pickle
+    # the guard instead (the C unpickler reads this attribute once, at construction).
+    @property
+    def persistent_load(self):  # type: ignore[override]
+        return self._guarded_persistent_load
+
+    @persistent_load.setter
+    def persistent_load(self, fn) -> None:
+        self._torch_persistent_load = fn
+
+    def _guarded_persistent_load(self, pid: Any) -> Any:
+        import torch
+
+        if self._torch_persistent_load is None or not isinstance(pid, tuple) or not pid:
+            raise pickle.UnpicklingError("unexpected persistent id")
+        kind = pid[0].decode("ascii", "replace") if isinstance(pid[0], bytes) else pid[0]
+        if kind == "module" and len(pid) >= 2 and is_record_class(pid[1]):
+            return pid[1]  # a legacy pickled nn.Module class: kept inert, its source never read
+        if kind != "storage" or len(pid) not in (5, 6):
+            raise pickle.UnpicklingError("unexpected persistent id")
+        storage_type, numel = pid[1], pid[4]
+        if not isinstance(storage_type, torch.serialization.StorageType):
+            raise pickle.UnpicklingError("a storage of an unknown type")
+        if not isinstance(numel, int) or isinstance(numel, bool) or numel < 0:
+            raise pickle.UnpicklingError("a storage with a bad element count")
+        nbytes = numel * torch._utils._element_size(storage_type.dtype)
+        if nbytes > self.max_storage_bytes:
+            raise pickle.UnpicklingError(f"a storage declares {nbytes} bytes, more than the "
+                                         f"{self.max_storage_bytes}-byte file holds")
+        if len(pid) == 6 and pid[5] is not None:
+            view = pid[5]
+            if not (isinstance(view, tuple) and len(view) == 3 and all(
+                    isinstance(v, int) and v >= 0 for v in view[1:]) and view[1] + view[2] <= numel):
+                raise pickle.UnpicklingError("a storage view outside its storage")
+        return self._torch_persistent_load(pid)
 
 
-def _trusted_pickle_module() -> types.ModuleType:
-    mod = types.ModuleType("aqr_trusted_pickle")
-    mod.Unpickler = _TrustedUnpickler
-    mod.load = lambda f, **kw: _TrustedUnpickler(f, **kw).load()
+def _pickle_module(max_storage_bytes: int, seen: set[str]) -> types.ModuleType:
+    """A module with ``Unpickler`` and ``load``, the interface ``torch.load`` takes."""
+    cls = type("_RestrictedUnpickler", (_RestrictedUnpickler,),
+               {"max_storage_bytes": max_storage_bytes, "seen_records": seen})
+    mod = types.ModuleType("aqr_restricted_pickle")
+    mod.Unpickler = cls
+    mod.load = lambda f, **kw: cls(f, **kw).load()
     mod.UnpicklingError = pickle.UnpicklingError
     return mod
 
 
-def _check_zip(path: Path) -> None:
-    """LoadError unless ``path`` is a readable zip holding a ``torch.save`` ``data.pkl``."""
+# ---------------------------------------------------------------- archive checks
+
+
+def _check_zip(path: Path, size: int) -> None:
+    """LoadError unless ``path`` is a plain ``torch.save`` zip (see the module docstring)."""
     try:
         with zipfile.ZipFile(path) as z:
-            names = z.namelist()
+            infos = z.infolist()
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
         raise LoadError(path, f"truncated or corrupt zip archive ({one_line(e)[:200]})") from None
+    names = [i.filename for i in infos]
     if not any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
         raise LoadError(path, "a zip archive, but not one written by torch.save (no data.pkl)")
-    if any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names):
-        raise LoadError(path, "a TorchScript archive (torch.jit.save), not a checkpoint")
+    if any(n.rsplit("/", 1)[-1] == "constants.pkl" for n in names):
+        raise LoadError(path, "a TorchScript archive (torch.jit.save), not a checkpoint; "
+                              "TorchScript is never loaded")
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise LoadError(path, f"zip entry {info.filename[:80]!r} is compressed; torch.save "
+                                  "never compresses (refusing a possible decompression bomb)")
+        if info.file_size > size:
+            raise LoadError(path, f"zip entry {info.filename[:80]!r} declares {info.file_size} "
+                                  f"bytes, more than the {size}-byte file holds")
 
 
 def _corrupt_reason(e: BaseException, container: str) -> str:
@@ -248,27 +215,98 @@ def _corrupt_reason(e: BaseException, container: str) -> str:
     return f"not a readable PyTorch file ({type(e).__name__}: {text[:200]})"
 
 
-def _torch_load(path: Path, *, weights_only: bool, use_mmap: bool, pickle_module: Any = None) -> Any:
+# ---------------------------------------------------------------- structure
+
+
+def children_of(value: Any) -> list | None:
+    """Values directly inside ``value`` (keys included), or None for a leaf."""
+    if isinstance(value, dict):
+        return [*value.keys(), *value.values()]
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return list(value)
+    if isinstance(value, InertRecord):
+        return [v for _, v in value.children()]
+    if isinstance(value, _Placeholder):
+        return list(vars(value).values())
+    if type(value).__name__ == "ndarray" and getattr(value, "dtype", None) is not None \
+            and value.dtype.hasobject:
+        return list(value.reshape(-1))
+    return None
+
+
+_CONTAINERS = (dict, list, tuple, set, frozenset, InertRecord, _Placeholder)
+
+
+def _sub_containers(kids: list) -> list:
+    out = [c for c in kids if isinstance(c, _CONTAINERS)]
+    out += [c for c in kids if type(c).__name__ == "ndarray" and getattr(c, "dtype", None) is not None
+            and c.dtype.hasobject]
+    return out
+
+
+def check_structure(path: str | os.PathLike, obj: Any, *, max_depth: int = MAX_NESTING,
+                    max_nodes: int = MAX_NODES) -> None:
+    """LoadError for cycles, nesting deeper than ``max_depth``, or more than ``max_nodes`` values
+    once shared references are expanded (the work any recursive reader would do).
+
+    Iterative, and linear in the number of distinct containers and their entries.
+    """
+    if children_of(obj) is None:
+        return
+    expanded: dict[int, int] = {}
+    on_stack: set[int] = set()
+    # frames: (container, its entries, its sub-containers, index of the next sub-container)
+    stack: list[list] = []
+
+    def enter(value: Any) -> None:
+        if len(stack) >= max_depth:
+            raise LoadError(path, f"the file nests containers more than {max_depth} levels deep")
+        kids = children_of(value) or []
+        on_stack.add(id(value))
+        stack.append([value, kids, _sub_containers(kids), 0])
+
+    enter(obj)
+    while stack:
+        frame = stack[-1]
+        value, kids, subs, i = frame
+        if i < len(subs):
+            frame[3] = i + 1
+            child = subs[i]
+            if id(child) in on_stack:
+                raise LoadError(path, "the file holds a container that contains itself")
+            if id(child) not in expanded:
+                enter(child)
+            continue
+        stack.pop()
+        on_stack.discard(id(value))
+        total = 1 + len(kids) - len(subs) + sum(expanded[id(c)] for c in subs)
+        if total > max_nodes:
+            raise LoadError(path, f"the file expands to more than {max_nodes} values "
+                                  "(shared references counted each time they are reached)")
+        expanded[id(value)] = total
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def _torch_load(path: Path, size: int, use_mmap: bool, seen: set[str]) -> Any:
     import torch
 
-    kwargs: dict[str, Any] = dict(map_location="cpu", weights_only=weights_only, mmap=use_mmap)
-    if pickle_module is not None:
-        kwargs["pickle_module"] = pickle_module
     with warnings.catch_warnings():
         # e.g. "TypedStorage is deprecated" from legacy files: noise for a user, not a finding
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.load(str(path), **kwargs)
+        warnings.simplefilter("ignore")
+        return torch.load(str(path), map_location="cpu", weights_only=False, mmap=use_mmap,
+                          pickle_module=_pickle_module(size, seen))
 
 
-def safe_torch_load(path: str | os.PathLike, *, trust: bool = False,
-                    mmap: bool | None = None) -> RawLoad:
-    """Unpickle a ``torch.save`` file with the allow-list, or a ``.safetensors`` file.
+def safe_torch_load(path: str | os.PathLike, *, mmap: bool | None = None,
+                    trust: bool | None = None) -> RawLoad:
+    """Unpickle a ``torch.save`` file with the restricted unpickler, or read a ``.safetensors`` file.
 
     ``mmap``: None = memory-map zip files of ``MMAP_MIN_BYTES`` or more; True/False force it
-    (legacy non-zip files are never mapped). ``trust=True`` allows full unpickling, with a
-    :class:`TrustedLoadWarning`, when the allow-listed load refuses the file.
+    (legacy non-zip files are never mapped). ``trust`` is accepted for compatibility and ignored.
     """
-    import torch
+    from aqr_cli.io.rebuild import RebuildError
 
     p, size = check_readable_file(path)
     container = sniff(p, size)
@@ -280,51 +318,25 @@ def safe_torch_load(path: str | os.PathLike, *, trust: bool = False,
         raise LoadError(path, "not a PyTorch checkpoint: neither a torch.save zip archive, "
                               "a legacy torch.save file nor safetensors (random or foreign bytes?)")
     if container == "zip":
-        _check_zip(p)
+        _check_zip(p, size)
     use_mmap = container == "zip" and (size >= MMAP_MIN_BYTES if mmap is None else bool(mmap))
-
-    message = ""
+    seen: set[str] = set()
     try:
-        with torch.serialization.safe_globals(list(allowed_globals())):
-            try:
-                obj = _torch_load(p, weights_only=True, use_mmap=use_mmap)
-                return RawLoad(obj=obj, container=container, mmapped=use_mmap)
-            except pickle.UnpicklingError as e:
-                message = str(e)
-                refused = _unsafe_globals(p, container, message)
+        obj = _torch_load(p, size, use_mmap, seen)
     except LoadError:
         raise
+    except RebuildError as e:
+        raise LoadError(path, f"refused: {e} (nothing was executed)") from None
+    except RecursionError:
+        raise LoadError(path, "the pickle nests too deeply to read") from None
+    except MemoryError:
+        raise LoadError(path, "not enough memory to read the file") from None
+    except pickle.UnpicklingError as e:
+        raise LoadError(path, f"refused: {one_line(e)[:200]} (nothing was executed)") from None
     except Exception as e:  # noqa: BLE001 - any failure of a damaged file becomes one line
         raise LoadError(path, _corrupt_reason(e, container)) from None
-
-    if not trust:
-        if refused:
-            reason = ("refused to unpickle: the file names globals outside the allow-list: "
-                      + ", ".join(refused) + " (nothing was executed)")
-        else:
-            reason = f"refused to unpickle: {_wo_reason(message)} (nothing was executed)"
-        raise LoadError(path, reason, blocked_globals=refused,
-                        hint="load it with --trust-checkpoint only if you trust where the file came from")
-
-    scanned = refused or []
-    try:
-        scanned = sorted(set(scanned) | set(scan_file_globals(p, container)))
-    except OSError:
-        pass
-    deny = denied_globals(scanned)
-    if deny:
-        raise LoadError(path, "refused to unpickle even with trust: the file names "
-                              + ", ".join(deny) + " (nothing was executed)", blocked_globals=deny)
-    warnings.warn(TrustedLoadWarning(
-        f"{path}: fully unpickling a file that names {', '.join(refused) or 'non-allow-listed data'}; "
-        "code named in the file can run"), stacklevel=2)
-    try:
-        obj = _torch_load(p, weights_only=False, use_mmap=use_mmap, pickle_module=_trusted_pickle_module())
-    except Exception as e:  # noqa: BLE001
-        if isinstance(e, (ImportError, AttributeError)):
-            raise LoadError(path, f"cannot unpickle even with trust: {one_line(e)}") from None
-        raise LoadError(path, _corrupt_reason(e, container)) from None
-    return RawLoad(obj=obj, container=container, mmapped=use_mmap, trusted=True, refused_globals=refused)
+    check_structure(path, obj)
+    return RawLoad(obj=obj, container=container, mmapped=use_mmap, records=sorted(seen))
 
 
 def load_safetensors(path: str | os.PathLike) -> RawLoad:

@@ -80,6 +80,8 @@ def _run(paths: list, **o) -> None:
 
 
 def _run_body(paths: list, **o) -> None:
+    from contextlib import nullcontext
+
     from aqr_cli.cli.output import Sink, output_dir
     from aqr_cli.io.atomic import FigureSaver
 
@@ -94,7 +96,7 @@ def _run_body(paths: list, **o) -> None:
             names = S.subfolder_names([src for src, _ in loaded]) if len(loaded) > 1 else [""]
             docs = []
             # figures of one source are drawn by worker processes while the next is computed
-            with FigureSaver() as saver:
+            with FigureSaver() if len(loaded) > 1 else nullcontext() as saver:
                 for (src, quirks), sub in zip(loaded, names):
                     docs.append(_render_one(src, quirks, stage / sub if sub else stage, o, saver))
                     advance()
@@ -104,11 +106,12 @@ def _run_body(paths: list, **o) -> None:
 
 def _render_one(src, quirks: list, folder: Path, o: dict, saver) -> dict:
     """Render one source into ``folder``; returns its summary document. The figures go to
-    ``saver`` (a :class:`~aqr_cli.io.atomic.FigureSaver`), which may still be drawing them."""
+    ``saver`` (a :class:`~aqr_cli.io.atomic.FigureSaver`, which may still be drawing them when
+    this returns), or with ``saver=None`` are saved before it returns."""
     from aqr_cli.analysis.caption import describe_run
     from aqr_cli.analysis.render import render_source
     from aqr_cli.cli._common import collect_quirks
-    from aqr_cli.io.atomic import atomic_save_npz, atomic_write_json
+    from aqr_cli.io.atomic import atomic_save_figures, atomic_save_npz, atomic_write_json
 
     if o["sample"] >= src.batch_size:
         raise UserError(f"{src.label}: --sample {o['sample']} but the batch holds {src.batch_size} "
@@ -130,7 +133,10 @@ def _render_one(src, quirks: list, folder: Path, o: dict, saver) -> dict:
                                   o.get("queries", "matching"), pending=pending)
     doc["files"] += readings_view.write_figures(res, folder, _tag(src), caption,
                                                 o.get("queries", "matching"), pending=pending)
-    saver.submit(pending)
+    if saver is None:  # one source, nothing to overlap with: this process draws a share too
+        atomic_save_figures(pending)
+    else:
+        saver.submit(pending)
     if o["save_arrays"]:
         atomic_save_npz(folder / FILES["arrays"], **_arrays(res))
         doc["files"].append(FILES["arrays"])

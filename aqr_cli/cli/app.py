@@ -57,56 +57,10 @@ def _register() -> None:
     from aqr_cli.cli import commands  # noqa: F401
 
 
-# typer's help module imports these at module level but uses them only for markdown markup and
-# pretty tracebacks, both off here; they pull in markdown-it and pygments (about a fifth of the
-# CPU time of ``aqr --help``).
-_UNUSED_BY_HELP = {"rich.markdown": ("Markdown",), "rich.traceback": ("Traceback",)}
-
-
-def _defer_unused_rich(argv: list[str]) -> None:
-    """When ``argv`` asks for help, leave ``rich.markdown`` and ``rich.traceback`` unimported:
-    stand-in modules whose classes load the real module (and step aside) on first use."""
-    import importlib
-    import sys
-    import types
-
-    if argv and not {"-h", "--help"} & set(argv):
-        return
-    for name, attrs in _UNUSED_BY_HELP.items():
-        if name in sys.modules:
-            continue
-        stand_in = types.ModuleType(name)
-
-        def real(name=name, stand_in=stand_in):
-            if sys.modules.get(name) is stand_in:
-                del sys.modules[name]
-            return importlib.import_module(name)
-
-        class _Forward(type):  # class attributes (e.g. Traceback.from_exception) of the real one
-            def __getattr__(cls, attr, _real=real):
-                return getattr(getattr(_real(), cls.__name__), attr)
-
-        for attr in attrs:
-            def new(cls, *args, _real=real, **kwargs):
-                return getattr(_real(), cls.__name__)(*args, **kwargs)
-            # a class, not a function: typer evaluates annotations such as ``Markdown | Text``
-            setattr(stand_in, attr, _Forward(attr, (), {"__new__": new}))
-
-        def other(attr, _real=real):  # PEP 562; the import system probes dunders (__path__)
-            if attr.startswith("__"):
-                raise AttributeError(attr)
-            return getattr(_real(), attr)
-        stand_in.__getattr__ = other
-        sys.modules[name] = stand_in
-        parent, _, child = name.rpartition(".")
-        setattr(importlib.import_module(parent), child, stand_in)  # as an import would
-
-
 def main() -> None:
     import sys
 
     try:
-        _defer_unused_rich(sys.argv[1:])
         _register()
         app()
     except KeyboardInterrupt:

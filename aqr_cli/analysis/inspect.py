@@ -909,7 +909,7 @@ def inspect_checkpoint(path: str | os.PathLike | LoadedFile, *,
 
 def _with_bias_health(findings: list, report) -> list:
     """The quirk findings plus the bias-health ones (README "Reading bands"), by severity."""
-    from aqr_cli.analysis.findings import Finding
+    from aqr_cli.analysis.findings import Finding, sort_findings
     from aqr_cli.analysis.health import scale_health
 
     b, m = report.bias_scale, report.meta
@@ -919,8 +919,7 @@ def _with_bias_health(findings: list, report) -> list:
     extra = [Finding(**f) for f in scale_health(b.effective, raw=b.raw, learnable=b.learnable,
                                                   min_scale=b.min, max_scale=b.max, init=b.init,
                                                   trained=trained)]
-    order = ["error", "warning", "info"]
-    return sorted(findings + extra, key=lambda f: order.index(f.severity) if f.severity in order else 3)
+    return sort_findings(findings + extra)
 
 
 # ---------------------------------------------------------------- debug dumps

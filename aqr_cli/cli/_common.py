@@ -7,7 +7,6 @@ stdout, messages and progress to stderr. ``AQR_DEBUG=1`` shows tracebacks.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from contextlib import contextmanager
@@ -52,11 +51,6 @@ def run_guarded(fn: Callable[[], Any]) -> Any:
             fail(f"{type(e).__name__}: {e}")
         fail(f"internal error ({type(e).__name__}: {e})",
              "this is a bug in aqr; rerun with AQR_DEBUG=1 for the traceback")
-
-
-def emit_json(doc: Any) -> None:
-    """Write one JSON document to stdout."""
-    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 @contextmanager

@@ -164,6 +164,7 @@ def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed"
     """Feature histograms, gain map, bias heatmaps, attention of the selected queries, sweep and
     the one-page summary, all of sample ``b`` and subtitled with ``caption``."""
     from aqr_cli.analysis.compare import query_xy
+    from aqr_cli.analysis.sources import sample_rig
     from aqr_cli.io.atomic import atomic_save_figures
     from aqr_cli.plots import compare as P
     from aqr_cli.plots.weights import bias_heatmap_figure, bias_limit
@@ -172,9 +173,6 @@ def _write_figures(res, folder: Path, b: int, caption, bias_range: str = "fixed"
     sub, batch_sub = caption.subtitle(), caption.subtitle(batch=True)
     boxes = src.boxes[b] if src.boxes else None
     labels = src.box_labels[b] if src.box_labels else None
-    from aqr_cli.analysis.sources import sample_rig
-
-    info = res.summary["attention"].get("information") or {}
     run = res.summary.get("run") or {}
     hb, hp = res.bias.heatmaps("maxabs")
     hb, hp = hb[b].numpy(), hp[b].numpy()

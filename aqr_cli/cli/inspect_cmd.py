@@ -369,8 +369,6 @@ def _shape_text(r) -> str:
 
 
 def _show_checkpoint(r) -> None:
-    from rich.table import Table
-
     con = _console()
     con.print(_title(r.name, "checkpoint"))
     kv = _kv_table()
@@ -432,7 +430,6 @@ def _show_checkpoint(r) -> None:
                f"{len(nf.bad)} of {nf.scanned} tensors: " + ", ".join(x["key"] for x in nf.bad[:5]))
     kv.print(con)
     con.print()
-    from rich.text import Text
 
     rows = []
     for c in r.components.values():
@@ -449,8 +446,6 @@ def _show_checkpoint(r) -> None:
 
 
 def _show_dump(r) -> None:
-    from rich.table import Table
-
     con = _console()
     con.print(_title(r.name, "debug dump"))
     kv = _kv_table()
@@ -507,7 +502,6 @@ def _show_dump(r) -> None:
                f"{len(nf.bad)} of {nf.scanned} tensors: " + ", ".join(x["key"] for x in nf.bad[:5]))
     kv.print(con)
     con.print()
-    from rich.text import Text
 
     rows = []
     for c in r.contents:
@@ -547,9 +541,6 @@ def _show_diff(reports, sink: Sink) -> None:
 
 
 def _show_table(results) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
     con = _console()
     configs = [r for r in results if getattr(r, "kind", None) == "config"]
     if configs:

@@ -113,7 +113,8 @@ class Sink:
         """Aligned ``key  value`` lines, values wrapped with a hanging indent; human mode."""
         if self.json_mode or self.quiet:
             return
-        console().print(kv_block(pairs, width=console().width, title=title))
+        con = console()
+        con.print(kv_block(pairs, width=con.width, title=title))
 
     @contextmanager
     def progress(self, total: int, label: str = "working") -> Iterator[Any]:
@@ -218,11 +219,8 @@ def kv_block(pairs: Sequence[tuple[str, str]], *, width: int, title: str | None 
     if title:
         out.append(title + "\n", style="bold")
     pad = indent + max((len(k) for k, _ in pairs), default=0) + 2
-    room = max(20, width - pad)
     for key, value in pairs:
-        lines: list[str] = []
-        for part in str(value).split("\n"):
-            lines += textwrap.wrap(part, room, break_on_hyphens=False) or [""]
+        lines = _wrapped(str(value), width - pad)
         out.append(" " * indent)
         out.append(key.ljust(pad - indent), style="bold")
         out.append(lines[0] + "\n")
@@ -235,7 +233,12 @@ def wrap_text(text: str, width: int) -> Any:
     """Plain text wrapped at ``width`` (words kept whole where they fit)."""
     from rich.text import Text
 
+    return Text("\n".join(_wrapped(str(text), width)))
+
+
+def _wrapped(text: str, width: int) -> list[str]:
+    """Lines of ``text`` wrapped at ``width`` (at least 20), words kept whole where they fit."""
     lines: list[str] = []
-    for part in str(text).split("\n"):
+    for part in text.split("\n"):
         lines += textwrap.wrap(part, max(20, width), break_on_hyphens=False) or [""]
-    return Text("\n".join(lines))
+    return lines

@@ -12,7 +12,7 @@ import torch
 from aqr_cli.core.embeddings import (CMTEmbeddings, build_memory, build_pos_embed, coords_bev,
                                      inverse_sigmoid, pos2embed)
 from aqr_cli.core.errors import AQRInputError, QuirkWarning
-from aqr_cli.core.geometry import default_rig
+from aqr_cli.io.rig import default_rig
 
 ATOL = 1e-5
 

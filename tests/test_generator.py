@@ -15,7 +15,7 @@ from aqr_cli.core.configs import POINT_CLOUD_RANGE, encoder_config, reference_co
 from aqr_cli.core.embeddings import CMTEmbeddings
 from aqr_cli.core.errors import AQRInputError, QuirkWarning
 from aqr_cli.core.generator import AQRWeightGenerator
-from aqr_cli.core.geometry import default_rig
+from aqr_cli.io.rig import default_rig
 
 PREFIX = "aqr_weight_generator."
 FLASH, MHA = "PETRMultiheadFlashAttention", "MultiheadAttention"

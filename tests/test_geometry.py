@@ -12,8 +12,8 @@ import torch
 
 from aqr_cli.core.configs import CAMERA_NAMES
 from aqr_cli.core.errors import AQRInputError
-from aqr_cli.core.geometry import (CameraRig, camera_visibility, default_rig, load_rig,
-                                   project_points_to_cameras)
+from aqr_cli.core.geometry import CameraRig, camera_visibility, project_points_to_cameras
+from aqr_cli.io.rig import default_rig, load_rig
 
 from conftest import DUMP, RIG, ROOT
 

@@ -16,7 +16,7 @@ from aqr_cli.core.bias import AttentionBiasGenerator
 from aqr_cli.core.configs import reference_config
 from aqr_cli.core.embeddings import CMTEmbeddings, build_memory
 from aqr_cli.core.generator import AQRWeightGenerator
-from aqr_cli.core.geometry import default_rig
+from aqr_cli.io.rig import default_rig
 from aqr_cli.core.renderer import WeightRenderer
 
 from conftest import CHECKPOINT

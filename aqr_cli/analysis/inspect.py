@@ -33,7 +33,8 @@ from aqr_cli.analysis.findings import (
 from aqr_cli.analysis.objects import weights_by_query_group
 from aqr_cli.analysis.stats import map_stats, split_dn, weight_stats
 from aqr_cli.core.errors import AQRInputError, QuirkWarning
-from aqr_cli.core.geometry import CameraRig, default_rig, load_rig, project_points_to_cameras
+from aqr_cli.core.geometry import CameraRig, project_points_to_cameras
+from aqr_cli.io.rig import default_rig, load_rig
 from aqr_cli.io import (
     AQRConfig,
     LoadedFile,

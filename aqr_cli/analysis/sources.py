@@ -227,7 +227,7 @@ def apply_overrides(cfg: ReferenceConfig, ov: Overrides, batch: int | None = Non
 
 def rig_for(cfg: ReferenceConfig, rig_path: str | None):
     """The camera rig: ``--rig`` file, else the bundled 800x320 rig scaled to the config's image."""
-    from aqr_cli.core.geometry import default_rig, load_rig
+    from aqr_cli.io.rig import default_rig, load_rig
 
     rig = load_rig(rig_path) if rig_path else default_rig()
     if rig.num_views != cfg.pers_shape[0]:

@@ -153,7 +153,7 @@ def _inspect_all(paths, sink: Sink, *, keys, rig, config, checkpoint, trust) -> 
 
     from aqr_cli.analysis.inspect import inspect_file, key_tree, verify_checkpoint
     from aqr_cli.core.errors import AQRInputError
-    from aqr_cli.core.geometry import load_rig
+    from aqr_cli.io.rig import load_rig
     from aqr_cli.io import LoadError, load_file, parse_config_file
 
     if rig is not None:

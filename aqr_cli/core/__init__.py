@@ -16,8 +16,6 @@ _EXPORTS = {
     "CAMERA_NAMES": "configs",
     "CAMERA_GRID": "configs",
     "CameraRig": "geometry",
-    "load_rig": "geometry",
-    "default_rig": "geometry",
     "pos2embed": "embeddings",
     "inverse_sigmoid": "embeddings",
     "coords_bev": "embeddings",

@@ -10,11 +10,7 @@ BACK_RIGHT.
 from __future__ import annotations
 
 import copy
-import json
-import os
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -22,7 +18,6 @@ import numpy as np
 from .configs import CAMERA_NAMES
 from .errors import AQRInputError
 
-DEFAULT_RIG_FILE = "camera_rig_800x320.json"
 RAW_IMAGE_HW = (900, 1600)
 """nuScenes raw camera image (H, W) in pixels (``ida_aug_conf`` H, W)."""
 
@@ -178,23 +173,14 @@ def _first_hw(name: str, value, required: bool = True):
     return _hw(name, value, required)
 
 
-def load_rig(path_or_dict: str | Path | Mapping[str, Any]) -> CameraRig:
-    """Read and validate a rig json (path) or its parsed dict; see ``camera_rig_800x320.json``.
+def rig_from_mapping(data: Mapping[str, Any]) -> CameraRig:
+    """Validate a parsed rig json (see ``camera_rig_800x320.json``) into a :class:`CameraRig`.
 
     Required keys: ``lidar2img`` (V x 4x4) and ``img_shape`` ((H, W) or (H, W, 3)). Optional:
     ``camera_names`` (default: the six nuScenes names), ``pad_shape``, ``ori_shape``,
     ``cam_intrinsic``, ``cam_intrinsic_original_1600x900``, ``lidar2cam``, ``image_aug``.
+    Reading a rig file is ``aqr_cli.io.rig.load_rig``'s job.
     """
-    if isinstance(path_or_dict, Mapping):
-        data = path_or_dict
-    else:
-        path = Path(path_or_dict)
-        try:
-            data = json.loads(_read_small_file(path))
-        except (OSError, ValueError, RecursionError) as exc:
-            raise AQRInputError(f"rig file {path}: cannot read json ({exc})") from None
-        if not isinstance(data, Mapping):
-            raise AQRInputError(f"rig file {path}: expected a json object")
     if "lidar2img" not in data:
         raise AQRInputError("rig: missing 'lidar2img' (list of V 4x4 matrices)")
     mats = _matrices("lidar2img", data["lidar2img"])
@@ -208,29 +194,6 @@ def load_rig(path_or_dict: str | Path | Mapping[str, Any]) -> CameraRig:
         intrinsics=data.get("cam_intrinsic"),
         intrinsics_original=data.get("cam_intrinsic_original_1600x900"),
         lidar2cam=data.get("lidar2cam"), image_aug=copy.deepcopy(data.get("image_aug")))
-
-
-MAX_RIG_BYTES = 2**20
-
-
-def _read_small_file(path: Path) -> str:
-    """Text of a regular file of at most ``MAX_RIG_BYTES``, checked before it is opened (a FIFO
-    or ``/dev/zero`` named as a rig would otherwise block or never end)."""
-    import stat
-
-    st = os.stat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise ValueError("not a regular file (a directory, pipe or device?)")
-    if st.st_size > MAX_RIG_BYTES:
-        raise ValueError(f"{st.st_size} bytes, more than a rig file needs ({MAX_RIG_BYTES})")
-    with open(path, "rb") as f:
-        return f.read(MAX_RIG_BYTES + 1).decode("utf-8")
-
-
-def default_rig() -> CameraRig:
-    """The packaged synthetic 6-camera rig for the 800x320 configuration."""
-    text = resources.files("aqr_cli").joinpath("data", DEFAULT_RIG_FILE).read_text()
-    return load_rig(json.loads(text))
 
 
 def camera_visibility(xyz, rig: CameraRig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -314,8 +314,6 @@ class AQRWeightGenerator(nn.Module):
         """Memory length F = H*W + V*h*w."""
         return self.bev_h * self.bev_w + self.num_views * self.pers_h * self.pers_w
 
-    # ------------------------------------------------------------------ projection
-
     def project_3d_to_features(self, ref_points: torch.Tensor, img_metas):
         """Feature-map cells of the reference points (spec 2.2), bit-exact to upstream.
 
@@ -400,8 +398,6 @@ class AQRWeightGenerator(nn.Module):
             warn_quirk("Q4", "img_shape differs between samples/views; upstream uses sample 0, "
                        "camera 0 for every FOV test", shapes=sorted(shapes))
 
-    # ------------------------------------------------------------------ local attention mask
-
     def local_key_sets(self, pts_idx: torch.Tensor, pts_pers_idx: torch.Tensor):
         """Keys each query may attend under the LAM: ``(keys [B, Q, K] int64, allowed [B, Q, K])``.
 
@@ -455,8 +451,6 @@ class AQRWeightGenerator(nn.Module):
         mask.scatter_(-1, torch.where(allowed, keys, n_f), False)
         mask = mask[..., :n_f].unsqueeze(1).expand(b, self.e_num_heads, n_q, n_f)
         return mask.reshape(b * self.e_num_heads, n_q, n_f)
-
-    # ------------------------------------------------------------------ forward
 
     def forward(self, query_embed: torch.Tensor, memory: torch.Tensor, pos_embed: torch.Tensor,
                 ref_points: torch.Tensor, img_metas, reg_branch=None):

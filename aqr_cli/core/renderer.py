@@ -287,8 +287,6 @@ class WeightRenderer(nn.Module):
                 f"normalize_weights={self.normalize_weights}, "
                 f"max_weight_clamp={self.max_weight_clamp}")
 
-    # ------------------------------------------------------------------ public API
-
     def render_bev_weights(self, query_weights: torch.Tensor, pts_bev: torch.Tensor,
                            feature_shape=None) -> torch.Tensor:
         """Return the BEV weight map ``[B, H, W]`` for weights ``[B, Q]`` at ``pts_bev [B, Q, 2]``.
@@ -341,8 +339,6 @@ class WeightRenderer(nn.Module):
             return weights.clamp(0, 1)
         return weights.clone()
 
-    # ------------------------------------------------------------------ checks
-
     @staticmethod
     def _shape(name: str, given, default: tuple, length: int) -> tuple:
         """Return the feature shape to render into (``given`` or the configured default)."""
@@ -385,8 +381,6 @@ class WeightRenderer(nn.Module):
                    f"BEV rendering (upstream clamps the caller's tensor in place)",
                    stacklevel=4, count=below + above, below_zero=below, above_one=above,
                    min=lo, max=hi)
-
-    # ------------------------------------------------------------------ render kernels
 
     def _drawn(self, weights: torch.Tensor) -> torch.Tensor:
         """Mask ``[B, Q]`` of weights upstream draws: ``float(w) >= threshold`` in float64."""
@@ -565,8 +559,6 @@ class WeightRenderer(nn.Module):
             cell = torch.where(ok, gy.clamp(0, h - 1).long() * w + gx.clamp(0, w - 1).long(), h * w)
             out.scatter_add_(1, cell.flatten(1), val.flatten(1))
         return out[:, :-1].reshape(b, h, w)
-
-    # ------------------------------------------------------------------ postprocess
 
     def _postprocess_weight_map(self, weight_map: torch.Tensor) -> torch.Tensor:
         """Zero cells below the threshold, then clamp to [0, max_weight_clamp] if configured.

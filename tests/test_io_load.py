@@ -24,8 +24,8 @@ from aqr_cli.io.placeholders import (
     DataContainer,
     InertRecord,
     LiDARInstance3DBoxes,
-    allowed_global_names,
 )
+from aqr_cli.io.rebuild import allowed_global_names
 from aqr_cli.io.safe_load import safe_torch_load
 from conftest import CHECKPOINT, DUMP, DUMP_TRAIN
 

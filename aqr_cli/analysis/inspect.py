@@ -46,7 +46,7 @@ from aqr_cli.io import (
     parse_config_text,
 )
 from aqr_cli.io.errors import ConfigBudgetError, ConfigParseError
-from aqr_cli.io.placeholders import DataContainer, _Placeholder
+from aqr_cli.io.placeholders import DataContainer, Placeholder
 
 COMPONENTS = ("aqr_weight_generator", "weight_renderer", "feature_modulator",
               "attention_bias_generator")
@@ -1140,7 +1140,7 @@ def _node(name: str, value: Any, depth: int, in_state_dict: bool = False) -> dic
     if isinstance(value, np.ndarray):
         node.update(type="ndarray", shape=list(value.shape), dtype=str(value.dtype))
         return node
-    if isinstance(value, _Placeholder):
+    if isinstance(value, Placeholder):
         node["type"] = type(value).upstream_name()
         children = list(vars(value).items())
     elif isinstance(value, Mapping):

@@ -26,7 +26,7 @@ from aqr_cli.io.placeholders import (
     BOX_CLASSES,
     DataContainer,
     InertRecord,
-    _Placeholder,
+    Placeholder,
     is_record_class,
     placeholder_by_name,
 )
@@ -150,7 +150,7 @@ def plain(value: Any) -> Any:
         return [plain(v) for v in value]
     if isinstance(value, tuple):
         return tuple(plain(v) for v in value)
-    if isinstance(value, _Placeholder):
+    if isinstance(value, Placeholder):
         return {k: plain(v) for k, v in vars(value).items()}
     return value
 

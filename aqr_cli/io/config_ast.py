@@ -258,32 +258,7 @@ class _Walker:
         if op is None:
             raise _Unparsable(f"operator {type(node.op).__name__} is not allowed")
         a, b = self.eval(node.left), self.eval(node.right)
-        numbers = isinstance(a, _NUMBER) and isinstance(b, _NUMBER)
-        ints = numbers and isinstance(a, int) and isinstance(b, int)
-        if isinstance(node.op, ast.Pow):
-            if not numbers or abs(b) > _MAX_POW:
-                raise _Unparsable("'**' outside small numbers")
-            if ints and b > 0 and max(a.bit_length(), 1) * b > _MAX_INT_BITS and abs(a) > 1:
-                self.budget.fail(f"'**' would build an integer of more than {_MAX_INT_BITS} bits")
-        elif isinstance(node.op, ast.Mult) and not numbers:
-            seq, n = (a, b) if isinstance(b, int) else (b, a)
-            if not isinstance(seq, (str, bytes, list, tuple)) or not isinstance(n, int) \
-                    or isinstance(n, bool):
-                raise _Unparsable("'*' on these operands is not allowed")
-            if len(seq) * max(n, 0) > _MAX_SEQ:
-                self.budget.fail(f"'*' would build a sequence of more than {_MAX_SEQ} items")
-            self.budget.charge(len(seq) * max(n, 0))
-        elif isinstance(node.op, ast.Mult) and ints:
-            if a.bit_length() + b.bit_length() > _MAX_INT_BITS:
-                self.budget.fail(f"'*' would build an integer of more than {_MAX_INT_BITS} bits")
-        elif isinstance(node.op, ast.Add) and not numbers:
-            if not (type(a) is type(b) and isinstance(a, (str, bytes, list, tuple))):
-                raise _Unparsable("'+' on these operands is not allowed")
-            if len(a) + len(b) > _MAX_SEQ:
-                self.budget.fail(f"'+' would build a sequence of more than {_MAX_SEQ} items")
-            self.budget.charge(len(a) + len(b))
-        elif not numbers:
-            raise _Unparsable(f"operator {type(node.op).__name__} on non-numbers is not allowed")
+        self._check_operands(node.op, a, b)
         try:
             out = op(a, b)
         except (ArithmeticError, ValueError, TypeError) as e:
@@ -291,6 +266,44 @@ class _Walker:
         if isinstance(out, int) and out.bit_length() > _MAX_INT_BITS:
             self.budget.fail(f"an integer of more than {_MAX_INT_BITS} bits")
         return out
+
+    def _check_operands(self, op: ast.operator, a: Any, b: Any) -> None:
+        """Refuse ``a op b`` before it is computed if the operands are not allowed for ``op`` or
+        the result would exceed the integer / sequence limits (charging sequences built)."""
+        numbers = isinstance(a, _NUMBER) and isinstance(b, _NUMBER)
+        ints = numbers and isinstance(a, int) and isinstance(b, int)
+        if isinstance(op, ast.Pow):
+            if not numbers or abs(b) > _MAX_POW:
+                raise _Unparsable("'**' outside small numbers")
+            if ints and b > 0 and max(a.bit_length(), 1) * b > _MAX_INT_BITS and abs(a) > 1:
+                self.budget.fail(f"'**' would build an integer of more than {_MAX_INT_BITS} bits")
+        elif isinstance(op, ast.Mult) and not numbers:
+            self._check_repeat(a, b)
+        elif isinstance(op, ast.Mult) and ints:
+            if a.bit_length() + b.bit_length() > _MAX_INT_BITS:
+                self.budget.fail(f"'*' would build an integer of more than {_MAX_INT_BITS} bits")
+        elif isinstance(op, ast.Add) and not numbers:
+            self._check_concat(a, b)
+        elif not numbers:
+            raise _Unparsable(f"operator {type(op).__name__} on non-numbers is not allowed")
+
+    def _check_repeat(self, a: Any, b: Any) -> None:
+        """``sequence * int`` (either order) within the sequence limit, charged to the budget."""
+        seq, n = (a, b) if isinstance(b, int) else (b, a)
+        if not isinstance(seq, (str, bytes, list, tuple)) or not isinstance(n, int) \
+                or isinstance(n, bool):
+            raise _Unparsable("'*' on these operands is not allowed")
+        if len(seq) * max(n, 0) > _MAX_SEQ:
+            self.budget.fail(f"'*' would build a sequence of more than {_MAX_SEQ} items")
+        self.budget.charge(len(seq) * max(n, 0))
+
+    def _check_concat(self, a: Any, b: Any) -> None:
+        """``sequence + sequence`` of one type within the sequence limit, charged to the budget."""
+        if not (type(a) is type(b) and isinstance(a, (str, bytes, list, tuple))):
+            raise _Unparsable("'+' on these operands is not allowed")
+        if len(a) + len(b) > _MAX_SEQ:
+            self.budget.fail(f"'+' would build a sequence of more than {_MAX_SEQ} items")
+        self.budget.charge(len(a) + len(b))
 
     def _BoolOp(self, node: ast.BoolOp) -> Any:
         value: Any = None

@@ -1,6 +1,6 @@
 """Inert stand-ins for the classes found in checkpoints and debug dumps, inert records for every
-other global a file names, and the fixed table of pickle globals :mod:`aqr_cli.io.safe_load` maps
-to real objects.
+other global a file names. The fixed table of pickle globals :mod:`aqr_cli.io.safe_load` maps
+to real objects is :func:`aqr_cli.io.rebuild.unpickle_table`.
 
 The stand-ins (mmcv ``DataContainer``, mmdet3d boxes and ``Box3DMode``, mmengine
 ``HistoryBuffer``) only hold the attributes the pickle's ``BUILD`` state gives them; their tensors
@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 
-class _Placeholder:
+class Placeholder:
     """Base of the stand-ins: attributes come only from the pickle's ``BUILD`` state."""
 
     upstream_names: tuple[str, ...] = ()
@@ -36,7 +36,7 @@ class _Placeholder:
         self.__dict__.update(state)
 
 
-class DataContainer(_Placeholder):
+class DataContainer(Placeholder):
     """Stand-in for ``mmcv.parallel.data_container.DataContainer`` (mmcv 1.x).
 
     State as pickled by mmcv: ``_data``, ``_cpu_only``, ``_stack``, ``_padding_value``, ``_pad_dims``.
@@ -68,7 +68,7 @@ class DataContainer(_Placeholder):
         return f"DataContainer({self.data!r})"
 
 
-class _Boxes3D(_Placeholder):
+class _Boxes3D(Placeholder):
     """Stand-in for mmdet3d ``BaseInstance3DBoxes``: ``tensor`` [N, box_dim], ``box_dim``, ``with_yaw``."""
 
     @property
@@ -129,7 +129,7 @@ BOX3DMODE_NAMES = ("mmdet3d.core.bbox.structures.box_3d_mode.Box3DMode",
                    "mmdet3d.structures.bbox_3d.box_3d_mode.Box3DMode")
 
 
-class HistoryBuffer(_Placeholder):
+class HistoryBuffer(Placeholder):
     """Stand-in for ``mmengine.logging.history_buffer.HistoryBuffer`` (inside ``message_hub``)."""
 
     upstream_names = ("mmengine.logging.history_buffer.HistoryBuffer",)
@@ -256,22 +256,3 @@ def placeholder_by_name() -> dict[str, Any]:
     for name in BOX3DMODE_NAMES:
         table[name] = Box3DMode
     return table
-
-
-@lru_cache(maxsize=1)
-def unpickle_table() -> dict[str, Any]:
-    """``module.name`` -> the object the unpickler returns for it: the complete allow-list.
-
-    Callables here are aqr's checked wrappers (:mod:`aqr_cli.io.rebuild`), inert classes, or
-    tokens that cannot be called. Every other name becomes an :class:`InertRecord`.
-    """
-    from aqr_cli.io import rebuild as R
-
-    table: dict[str, Any] = dict(placeholder_by_name())
-    table.update(R.rebuild_table())
-    return table
-
-
-def allowed_global_names() -> list[str]:
-    """Dotted names of every allow-listed global (for messages and docs)."""
-    return sorted(unpickle_table())

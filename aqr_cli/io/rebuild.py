@@ -1,6 +1,7 @@
 """The only functions a pickle may call: checked rebuilders of tensors, arrays and plain values.
 
-:func:`rebuild_table` maps the global names that ``torch.save`` and numpy write to these wrappers.
+:func:`rebuild_table` maps the global names that ``torch.save`` and numpy write to these wrappers;
+:func:`unpickle_table` adds the inert stand-ins of :mod:`aqr_cli.io.placeholders` (the allow-list).
 Each wrapper checks the types and sizes of its arguments before it calls torch or numpy, and
 none of them calls anything it was given: a function or class that arrives as an argument is
 compared by identity with aqr's own objects, never invoked.
@@ -14,9 +15,17 @@ from __future__ import annotations
 
 import collections
 import re
+from functools import lru_cache
 from typing import Any
 
-from aqr_cli.io.placeholders import MetaTensor, NDARRAY_TYPE, PARAMETER_TYPE, TENSOR_TYPE, InertRecord
+from aqr_cli.io.placeholders import (
+    NDARRAY_TYPE,
+    PARAMETER_TYPE,
+    TENSOR_TYPE,
+    InertRecord,
+    MetaTensor,
+    placeholder_by_name,
+)
 
 
 class RebuildError(TypeError):
@@ -238,3 +247,20 @@ def rebuild_table() -> dict[str, Any]:
         if attr.endswith("DType"):
             table[f"numpy.dtypes.{attr}"] = NDARRAY_TYPE.__class__(f"numpy.dtypes.{attr}")
     return table
+
+
+@lru_cache(maxsize=1)
+def unpickle_table() -> dict[str, Any]:
+    """``module.name`` -> the object the unpickler returns for it: the complete allow-list.
+
+    Callables here are aqr's checked wrappers (above), inert classes, or
+    tokens that cannot be called. Every other name becomes an :class:`InertRecord`.
+    """
+    table: dict[str, Any] = dict(placeholder_by_name())
+    table.update(rebuild_table())
+    return table
+
+
+def allowed_global_names() -> list[str]:
+    """Dotted names of every allow-listed global (for messages and docs)."""
+    return sorted(unpickle_table())

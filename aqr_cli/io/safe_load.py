@@ -8,7 +8,7 @@ How a pickle is read, and why no file can run code:
   ``*Storage`` names into its inert ``StorageType`` dtype holder and renames ``torch.tensor``,
   then defers to ours.
 - Our ``find_class`` never imports, looks up or calls anything: the name is a key into the
-  fixed table of :func:`aqr_cli.io.placeholders.unpickle_table` (checked tensor/array rebuilders
+  fixed table of :func:`aqr_cli.io.rebuild.unpickle_table` (checked tensor/array rebuilders
   of :mod:`aqr_cli.io.rebuild`, inert stand-ins, dtypes, tokens that cannot be called). Every
   other name, however it is spelt (``GLOBAL``, ``STACK_GLOBAL``, dotted ``os.path.x`` names,
   extension codes), becomes an :class:`~aqr_cli.io.placeholders.InertRecord` class whose
@@ -45,7 +45,8 @@ from typing import Any
 
 from aqr_cli.io.errors import LoadError, one_line
 from aqr_cli.io.limits import MAX_NESTING, MAX_NODES
-from aqr_cli.io.placeholders import InertRecord, _Placeholder, is_record_class, record_class, unpickle_table
+from aqr_cli.io.placeholders import InertRecord, Placeholder, is_record_class, record_class
+from aqr_cli.io.rebuild import RebuildError, unpickle_table
 
 MMAP_MIN_BYTES = 64 * 2**20
 """Zip-format files at least this large are memory-mapped when ``mmap=None`` (auto)."""
@@ -110,9 +111,6 @@ def sniff(path: Path, size: int) -> str:
     return "unknown"
 
 
-# ---------------------------------------------------------------- the restricted unpickler
-
-
 class _RestrictedUnpickler(pickle.Unpickler):
     """``find_class`` from the fixed table, inert records for the rest; guarded persistent ids."""
 
@@ -142,8 +140,6 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._torch_persistent_load = fn
 
     def _guarded_persistent_load(self, pid: Any) -> Any:
-        import torch
-
         if self._torch_persistent_load is None or not isinstance(pid, tuple) or not pid:
             raise pickle.UnpicklingError("unexpected persistent id")
         kind = pid[0].decode("ascii", "replace") if isinstance(pid[0], bytes) else pid[0]
@@ -151,21 +147,30 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return pid[1]  # a legacy pickled nn.Module class: kept inert, its source never read
         if kind != "storage" or len(pid) not in (5, 6):
             raise pickle.UnpicklingError("unexpected persistent id")
-        storage_type, numel = pid[1], pid[4]
-        if not isinstance(storage_type, torch.serialization.StorageType):
-            raise pickle.UnpicklingError("a storage of an unknown type")
-        if not isinstance(numel, int) or isinstance(numel, bool) or numel < 0:
-            raise pickle.UnpicklingError("a storage with a bad element count")
-        nbytes = numel * torch._utils._element_size(storage_type.dtype)
-        if nbytes > self.max_storage_bytes:
-            raise pickle.UnpicklingError(f"a storage declares {nbytes} bytes, more than the "
-                                         f"{self.max_storage_bytes}-byte file holds")
-        if len(pid) == 6 and pid[5] is not None:
-            view = pid[5]
-            if not (isinstance(view, tuple) and len(view) == 3 and all(
-                    isinstance(v, int) and v >= 0 for v in view[1:]) and view[1] + view[2] <= numel):
-                raise pickle.UnpicklingError("a storage view outside its storage")
+        _check_storage_id(pid, self.max_storage_bytes)
         return self._torch_persistent_load(pid)
+
+
+def _check_storage_id(pid: tuple, max_storage_bytes: int) -> None:
+    """UnpicklingError unless the storage id ``('storage', type, key, location, numel[, view])``
+    names a known storage type, a sane element count within ``max_storage_bytes`` and a view
+    inside the storage."""
+    import torch
+
+    storage_type, numel = pid[1], pid[4]
+    if not isinstance(storage_type, torch.serialization.StorageType):
+        raise pickle.UnpicklingError("a storage of an unknown type")
+    if not isinstance(numel, int) or isinstance(numel, bool) or numel < 0:
+        raise pickle.UnpicklingError("a storage with a bad element count")
+    nbytes = numel * torch._utils._element_size(storage_type.dtype)
+    if nbytes > max_storage_bytes:
+        raise pickle.UnpicklingError(f"a storage declares {nbytes} bytes, more than the "
+                                     f"{max_storage_bytes}-byte file holds")
+    if len(pid) == 6 and pid[5] is not None:
+        view = pid[5]
+        if not (isinstance(view, tuple) and len(view) == 3 and all(
+                isinstance(v, int) and v >= 0 for v in view[1:]) and view[1] + view[2] <= numel):
+            raise pickle.UnpicklingError("a storage view outside its storage")
 
 
 def _pickle_module(max_storage_bytes: int, seen: set[str]) -> types.ModuleType:
@@ -177,9 +182,6 @@ def _pickle_module(max_storage_bytes: int, seen: set[str]) -> types.ModuleType:
     mod.load = lambda f, **kw: cls(f, **kw).load()
     mod.UnpicklingError = pickle.UnpicklingError
     return mod
-
-
-# ---------------------------------------------------------------- archive checks
 
 
 def _check_zip(path: Path, size: int) -> None:
@@ -215,9 +217,6 @@ def _corrupt_reason(e: BaseException, container: str) -> str:
     return f"not a readable PyTorch file ({type(e).__name__}: {text[:200]})"
 
 
-# ---------------------------------------------------------------- structure
-
-
 def children_of(value: Any) -> list | None:
     """Values directly inside ``value`` (keys included), or None for a leaf."""
     if isinstance(value, dict):
@@ -226,7 +225,7 @@ def children_of(value: Any) -> list | None:
         return list(value)
     if isinstance(value, InertRecord):
         return [v for _, v in value.children()]
-    if isinstance(value, _Placeholder):
+    if isinstance(value, Placeholder):
         return list(vars(value).values())
     if type(value).__name__ == "ndarray" and getattr(value, "dtype", None) is not None \
             and value.dtype.hasobject:
@@ -234,7 +233,7 @@ def children_of(value: Any) -> list | None:
     return None
 
 
-_CONTAINERS = (dict, list, tuple, set, frozenset, InertRecord, _Placeholder)
+_CONTAINERS = (dict, list, tuple, set, frozenset, InertRecord, Placeholder)
 
 
 def _sub_containers(kids: list) -> list:
@@ -286,9 +285,6 @@ def check_structure(path: str | os.PathLike, obj: Any, *, max_depth: int = MAX_N
         expanded[id(value)] = total
 
 
-# ---------------------------------------------------------------- entry points
-
-
 def _torch_load(path: Path, size: int, use_mmap: bool, seen: set[str]) -> Any:
     import torch
 
@@ -306,8 +302,6 @@ def safe_torch_load(path: str | os.PathLike, *, mmap: bool | None = None,
     ``mmap``: None = memory-map zip files of ``MMAP_MIN_BYTES`` or more; True/False force it
     (legacy non-zip files are never mapped). ``trust`` is accepted for compatibility and ignored.
     """
-    from aqr_cli.io.rebuild import RebuildError
-
     p, size = check_readable_file(path)
     container = sniff(p, size)
     if container == "safetensors" or (p.suffix == ".safetensors" and container == "unknown"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence, overload
 
 import torch
 
@@ -44,6 +44,22 @@ def check_finite(name: str, value: torch.Tensor) -> torch.Tensor:
         raise AQRInputError(
             f"{name}: contains {n_nan} NaN and {n_inf} Inf values of {value.numel()}")
     return value
+
+
+@overload
+def check_positive_shape(name: str, shape: Sequence[int], length: Literal[2]) -> tuple[int, int]:
+    ...
+
+
+@overload
+def check_positive_shape(name: str, shape: Sequence[int], length: Literal[3]
+                         ) -> tuple[int, int, int]:
+    ...
+
+
+@overload
+def check_positive_shape(name: str, shape: Sequence[int], length: int) -> tuple[int, ...]:
+    ...
 
 
 def check_positive_shape(name: str, shape: Sequence[int], length: int) -> tuple[int, ...]:

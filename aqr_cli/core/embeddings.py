@@ -146,6 +146,11 @@ def _mlp_chunked(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out.view(*x.shape[:-1], out.shape[-1])
 
 
+def _device_of(module: nn.Module) -> torch.device:
+    """Device of ``module``'s first parameter (where its inputs must live)."""
+    return next(module.parameters()).device
+
+
 class CMTEmbeddings(nn.Module):
     """``CmtHead`` query and key position embeddings (spec 1.4, 1.5, 1.7).
 
@@ -246,7 +251,7 @@ class CMTEmbeddings(nn.Module):
 
     def bev_pos_embed(self, bev_h: int, bev_w: int) -> torch.Tensor:
         """BEV key position embedding ``bev_embedding(pos2embed(coords_bev))``, [H*W, C]."""
-        device = self.bev_embedding[0].weight.device
+        device = _device_of(self.bev_embedding)
         coords = coords_bev(bev_h, bev_w).to(device)
         return self.bev_embedding(pos2embed(coords, num_pos_feats=self.hidden_dim))
 
@@ -259,7 +264,7 @@ class CMTEmbeddings(nn.Module):
         h, w = self._pers_hw(pers_shape)
         pad_h, pad_w = meta_hw(img_metas, "pad_shape")
         mats = lidar2img_stack(img_metas)
-        device = self.rv_embedding[0].weight.device
+        device = _device_of(self.rv_embedding)
         coords_h = torch.arange(h, device=device).float() * pad_h / h
         coords_w = torch.arange(w, device=device).float() * pad_w / w
         grid_h, grid_w, grid_d = torch.meshgrid([coords_h, coords_w, self._depths(device)],

@@ -175,7 +175,8 @@ class _PackedAttention(nn.Module):
         if key_sets is None:
             ctx = global_attention(q, k, v, self.num_heads, p)
         else:
-            ctx = local_attention(q, k, v, *key_sets, self.num_heads, p)
+            keys, allowed = key_sets
+            ctx = local_attention(q, k, v, keys, allowed, self.num_heads, p)
         return self.out_proj(ctx)
 
 

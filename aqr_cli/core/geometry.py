@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence, cast, overload
 
 import numpy as np
 
@@ -37,7 +37,17 @@ def _matrices(name: str, value, num: int | None = None) -> np.ndarray:
     return arr
 
 
-def _hw(name: str, value, required: bool = True) -> tuple[int, int] | None:
+@overload
+def _hw(name: str, value: Any, required: Literal[True] = True) -> tuple[int, int]:
+    ...
+
+
+@overload
+def _hw(name: str, value: Any, required: bool) -> tuple[int, int] | None:
+    ...
+
+
+def _hw(name: str, value: Any, required: bool = True) -> tuple[int, int] | None:
     """Parse ``(H, W)`` or ``(H, W, C, ...)`` into positive ``(H, W)`` ints."""
     if value is None:
         if required:
@@ -106,10 +116,11 @@ class CameraRig:
         if int(batch_size) != batch_size or batch_size < 1:
             raise AQRInputError(f"batch_size: expected a positive integer, got {batch_size!r}")
         v = self.num_views
-        meta = {
+        pad_shape = self.pad_shape or self.img_shape  # __post_init__ already defaulted it
+        meta: dict[str, Any] = {
             "lidar2img": [m.copy() for m in self.lidar2img],
             "img_shape": [(*self.img_shape, 3)] * v,
-            "pad_shape": [(*self.pad_shape, 3)] * v,
+            "pad_shape": [(*pad_shape, 3)] * v,
         }
         if self.ori_shape is not None:
             meta["ori_shape"] = (*self.ori_shape, 3, v)
@@ -166,7 +177,17 @@ class CameraRig:
                          self.lidar2cam.copy(), aug)
 
 
-def _first_hw(name: str, value, required: bool = True):
+@overload
+def _first_hw(name: str, value: Any, required: Literal[True] = True) -> tuple[int, int]:
+    ...
+
+
+@overload
+def _first_hw(name: str, value: Any, required: bool) -> tuple[int, int] | None:
+    ...
+
+
+def _first_hw(name: str, value: Any, required: bool = True) -> tuple[int, int] | None:
     """``img_shape`` as upstream stores it (list of V tuples) or as one ``(H, W, ...)`` tuple."""
     if value is not None and len(value) and isinstance(value[0], (list, tuple, np.ndarray)):
         return _hw(f"{name}[0]", value[0], required)
@@ -189,7 +210,9 @@ def rig_from_mapping(data: Mapping[str, Any]) -> CameraRig:
         names = CAMERA_NAMES if mats.shape[0] == len(CAMERA_NAMES) else [
             f"cam{i}" for i in range(mats.shape[0])]
     return CameraRig(
-        camera_names=tuple(names), lidar2img=mats, img_shape=data.get("img_shape"),
+        # the shapes are validated and normalised by CameraRig.__post_init__
+        camera_names=tuple(names), lidar2img=mats,
+        img_shape=cast("tuple[int, int]", data.get("img_shape")),
         pad_shape=data.get("pad_shape"), ori_shape=data.get("ori_shape"),
         intrinsics=data.get("cam_intrinsic"),
         intrinsics_original=data.get("cam_intrinsic_original_1600x900"),

@@ -158,6 +158,7 @@ class FeatureModulator(nn.Module):
         if features.dim() != 4:
             raise AQRInputError(f"features: expected shape {sym}, got {list(features.shape)}")
         n, _, h, w = features.shape
+        want: tuple[int, ...]
         if feature_type == "bev":
             want = (n, h, w)
         else:

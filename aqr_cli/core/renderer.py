@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -258,6 +258,8 @@ class WeightRenderer(nn.Module):
     upstream. The buffer ``gaussian_kernel`` exists only for ``render_method='gaussian'``.
     """
 
+    gaussian_kernel: torch.Tensor
+
     def __init__(self, render_method: str = "gaussian", gaussian_sigma: float = 2.0,
                  bilinear_radius: float = 1.5, distance_decay: float = 0.8,
                  min_weight_threshold: float = 0.01, bev_feature_shape=(180, 180),
@@ -454,7 +456,8 @@ class WeightRenderer(nn.Module):
         version = (kernel._version, kernel.data_ptr(), kernel.device)
         cached = self.__dict__.get("_band_cache")
         if cached is None or cached[0] != version:
-            cached = self.__dict__["_band_cache"] = (version, {})
+            by_shape: dict[tuple[int, int, torch.dtype], Any] = {}
+            cached = self.__dict__["_band_cache"] = (version, by_shape)
         if (h, w, dtype) not in cached[1]:
             cached[1][(h, w, dtype)] = _separate(kernel.to(dtype), h, w)
         return cached[1][(h, w, dtype)]

@@ -286,7 +286,7 @@ def atomic_save_npz(path: str | os.PathLike, *, compressed: bool = True, **array
     """Save arrays as ``.npz`` atomically (no pickled objects: object arrays are refused)."""
     import numpy as np
 
-    plain = {}
+    plain: dict[str, Any] = {}
     for name, value in arrays.items():
         arr = np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
         if arr.dtype == object:

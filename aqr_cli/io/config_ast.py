@@ -363,7 +363,8 @@ class _Walker:
                 value = ascii(value)
             elif part.conversion == ord("s"):
                 value = str(value)
-            spec = "" if part.format_spec is None else self._JoinedStr(part.format_spec)
+            spec = (self._JoinedStr(part.format_spec)
+                    if isinstance(part.format_spec, ast.JoinedStr) else "")
             if _FORMAT_WIDTH.search(spec):
                 self.budget.fail("an f-string format width of five or more digits")
             self.budget.charge(measure(value)[0])
@@ -593,13 +594,13 @@ class _FileParser:
             if isinstance(target, ast.Name):
                 self.bind(target.id, value, stmt)
             else:
-                parts = _targets(target)
+                parts = [t.id for t in _targets(target) if isinstance(t, ast.Name)]  # all (above)
                 if not isinstance(value, (list, tuple)) or len(value) != len(parts):
-                    for t in parts:
-                        self.refuse(t.id, "tuple unpacking of a value of another length", stmt)
+                    for name in parts:
+                        self.refuse(name, "tuple unpacking of a value of another length", stmt)
                     continue
-                for t, v in zip(parts, value):
-                    self.bind(t.id, copy.deepcopy(v), stmt)
+                for name, v in zip(parts, value):
+                    self.bind(name, copy.deepcopy(v), stmt)
 
     def aug_assign(self, stmt: ast.AugAssign) -> None:
         if not isinstance(stmt.target, ast.Name):

@@ -31,7 +31,7 @@ import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from aqr_cli.io.atomic import _prepare_parent, _umask
 from aqr_cli.io.errors import OutputError
@@ -89,7 +89,7 @@ def _lock(folder: Path) -> int:
 
 def remove_stale_staging(folder: Path) -> list[Path]:
     """Remove staging folders in ``folder`` whose run is gone (no lock held); returns them."""
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(folder.iterdir())
     except OSError:
@@ -112,20 +112,19 @@ def remove_stale_staging(folder: Path) -> list[Path]:
 class _HeldSignals:
     """Hold SIGINT/SIGTERM back inside the block and deliver them after it (main thread only)."""
 
-    def __enter__(self):
+    def __enter__(self) -> "_HeldSignals":
         self.pending: list[int] = []
-        self.saved = {}
+        self.saved: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self.saved[sig] = signal.signal(sig, lambda s, f: self.pending.append(s))
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         for sig, handler in self.saved.items():
             signal.signal(sig, handler)
-        for sig in self.pending:
-            os.kill(os.getpid(), sig)
-        return False
+        for number in self.pending:
+            os.kill(os.getpid(), number)
 
 
 def _plan(target: Path, command: str, shown: str) -> tuple[dict | None, set[str]]:

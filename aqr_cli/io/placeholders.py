@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeGuard
 
 
 class Placeholder:
@@ -139,9 +139,9 @@ class HistoryBuffer(Placeholder):
         return self.__dict__.get("_log_history"), self.__dict__.get("_count_history")
 
 
-PLACEHOLDER_CLASSES: tuple[type, ...] = (DataContainer, LiDARInstance3DBoxes, CameraInstance3DBoxes,
+PLACEHOLDER_CLASSES: tuple[type[Placeholder], ...] = (DataContainer, LiDARInstance3DBoxes, CameraInstance3DBoxes,
                                          DepthInstance3DBoxes, HistoryBuffer)
-BOX_CLASSES: tuple[type, ...] = (LiDARInstance3DBoxes, CameraInstance3DBoxes, DepthInstance3DBoxes)
+BOX_CLASSES: tuple[type[_Boxes3D], ...] = (LiDARInstance3DBoxes, CameraInstance3DBoxes, DepthInstance3DBoxes)
 
 
 class InertRecord:
@@ -155,6 +155,11 @@ class InertRecord:
 
     __slots__ = ("args", "kwargs", "state", "items", "setitems")
     global_name = "?"
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    state: Any
+    items: list[Any]
+    setitems: list[tuple[Any, Any]]
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "InertRecord":
         obj = object.__new__(cls)
@@ -193,11 +198,11 @@ class InertRecord:
         return out
 
 
-_RECORD_CLASSES: dict[str, type] = {}
+_RECORD_CLASSES: dict[str, type[InertRecord]] = {}
 _MAX_RECORD_CLASSES = 10_000
 
 
-def record_class(module: str, name: str) -> type:
+def record_class(module: str, name: str) -> type[InertRecord]:
     """The :class:`InertRecord` subclass standing for ``module.name`` (created once per name)."""
     full = f"{module}.{name}"
     cls = _RECORD_CLASSES.get(full)
@@ -209,7 +214,7 @@ def record_class(module: str, name: str) -> type:
     return cls
 
 
-def is_record_class(value: Any) -> bool:
+def is_record_class(value: Any) -> TypeGuard[type[InertRecord]]:
     return isinstance(value, type) and issubclass(value, InertRecord)
 
 

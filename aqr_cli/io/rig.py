@@ -38,7 +38,7 @@ def load_rig(path_or_dict: str | os.PathLike | Mapping[str, Any]) -> CameraRig:
 
 def default_rig() -> CameraRig:
     """The packaged synthetic 6-camera rig for the 800x320 configuration."""
-    text = resources.files("aqr_cli").joinpath("data", DEFAULT_RIG_FILE).read_text()
+    text = (resources.files("aqr_cli") / "data" / DEFAULT_RIG_FILE).read_text()
     return rig_from_mapping(json.loads(text))
 
 

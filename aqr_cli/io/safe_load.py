@@ -41,7 +41,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from aqr_cli.io.errors import LoadError, one_line
 from aqr_cli.io.limits import MAX_NESTING, MAX_NODES
@@ -132,7 +132,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
     # torch assigns ``unpickler.persistent_load = fn``: the property keeps fn and hands pickle
     # the guard instead (the C unpickler reads this attribute once, at construction).
     @property
-    def persistent_load(self):  # type: ignore[override]
+    def persistent_load(self) -> Callable[[Any], Any]:
         return self._guarded_persistent_load
 
     @persistent_load.setter
@@ -173,11 +173,19 @@ def _check_storage_id(pid: tuple, max_storage_bytes: int) -> None:
             raise pickle.UnpicklingError("a storage view outside its storage")
 
 
-def _pickle_module(max_storage_bytes: int, seen: set[str]) -> types.ModuleType:
+class _PickleModule(types.ModuleType):
+    """The interface ``torch.load`` takes as ``pickle_module``."""
+
+    Unpickler: type[pickle.Unpickler]
+    load: Callable[..., Any]
+    UnpicklingError: type[Exception]
+
+
+def _pickle_module(max_storage_bytes: int, seen: set[str]) -> _PickleModule:
     """A module with ``Unpickler`` and ``load``, the interface ``torch.load`` takes."""
     cls = type("_RestrictedUnpickler", (_RestrictedUnpickler,),
                {"max_storage_bytes": max_storage_bytes, "seen_records": seen})
-    mod = types.ModuleType("aqr_restricted_pickle")
+    mod = _PickleModule("aqr_restricted_pickle")
     mod.Unpickler = cls
     mod.load = lambda f, **kw: cls(f, **kw).load()
     mod.UnpicklingError = pickle.UnpicklingError

@@ -15,6 +15,9 @@ import torch
 if TYPE_CHECKING:
     from .sparse import SparseBias
 
+# (map [B, Q] or None for a single map, y0, x0, regular [B, Q]) of the boxes of one block
+_Origins = tuple["torch.Tensor | None", torch.Tensor, torch.Tensor, torch.Tensor]
+
 
 @dataclass(eq=False, repr=False)
 class WindowLayout:
@@ -56,7 +59,7 @@ class WindowLayout:
         return self._cache[block]
 
 
-def _bev_origins(positions: torch.Tensor, width: int, low: int):
+def _bev_origins(positions: torch.Tensor, width: int, low: int) -> _Origins:
     """(map, y0, x0, regular) [B, Q] of each BEV window box (top-left cell, maybe off the map).
 
     Upstream splits the flat index ``p`` as ``floor(p / W)``, ``p mod W`` and adds the offsets
@@ -69,7 +72,7 @@ def _bev_origins(positions: torch.Tensor, width: int, low: int):
     return None, y + low, torch.add(p, y, alpha=-width).add_(low), exact  # x = p - y*W
 
 
-def _camera_origins(positions: torch.Tensor, num_views: int, low: int):
+def _camera_origins(positions: torch.Tensor, num_views: int, low: int) -> _Origins:
     """(map, y0, x0, regular) [B, Q] of each camera window box (top-left cell, maybe off the
     map). Truncated like upstream's ``.long()``; regular for views in [0, V) (others collapse
     into one column)."""

@@ -42,6 +42,13 @@ class AttentionBiasGenerator(nn.Module):
     ``gaussian_weights`` [K] float32 (ones unless ``use_gaussian_window``); K = ws^2 (head).
     """
 
+    bias_scale: torch.Tensor
+    y_offsets: torch.Tensor
+    x_offsets: torch.Tensor
+    window_offsets_bev: torch.Tensor
+    window_offsets_pers: torch.Tensor
+    gaussian_weights: torch.Tensor
+
     def __init__(self, bev_feature_shape=(180, 180), pers_feature_shape=(6, 40, 100),
                  window_size=15, bias_scale=2.5, learnable_scale=True, min_scale=0.5,
                  max_scale=5.0, use_local_bias=True, use_gaussian_window=False,

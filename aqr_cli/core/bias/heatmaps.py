@@ -32,8 +32,10 @@ def heatmaps(sparse: "SparseBias", reduce: str, dtype: torch.dtype | None
         bev = _global_reduce(vals[..., 0], reduce).unsqueeze(-1).expand(b, hw)
         cam = _global_reduce(vals[..., 1], reduce).unsqueeze(-1).expand(b, f - hw)
         return bev.reshape(b, *sparse.bev_shape), cam.reshape(b, *sparse.pers_shape)
-    if sparse.layout is not None and sparse.layout.describes(sparse):
-        blocks = [_box_accumulators(sparse, block, reduce, dtype) for block in (0, 1)]
+    layout = sparse.layout
+    if layout is not None and layout.describes(sparse):
+        blocks = [_box_accumulators(sparse, layout.boxes(sparse, block), block, reduce, dtype)
+                  for block in (0, 1)]
     else:
         acc = _entry_accumulators(sparse, reduce, dtype)
         blocks = [{k: t[:, sl] for k, t in acc.items()} for sl in (slice(hw), slice(hw, f))]
@@ -130,12 +132,13 @@ def _entry_accumulators(sparse: "SparseBias", reduce: str, dtype) -> dict:
                     keys, f, reduce)
 
 
-def _box_accumulators(sparse: "SparseBias", block: int, reduce: str, dtype) -> dict:
-    """Accumulators [B, maps*H*W] of one block from per-query boxes (+ irregular entries).
+def _box_accumulators(sparse: "SparseBias", boxes: Boxes, block: int, reduce: str,
+                      dtype) -> dict:
+    """Accumulators [B, maps*H*W] of one block from its per-query ``boxes`` (+ irregular
+    entries).
 
     ``total`` and ``count`` come out float32 (exact sums rounded once; counts exact).
     """
-    boxes = sparse.layout.boxes(sparse, block)
     vals = _rounded(sparse.values.detach().gather(-1, boxes.leader), dtype)  # [B, Q, 1]
     if reduce == "maxabs":
         keys = _query_keys(vals, _ranks(vals.shape[1], vals.device).view(1, -1, 1))

@@ -8,8 +8,6 @@ import torch
 
 from .errors import AQRInputError
 
-Dim = "int | str | None"
-
 
 def check_tensor(name: str, value, ndim: int | None = None) -> torch.Tensor:
     """Return ``value`` if it is a tensor (of ``ndim`` dims when given), else raise."""

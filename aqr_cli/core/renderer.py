@@ -280,7 +280,6 @@ class WeightRenderer(nn.Module):
         self.max_weight_clamp = _check_real("max_weight_clamp", max_weight_clamp, nonneg=True)
         if render_method == "gaussian":
             self.register_buffer("gaussian_kernel", gaussian_kernel(self.gaussian_sigma))
-            self.kernel_size = int(self.gaussian_kernel.shape[0])
 
     def extra_repr(self) -> str:
         return (f"render_method={self.render_method!r}, gaussian_sigma={self.gaussian_sigma}, "

@@ -500,7 +500,6 @@ class _FileParser:
         self.cfg = ParsedConfig(source=label)
         self.unavailable: dict[str, str] = {}
         self.base_values = base_values
-        self.base_spec: Any = None
 
     def where(self, node: ast.AST) -> str:
         return f"{self.label}:{getattr(node, 'lineno', '?')}"

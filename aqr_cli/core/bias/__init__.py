@@ -23,9 +23,9 @@ reduction over queries), ``debug_stats`` (upstream's debug statistics) and ``sta
 (checkpoints of either generation).
 """
 
+from .boxes import WindowLayout
 from .generator import AttentionBiasGenerator
 from .sparse import REDUCES, BlockEntries, SparseBias
-from .boxes import WindowLayout
 from .windows import PARITIES, window_axis_offsets
 
 __all__ = ["AttentionBiasGenerator", "BlockEntries", "PARITIES", "REDUCES", "SparseBias",

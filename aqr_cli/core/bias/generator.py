@@ -8,9 +8,9 @@ from torch import nn
 from .._checks import check_finite, check_positive_shape, check_shape
 from ..errors import AQRInputError, warn_quirk
 from .boxes import WindowLayout
+from .debug_stats import dense_stats, sparse_stats, weight_summary
 from .sparse import SparseBias
 from .state_dict import infer_parity, strip_prefix
-from .debug_stats import dense_stats, sparse_stats, weight_summary
 from .windows import check_window, merge_view_overflow, window_axis_offsets
 
 _GENERATION_HEAD = "head"

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from aqr_cli.analysis.findings import (
-    CHECKPOINT_RULES,
-    RULES,
     CheckpointContext,
     Finding,
     custom_key_finding,
+    rule_ids,
+    rules_for,
     sort_findings,
 )
 from aqr_cli.analysis.inspect import (
@@ -58,8 +58,7 @@ CONFIG_NAMES = frozenset({
 """Top-level names that mark a Python file as an mmcv config."""
 _SNIFF_LIMIT = 4 * 2 ** 20  # configs are kilobytes; anything larger is not read as text
 
-CONFIG_RULE_IDS = ("Q2", "Q6", "Q7", "Q8", "Q9", "Q10", "Q11", "Q12", "Q15", "Q16", "Q17",
-                   "Q18", "Q21", "Q23", "Q32", "Q33", "Q34", "Q35", "Q37", "Q40")
+CONFIG_RULE_IDS = tuple(rule_ids("config"))
 """Rules run on a config alone (Q2, Q15, Q17 and Q33 only in their config part, see NOT_RUN)."""
 
 NOT_RUN: dict[str, tuple[str, str]] = {
@@ -90,7 +89,7 @@ NOT_RUN: dict[str, tuple[str, str]] = {
 }
 """Rules a config alone cannot (fully) decide: id -> ('all' | 'part', what they need)."""
 
-_RULES_BY_ID = {rule.__name__.lstrip("_").upper(): rule for rule in CHECKPOINT_RULES}
+_RULES_BY_ID = {rule.id: rule.check for rule in rules_for("config")}
 
 # Representative parameter names of a CMT-AQR detector (spec 2.6): Q33 shadowing only needs
 # names that contain the module names custom_keys are written against.
@@ -324,7 +323,7 @@ def lint_config(path: str | os.PathLike) -> ConfigLintReport:
 
 def not_run() -> list[dict]:
     """The rules a config alone cannot (fully) decide, in rule order: ``{id, scope, needs}``."""
-    order = [r.id for r in RULES]
+    order = rule_ids()
     return [{"id": qid, "scope": NOT_RUN[qid][0], "needs": NOT_RUN[qid][1]}
             for qid in sorted(NOT_RUN, key=lambda q: order.index(q) if q in order else 999)]
 

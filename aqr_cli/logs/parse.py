@@ -226,7 +226,7 @@ class LogParser:
                     yield from self._close(block)
                     block = None
                 msg = m.group(5).strip()
-                block = yield from self._message(n, msg, ended, m.group(3))
+                block = yield from self._message(n, msg, ended)
                 continue
             hdr = self._debug_header(text) if "Debug" in text or "Monitoring" in text else None
             if hdr is not None:
@@ -245,7 +245,7 @@ class LogParser:
                 block["event"].complete = block.get("ended", False)
             yield from self._close(block)
 
-    def _message(self, n: int, msg: str, ended: bool, logger: str):
+    def _message(self, n: int, msg: str, ended: bool):
         """Handle one logger message; return the multi-line block it opens (or None)."""
         if msg.startswith(("Epoch", "Iter")) and _RECORD_HINT.match(msg):
             ev = self._record(n, msg, ended)

@@ -41,7 +41,7 @@ def enabled(cfg: AQRConfig) -> bool:
     return cfg.head["enable_aqr"].value is True
 
 
-def _where(origin_file: str | None, line: int | None, this: str | None = None) -> str:
+def _where(origin_file: str | None, line: int | None) -> str:
     """``name.py:line`` (the base name: messages stay readable in JSON and on a terminal)."""
     if origin_file is None:
         return "?"
@@ -74,19 +74,19 @@ def _lost_aqr(index: OriginIndex) -> list[tuple[str, Any, dict[str, Any]]]:
     return out
 
 
-def _discard_text(how: str, rec, keys: dict[str, Any], this: str) -> tuple[str, list[str]]:
+def _discard_text(how: str, rec, keys: dict[str, Any]) -> tuple[str, list[str]]:
     names = ", ".join(keys)
-    lines = [f"{_where(o.file, o.line, this)}: {k}"
+    lines = [f"{_where(o.file, o.line)}: {k}"
              + (f"={o.value!r}" if o.value is not None else "") + " (discarded)"
              for k, o in keys.items()]
     if how == "replaced":
-        f = _where(rec.file, rec.line, this)
-        by = _where(rec.file, rec.by_line, this)
+        f = _where(rec.file, rec.line)
+        by = _where(rec.file, rec.by_line)
         lines.append(f"{by}: `{rec.name} = ...` replaces the one at {f}")
         return (f"{names} set in the `{rec.name} = dict(...)` at {f} are discarded, because the "
                 f"`{rec.name} = dict(...)` at {by} replaces it (mmcv keeps only the last "
                 "assignment of a name in a file)"), lines
-    at = _where(rec.origin.file, rec.origin.line, this)
+    at = _where(rec.origin.file, rec.origin.line)
     lines.append(f"{at}: {rec.path} with _delete_=True")
     return (f"{names} set in a _base_ are discarded, because {rec.path} at {at} has "
             "_delete_=True and does not set them again"), lines
@@ -129,16 +129,15 @@ def _unknown_status(cfg: AQRConfig, complete: bool) -> AQRStatus | None:
 
 
 def _merge(cfg: AQRConfig, index: OriginIndex) -> _Merge:
-    this = index.source
     enable = cfg.head["enable_aqr"]
     en_origin = index.lookup(enable.key) if enable.key else None
-    en_where = (f"enable_aqr={enable.value!r} at {_where(en_origin.file, en_origin.line, this)}"
+    en_where = (f"enable_aqr={enable.value!r} at {_where(en_origin.file, en_origin.line)}"
                 if enable.source == "file" and en_origin is not None else
                 f"enable_aqr={enable.value!r}" if enable.source == "file" else
                 "enable_aqr not set (CmtHead default False)")
-    lines = [f"{_where(en_origin.file, en_origin.line, this)}: enable_aqr={enable.value!r}"] \
+    lines = [f"{_where(en_origin.file, en_origin.line)}: enable_aqr={enable.value!r}"] \
         if en_origin is not None else []
-    discarded = [_discard_text(how, rec, keys, this) for how, rec, keys in _lost_aqr(index)]
+    discarded = [_discard_text(how, rec, keys) for how, rec, keys in _lost_aqr(index)]
     for _, extra in discarded:
         lines += extra
     configured = [c for c in AQR_COMPONENTS
@@ -173,7 +172,7 @@ def _disabled_status(cfg: AQRConfig, index: OriginIndex, m: _Merge) -> AQRStatus
         for c in m.configured:
             o = index.lookup(f"{HEAD}.{c}")
             if o is not None:
-                lines.append(f"{_where(o.file, o.line, index.source)}: {c} (ignored)")
+                lines.append(f"{_where(o.file, o.line)}: {c} (ignored)")
         return AQRStatus("off", False, f"AQR settings are configured ({', '.join(m.configured)}) "
                          f"but {m.en_where}: CmtHead builds no AQR component and ignores them"
                          + (f"; {m.lost_text}" if m.lost_text else ""), lines)
@@ -192,13 +191,12 @@ def with_lost_settings(f: Finding, index: OriginIndex) -> Finding:
     recs = [r for r in index.replaced if r.name == "model" and r.lost]
     if not recs:
         return f
-    this = index.source
     parts = []
     for r in recs:
         keys = list(dict.fromkeys(".".join(k.split(".")[1:3]) for k in r.lost))
         shown = ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
-        parts.append(f"the `model = dict(...)` at {_where(r.file, r.line, this)} is replaced by "
-                     f"the one at {_where(r.file, r.by_line, this)}, losing {shown}")
+        parts.append(f"the `model = dict(...)` at {_where(r.file, r.line)} is replaced by "
+                     f"the one at {_where(r.file, r.by_line)}, losing {shown}")
     detail = dict(f.detail)
     detail["lost"] = {f"{r.file}:{r.line}": list(r.lost) for r in recs}
     return Finding(f.id, f.severity, "`model` is assigned more than once in one config file: "

@@ -687,6 +687,18 @@ def test_readme_holds_the_generated_quirk_table():
     assert readme_table() in DOCS.read_text(encoding="utf-8")
 
 
+def test_a_rule_is_registered_once_per_input_kind():
+    from aqr_cli.analysis.findings.registry import quirk_rule
+
+    n = len(RULES)
+    with pytest.raises(ValueError, match="registered twice"):
+        quirk_rule("Q13", "checkpoint", inputs="x", fires="y")(lambda ctx: None)
+    with pytest.raises(ValueError, match="dump rules"):
+        quirk_rule("Q99", ("dump", "config"), inputs="x", fires="y")
+    assert len(RULES) == n
+    assert {r.id for r in RULES if "config" in r.applies_to} == set(rule_ids("config"))
+
+
 def test_rules_cover_every_quirk_once():
     checked = {r.id for r in RULES if r.id.startswith("Q")}
     assert checked.isdisjoint(NOT_CHECKED)

@@ -39,7 +39,6 @@ def _picture_rule(qid: str):
     def rule(ctx: CheckpointContext) -> Finding | None:
         return Finding(qid, "info", _PICTURE_QUIRKS[qid]) if _debug_pictures(ctx) else None
 
-    rule.__name__ = f"_{qid.lower()}"
     return rule
 
 

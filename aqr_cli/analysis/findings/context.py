@@ -64,10 +64,12 @@ def attention_types(sourced) -> list[str]:
 
 
 def fmt(x: float, digits: int = 4) -> str:
+    """``x`` with ``digits`` decimals, as the messages print numbers."""
     return f"{x:.{digits}f}"
 
 
 def share(n: int, total: int) -> str:
+    """``n of total (p%)``, or ``n`` without a total."""
     return f"{n} of {total} ({100.0 * n / total:.1f}%)" if total else str(n)
 
 

@@ -37,8 +37,9 @@ import torch
 import torch.nn.functional as F
 
 from aqr_cli.analysis.attention import (
-    AttentionPath, CrossAttentionWeights, WindowBias, _auto_chunk, compare_attention, compute_attention,
+    AttentionPath, CrossAttentionWeights, WindowBias, compare_attention, compute_attention,
 )
+from aqr_cli.analysis.attention.engine import auto_chunk_size
 from aqr_cli.core.bias import AttentionBiasGenerator
 from aqr_cli.core.configs import reference_config
 
@@ -110,7 +111,7 @@ def bench_config(name: str, repeats: int, chunk_size: int | None) -> list[dict]:
     weights = CrossAttentionWeights.identity(EMBED, HEADS)
     keys = inp["memory"] + inp["key_pos"]
     keys_mod = inp["modulated"] + inp["key_pos"]
-    chunk = chunk_size or _auto_chunk(1, HEADS, inp["num_keys"])
+    chunk = chunk_size or auto_chunk_size(1, HEADS, inp["num_keys"])
     prebuilt = [_dense_chunk(inp["bias"], c0, min(NUM_QUERY, c0 + chunk), inp["num_keys"])
                 for c0 in range(0, NUM_QUERY, chunk)]
 

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from aqr_cli.analysis.attention import (
-    METRICS, AttentionPath, CrossAttentionWeights, WindowBias, _topk, align_width, compare_attention,
+    METRICS, AttentionPath, CrossAttentionWeights, WindowBias, align_width, compare_attention,
     compute_attention, preference_groups, query_groups, size_groups, summarize_metrics,
 )
+from aqr_cli.analysis.attention.engine import block_topk
 from aqr_cli.analysis.sweep import (
     bias_scale_sweep, scale_band, scaled_bias, unit_bias, unit_bias_from_generator,
 )
@@ -159,7 +160,7 @@ def test_topk_by_blocks_equals_full_topk():
     gen = torch.Generator().manual_seed(0)
     for f in (22384, 56400, 64 * 40 + 5, 300):
         p = torch.rand(2, 5, f, generator=gen)
-        vals, idx = _topk(p, 10)
+        vals, idx = block_topk(p, 10)
         want = p.topk(10)
         assert torch.equal(vals, want.values) and torch.equal(idx, want.indices)
 

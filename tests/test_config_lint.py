@@ -212,7 +212,7 @@ def test_cli_human_output_fits_80_columns():
 
 
 def test_every_rule_is_run_or_listed():
-    from aqr_cli.analysis.config_lint import _RULES_BY_ID
+    from aqr_cli.analysis.config_lint.lint import _RULES_BY_ID
 
     assert set(CONFIG_RULE_IDS) - {"Q33"} <= set(_RULES_BY_ID)
     run_ids = set(CONFIG_RULE_IDS)

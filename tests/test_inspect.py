@@ -17,7 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 import aqr_cli.cli.commands  # noqa: F401  (registers the commands)
-from aqr_cli.analysis.findings import NOT_CHECKED, RULES, rule_ids
+from aqr_cli.analysis.findings import NOT_CHECKED, RULES, readme_table, rule_ids
 from aqr_cli.analysis.inspect import (
     CheckpointReport,
     DumpReport,
@@ -681,6 +681,22 @@ def test_docs_list_every_checked_quirk_and_the_json_keys():
     for key in ("format", "meta", "components", "config", "bias_scale", "shapes", "findings",
                 "aqr_window_sizes", "bias_window", "effective", "learnable"):
         assert f"`{key}`" in text, key
+
+
+def test_readme_holds_the_generated_quirk_table():
+    assert readme_table() in DOCS.read_text(encoding="utf-8")
+
+
+def test_a_rule_is_registered_once_per_input_kind():
+    from aqr_cli.analysis.findings.registry import quirk_rule
+
+    n = len(RULES)
+    with pytest.raises(ValueError, match="registered twice"):
+        quirk_rule("Q13", "checkpoint", inputs="x", fires="y")(lambda ctx: None)
+    with pytest.raises(ValueError, match="dump rules"):
+        quirk_rule("Q99", ("dump", "config"), inputs="x", fires="y")
+    assert len(RULES) == n
+    assert {r.id for r in RULES if "config" in r.applies_to} == set(rule_ids("config"))
 
 
 def test_rules_cover_every_quirk_once():

@@ -143,8 +143,6 @@ def gain_stats(gain: torch.Tensor, bins: int = DEFAULT_BINS) -> dict:
                 median=float(torch.quantile(g[:: max(1, g.numel() // (1 << 22))], 0.5)))
 
 
-# ----------------------------------------------------------------------------- boxes
-
 def _boxes_np(boxes) -> np.ndarray:
     b = np.asarray(boxes.detach().cpu().numpy() if isinstance(boxes, torch.Tensor) else boxes,
                    dtype=np.float64)
@@ -263,6 +261,36 @@ def _cell_energy(features: torch.Tensor, num_samples: int, cell_shape) -> torch.
     return e.reshape(num_samples, *cell_shape)
 
 
+def _add_energy(acc: list, f0: torch.Tensor, f1: torch.Tensor, cells: torch.Tensor) -> None:
+    """Add the before/after energy and the count of ``cells`` (a bool mask) to ``acc``."""
+    acc[0] += float(f0[cells].sum())
+    acc[1] += float(f1[cells].sum())
+    acc[2] += int(cells.sum())
+
+
+def _sample_energy(b: int, m: torch.Tensor, labels, e0: torch.Tensor, e1: torch.Tensor,
+                   groups: dict, per_object: list) -> None:
+    """Energy of sample ``b`` (box masks ``m [N, ...]``) into ``groups`` and ``per_object``."""
+    if m.shape[1:] != e0.shape[1:]:
+        raise AQRInputError(f"masks[{b}]: expected [N, {', '.join(map(str, e0.shape[1:]))}], "
+                            f"got {list(m.shape)}")
+    sizes = size_names(labels)
+    flat = m.reshape(m.shape[0], -1)
+    f0, f1 = e0[b].reshape(-1), e1[b].reshape(-1)
+    obj0, obj1 = flat.double() @ f0, flat.double() @ f1
+    for i in range(m.shape[0]):
+        per_object.append(dict(sample=b, label=_class_name(np.asarray(labels).reshape(-1)[i]),
+                               size=sizes[i], cells=int(flat[i].sum()),
+                               retained=_f(obj1[i] / obj0[i]) if obj0[i] > 0 else None))
+    for g, sel in (("small", [s == "small" for s in sizes]), ("large", [s == "large" for s in sizes]),
+                   ("objects", [True] * len(sizes))):
+        keep = torch.tensor(sel, dtype=torch.bool)
+        union = flat[keep].any(0) if bool(keep.any()) else torch.zeros_like(f0, dtype=torch.bool)
+        _add_energy(groups[g], f0, f1, union)
+    bg = ~flat.any(0) if flat.shape[0] else torch.ones_like(f0, dtype=torch.bool)
+    _add_energy(groups["background"], f0, f1, bg)
+
+
 def energy_in_boxes(before: torch.Tensor, after: torch.Tensor, masks: Sequence[torch.Tensor],
                     labels: Sequence) -> dict:
     """Energy retained (after / before, sum of squared features) inside and outside boxes.
@@ -280,31 +308,9 @@ def energy_in_boxes(before: torch.Tensor, after: torch.Tensor, masks: Sequence[t
     cell_shape = tuple(masks[0].shape[1:])
     e0, e1 = _cell_energy(before, n, cell_shape), _cell_energy(after, n, cell_shape)
     groups = {g: [0.0, 0.0, 0] for g in ("small", "large", "objects", "background")}
-    per_object = []
+    per_object: list[dict] = []
     for b in range(n):  # per sample: its own boxes
-        m = masks[b].bool()
-        if m.shape[1:] != e0.shape[1:]:
-            raise AQRInputError(f"masks[{b}]: expected [N, {', '.join(map(str, e0.shape[1:]))}], "
-                                f"got {list(m.shape)}")
-        sizes = size_names(labels[b])
-        flat = m.reshape(m.shape[0], -1)
-        f0, f1 = e0[b].reshape(-1), e1[b].reshape(-1)
-        obj0, obj1 = flat.double() @ f0, flat.double() @ f1
-        for i in range(m.shape[0]):
-            per_object.append(dict(sample=b, label=_class_name(np.asarray(labels[b]).reshape(-1)[i]),
-                                   size=sizes[i], cells=int(flat[i].sum()),
-                                   retained=_f(obj1[i] / obj0[i]) if obj0[i] > 0 else None))
-        for g, sel in (("small", [s == "small" for s in sizes]), ("large", [s == "large" for s in sizes]),
-                       ("objects", [True] * len(sizes))):
-            keep = torch.tensor(sel, dtype=torch.bool)
-            union = flat[keep].any(0) if bool(keep.any()) else torch.zeros_like(f0, dtype=torch.bool)
-            groups[g][0] += float(f0[union].sum())
-            groups[g][1] += float(f1[union].sum())
-            groups[g][2] += int(union.sum())
-        bg = ~flat.any(0) if flat.shape[0] else torch.ones_like(f0, dtype=torch.bool)
-        groups["background"][0] += float(f0[bg].sum())
-        groups["background"][1] += float(f1[bg].sum())
-        groups["background"][2] += int(bg.sum())
+        _sample_energy(b, masks[b].bool(), labels[b], e0, e1, groups, per_object)
     out = {g: dict(energy_before=v[0], energy_after=v[1], cells=v[2],
                    retained=(v[1] / v[0]) if v[0] > 0 else None) for g, v in groups.items()}
     for g in ("small", "large"):
@@ -363,8 +369,6 @@ def bias_coverage(bias, bev_masks: Sequence[torch.Tensor]) -> dict:
     band = None if cov is None else next(lab for up, lab in COVERAGE_BANDS if cov < up)
     return dict(coverage=cov, total_abs_bias=total, band=band)
 
-
-# ----------------------------------------------------------------------------- per path
 
 def modality_stats(before: torch.Tensor, after: torch.Tensor, *, num_samples: int,
                    gain: torch.Tensor | None = None, masks: Sequence[torch.Tensor] | None = None,

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
 from aqr_cli.errors import UserError
+from aqr_cli.logs.debug_prints import feed_debug
+from aqr_cli.logs.fields import as_int, json_numbers, record_fields, strip_prefix
 from aqr_cli.logs.records import (
     ConfigText,
     DebugBlock,
@@ -54,9 +56,6 @@ _OLD_BLOCK = re.compile(r"AQR Debug Info \(Forward #(\d+)\)")
 _NEW_BLOCK = re.compile(r"\[AttentionBias\] Monitoring Report \(Iter (\d+)\)")
 _HEAD_BLOCK = re.compile(r"AQR Attention Bias Debug \(Iteration (\d+)\)")
 
-_KV = re.compile(r"^(\s+)([A-Za-z_][\w.\-]*):\s*(.*)$")
-_TOKEN_SPLIT = re.compile(r",\s+|\t+|\s{2,}")
-_DURATION = re.compile(r"^\d+:\d{2}:\d{2}$|^\d+ days?")
 
 _CHATTER = re.compile(r"^(?:/\S+\.py:\d+: \w*Warning|WARNING:|INFO:|ERROR:|\s+warnings\.warn\(|"
                       r"\s+logger\.warn\(|projects\.|\*{5,}|Setting OMP_NUM_THREADS|fatal: )")
@@ -68,23 +67,10 @@ _ENV_KEYS = {
     "MMEngine": "mmengine", "TorchVision": "torchvision", "Python": "python",
     "MMCV CUDA Compiler": "mmcv_cuda", "sys.platform": "platform",
 }
-_STRING_FIELDS = {"eta", "mode", "exp_name"}
 
 
 class LogFormatError(UserError):
     """The file is not a training log this parser reads (binary, checkpoint, empty, no records)."""
-
-
-def _number(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
-def _strip_prefix(key: str) -> str:
-    """``pts_bbox_NuScenes/car_AP_dist_0.5`` -> ``car_AP_dist_0.5`` (last path part)."""
-    return key.rsplit("/", 1)[-1].strip()
 
 
 def sniff(path: Path) -> str:
@@ -154,8 +140,6 @@ class LogParser:
         if self._flavours:
             self.format = self._flavours.most_common(1)[0][0]
 
-    # ------------------------------------------------------------ JSON
-
     def _json_events(self, fh: BinaryIO) -> Iterator[Event]:
         for n, text, ended in self._pieces(fh):
             text = text.strip()
@@ -172,17 +156,17 @@ class LogParser:
             mode = obj.get("mode")
             if mode == "train":
                 rec = self._train_from_fields(n, obj.get("epoch"), obj.get("iter"), None,
-                                              _json_numbers(obj))
+                                              json_numbers(obj))
                 if rec is None:
                     self._skip(n, "train record without iteration", text)
                 else:
                     yield rec
             elif mode in ("val", "test"):
-                vals = {_strip_prefix(k): float(v) for k, v in obj.items()
+                vals = {strip_prefix(k): float(v) for k, v in obj.items()
                         if k not in ("mode", "epoch", "iter", "lr", "time", "data_time", "memory")
                         and isinstance(v, (int, float)) and not isinstance(v, bool)}
                 if vals:
-                    yield ValRecord(n, _int(obj.get("epoch")), _int(obj.get("iter")), vals)
+                    yield ValRecord(n, as_int(obj.get("epoch")), as_int(obj.get("iter")), vals)
             elif mode is None:
                 yield from self._json_header(n, obj)
             else:
@@ -200,8 +184,6 @@ class LogParser:
         cfg = obj.get("config")
         if isinstance(cfg, str) and cfg.strip():
             yield ConfigText(n, cfg[:MAX_CONFIG], len(cfg) > MAX_CONFIG)
-
-    # ------------------------------------------------------------ text
 
     def _pieces(self, fh: BinaryIO) -> Iterator[tuple[int, str, bool]]:
         """Clean text pieces: ANSI codes removed, carriage-return segments split apart.
@@ -244,7 +226,7 @@ class LogParser:
                     yield from self._close(block)
                     block = None
                 msg = m.group(5).strip()
-                block = yield from self._message(n, msg, ended, m.group(3))
+                block = yield from self._message(n, msg, ended)
                 continue
             hdr = self._debug_header(text) if "Debug" in text or "Monitoring" in text else None
             if hdr is not None:
@@ -263,7 +245,7 @@ class LogParser:
                 block["event"].complete = block.get("ended", False)
             yield from self._close(block)
 
-    def _message(self, n: int, msg: str, ended: bool, logger: str):
+    def _message(self, n: int, msg: str, ended: bool):
         """Handle one logger message; return the multi-line block it opens (or None)."""
         if msg.startswith(("Epoch", "Iter")) and _RECORD_HINT.match(msg):
             ev = self._record(n, msg, ended)
@@ -352,46 +334,7 @@ class LogParser:
             for m in _PART_RE.finditer(text):
                 block["parts"].add(m.group(1))
             return False
-        return self._feed_debug(block, text)
-
-    def _feed_debug(self, block: dict[str, Any], text: str) -> bool:
-        ev: DebugBlock = block["event"]
-        if not text.strip():
-            return False
-        if ev.kind == "bias_monitor":
-            if re.match(r"^\s*={20,}\s*$", text):
-                block["ended"] = True
-                return block["seen"] > 0
-            block["seen"] += _bias_monitor_line(ev, block, text)
-            return False
-        if ev.kind == "head_bias":
-            m = re.search(r"(LiDAR Weights|Camera Weights|Attention Bias):\s*(.*)$", text)
-            if m is None:
-                return not text[:1].isspace()
-            name = {"LiDAR Weights": "lidar", "Camera Weights": "camera",
-                    "Attention Bias": "bias"}[m.group(1)]
-            vals = {k: _number(v) for k, v in re.findall(r"(\w+)=([-+\w.]+)", m.group(2))}
-            ev.sections[name] = {k: v for k, v in vals.items() if v is not None}
-            block["seen"] += 1
-            block["ended"] = len(ev.sections) >= 3
-            return False
-        m = _KV.match(text)
-        if m is None:
-            # chatter of another rank (warnings, progress) does not end the block
-            return False
-        indent, key, value = len(m.group(1)), m.group(2), m.group(3).strip()
-        if not value:
-            block["section"], block["indent"] = key, indent
-            ev.sections.setdefault(key, {})
-        elif block["section"] is not None and indent > block["indent"]:
-            ev.sections[block["section"]][key] = _debug_value(value)
-        else:
-            block["section"] = None
-            ev.sections.setdefault("_", {})[key] = _debug_value(value)
-        block["seen"] += 1
-        block["ended"] = "modulation_effect_pers" in ev.sections and \
-            "relative_change" in ev.sections["modulation_effect_pers"]
-        return False
+        return feed_debug(block, text)
 
     def _close(self, block: dict[str, Any]) -> Iterator[Event]:
         kind = block["type"]
@@ -419,8 +362,6 @@ class LogParser:
             else:
                 self._skip(block["line"], "AQR debug header without values", "")
 
-    # ------------------------------------------------------------ records
-
     def _record(self, n: int, msg: str, ended: bool) -> Event | None:
         for flavour, rx, groups in (
                 ("mmcv-text", _MMCV_TRAIN, "e i n t"), ("mmengine-text", _ENG_TRAIN, "e i n t"),
@@ -432,7 +373,7 @@ class LogParser:
             if not ended:
                 self._skip(n, "record cut at end of file", msg)
                 return None
-            fields, bad = _fields(g["t"])
+            fields, bad = record_fields(g["t"])
             if bad:
                 self._skip(n, "unreadable record field", msg)
                 return None
@@ -453,26 +394,26 @@ class LogParser:
                 epoch, it, tail = m.group(1), m.group(2), m.group(3)
             else:
                 epoch, it, tail = m.group(1), m.group(2), m.group(4)
-            fields, bad = _fields(tail)
+            fields, bad = record_fields(tail)
             if bad:
                 self._skip(n, "unreadable record field", msg)
                 return None
-            vals = {_strip_prefix(k): v for k, v in fields.items()
+            vals = {strip_prefix(k): v for k, v in fields.items()
                     if k not in ("lr", "eta", "time", "data_time", "memory")}
             self._flavours[flavour] += 1
             if not vals:
                 return None  # an mmengine validation progress line
-            return ValRecord(n, _int(epoch), _int(it), vals)
+            return ValRecord(n, as_int(epoch), as_int(it), vals)
         self._skip(n, "unrecognised record", msg)
         return None
 
     def _train_from_fields(self, n, epoch, it, per, fields: dict[str, float]) -> TrainRecord | None:
         """A :class:`TrainRecord` from numeric fields (consumed: the dict is emptied)."""
-        it = _int(it)
+        it = as_int(it)
         if it is None:
             return None
         pop = fields.pop
-        rec = TrainRecord(n, _int(epoch), it, _int(per), pop("lr", None), pop("time", None),
+        rec = TrainRecord(n, as_int(epoch), it, as_int(per), pop("lr", None), pop("time", None),
                           pop("data_time", None), pop("memory", None), pop("loss", None),
                           pop("grad_norm", None))
         lrs = [k for k in fields if k.startswith("lr_") or k.endswith("_lr") or k == "base_lr"]
@@ -487,133 +428,3 @@ class LogParser:
             else:
                 extra[key] = v
         return rec
-
-
-def _json_numbers(obj: dict) -> dict[str, float]:
-    """Numeric fields of a JSON record; a dict of learning rates becomes ``lr_<group>`` keys."""
-    out: dict[str, float] = {}
-    for key, value in obj.items():
-        if key in ("mode", "epoch", "iter") or isinstance(value, bool):
-            continue
-        if isinstance(value, (int, float)):
-            out[key] = float(value)
-        elif isinstance(value, dict) and key == "lr":
-            out.update((f"lr_{k}", float(v)) for k, v in value.items()
-                       if isinstance(v, (int, float)) and not isinstance(v, bool))
-    return out
-
-
-def _int(x: Any) -> int | None:
-    if x is None:
-        return None
-    try:
-        return int(x)
-    except (TypeError, ValueError):
-        return None
-
-
-def _fields(tail: str) -> tuple[dict[str, float], bool]:
-    """``key: value`` pairs of a record tail (mmcv ``, ``/tab or mmengine double-space separated).
-
-    Numbers (``nan``/``inf`` included) become floats; ``eta`` and other known strings are
-    dropped; a value that is neither makes the second item True.
-    """
-    out: dict[str, float] = {}
-    bad = False
-    tail = tail.strip()
-    # mmcv separates with ", " and a tab; mmengine with two spaces (the slower regex split)
-    tokens = _TOKEN_SPLIT.split(tail) if "  " in tail else tail.replace("\t", ", ").split(", ")
-    for tok in tokens:
-        key, sep, value = tok.partition(": ")
-        if not sep:
-            key, sep, value = tok.partition(":")
-            if not sep or not key.strip():
-                bad = bad or bool(tok.strip())
-                continue
-        value = value.strip().rstrip(",")
-        if " " in value:
-            pairs = re.findall(r"(\S+):\s+(\S+)", tok)
-        else:
-            pairs = [(key, value)]
-        for key, value in pairs:
-            try:
-                out[key.strip()] = float(value)
-            except ValueError:
-                if key.strip() not in _STRING_FIELDS and not _DURATION.match(value):
-                    bad = True
-    return out, bad
-
-
-def _debug_value(text: str) -> Any:
-    v = _number(text)
-    if v is not None:
-        return v
-    m = re.search(r"\[([\d,\s]+)\]", text)
-    if m:
-        return [int(x) for x in m.group(1).split(",") if x.strip()]
-    return text
-
-
-def _pct(text: str) -> float | None:
-    v = _number(text)
-    return None if v is None else v / 100.0
-
-
-def _bias_monitor_line(ev: DebugBlock, block: dict[str, Any], text: str) -> int:
-    """Read one line of the spec 5.3 print into ``ev``; 1 if it held a value."""
-    s = text.strip()
-    if m := re.search(r"(Learnable|Fixed) Bias Scale:\s*(\S+)(?:\s*\(range:\s*\[([^,\]]+),\s*([^\]]+)\]\))?", s):
-        sec = ev.sections.setdefault("scale", {})
-        sec["learnable"] = m.group(1) == "Learnable"
-        val = _number(m.group(2))
-        if val is not None:
-            sec["value"] = val
-        if m.group(3):
-            sec["min"], sec["max"] = _number(m.group(3)), _number(m.group(4))
-        return 1
-    if m := re.search(r"Gradient:\s*(\S+)", s):
-        ev.sections.setdefault("scale", {})["grad"] = _number(m.group(1))
-        return 1
-    if m := re.search(r"requires_grad:\s*(True|False)", s):
-        ev.sections.setdefault("scale", {})["requires_grad"] = m.group(1) == "True"
-        return 1
-    if "WARNING" in s:
-        ev.warnings.append(re.sub(r"^\W+", "", s))
-        return 1
-    if "Bias Statistics" in s:
-        block["group"] = "bias"
-        return 0
-    if "Input Weights" in s:
-        block["group"] = "weights"
-        return 0
-    if m := re.search(r"(Overall|BEV|Camera|LiDAR)\s*-\s*Mean:\s*(\S+?),\s*Std:\s*(\S+)", s):
-        name = m.group(1).lower()
-        section = (f"bias_{name}" if block["group"] == "bias" else name) if name != "overall" \
-            else "bias"
-        if name == "bev":
-            section = "bias_bev"
-        block["row"] = section
-        ev.sections.setdefault(section, {}).update(mean=_number(m.group(2)), std=_number(m.group(3)))
-        return 1
-    if m := re.search(r"Range:\s*\[\s*([^,\]]+),\s*([^\]]+)\]", s):
-        if block["row"]:
-            ev.sections.setdefault(block["row"], {}).update(min=_number(m.group(1)),
-                                                            max=_number(m.group(2)))
-        return 1
-    ratios = ev.sections.setdefault("ratios", {})
-    if m := re.search(r"Positive:\s*([\d.]+)%\s*\|\s*Negative:\s*([\d.]+)%", s):
-        ratios.update(positive=_pct(m.group(1)), negative=_pct(m.group(2)))
-        return 1
-    if m := re.search(r"Strong\+[^:]*:\s*([\d.]+)%\s*\|\s*Strong-[^:]*:\s*([\d.]+)%", s):
-        ratios.update(strong_positive=_pct(m.group(1)), strong_negative=_pct(m.group(2)))
-        return 1
-    if m := re.search(r"Near-zero[^:]*:\s*([\d.]+)%", s):
-        ratios["near_zero"] = _pct(m.group(1))
-        return 1
-    if m := re.search(r"(Prefer LiDAR|Prefer Camera|Balanced):\s*([\d.]+)%", s):
-        key = {"Prefer LiDAR": "prefer_lidar", "Prefer Camera": "prefer_camera",
-               "Balanced": "balanced"}[m.group(1)]
-        ev.sections.setdefault("preference", {})[key] = _pct(m.group(2))
-        return 1
-    return 0
-

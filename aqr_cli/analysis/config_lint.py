@@ -33,16 +33,9 @@ from aqr_cli.analysis.findings import (
     custom_key_finding,
     sort_findings,
 )
-from aqr_cli.analysis.inspect import (
-    COMPONENTS,
-    USED_AT_HEAD,
-    Check,
-    ComponentReport,
-    ShapesReport,
-    _as_list,
-    _Checks,
-    _config_consistency,
-)
+from aqr_cli.analysis.inspection.components import USED_AT_HEAD
+from aqr_cli.analysis.inspection.reports import ComponentReport
+from aqr_cli.inputs.checks import COMPONENTS, Check, CheckList, ShapesReport, as_list, config_consistency
 from aqr_cli.io import AQRConfig, ParsedConfig, extract_aqr_config, parse_config_file
 from aqr_cli.io.config_origins import Deleted, OriginIndex, Replaced, trace_origins
 from aqr_cli.io.config_parse import AQR_COMPONENTS, Sourced, jsonable
@@ -300,8 +293,8 @@ def lint_config(path: str | os.PathLike) -> ConfigLintReport:
     comps = _components(cfg)
     shapes = _shapes(cfg)
     detector = _detector_shapes(parsed)
-    chk = _Checks()
-    _config_consistency(cfg, chk)
+    chk = CheckList()
+    config_consistency(cfg, chk)
     if _enabled(cfg):  # CmtHead's default shapes are irrelevant while nothing is built
         _detector_checks(shapes, detector, chk)
     view = _RuleView(comps, shapes)
@@ -375,9 +368,9 @@ def _components(cfg: AQRConfig) -> dict[str, ComponentReport]:
 
 def _shapes(cfg: AQRConfig) -> ShapesReport:
     ws = cfg.attention_bias_config["window_size"].value
-    return ShapesReport(bev=_as_list(cfg.aqr_config["bev_feature_shape"].value),
-                        pers=_as_list(cfg.aqr_config["pers_feature_shape"].value),
-                        aqr_window_sizes=_as_list(cfg.aqr_config["window_sizes"].value),
+    return ShapesReport(bev=as_list(cfg.aqr_config["bev_feature_shape"].value),
+                        pers=as_list(cfg.aqr_config["pers_feature_shape"].value),
+                        aqr_window_sizes=as_list(cfg.aqr_config["window_sizes"].value),
                         bias_window=ws if isinstance(ws, int) and not isinstance(ws, bool) else None,
                         source="config")
 
@@ -426,7 +419,7 @@ def _detector_shapes(parsed: ParsedConfig) -> dict:
     return out
 
 
-def _detector_checks(shapes: ShapesReport, detector: dict, chk: _Checks) -> None:
+def _detector_checks(shapes: ShapesReport, detector: dict, chk: CheckList) -> None:
     for key, label in (("bev", "bev_feature_shape"), ("pers", "pers_feature_shape")):
         want, have = detector.get(key), getattr(shapes, key)
         if want is None or have is None:

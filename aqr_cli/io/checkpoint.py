@@ -155,6 +155,13 @@ def plain(value: Any) -> Any:
     return value
 
 
+def stand_in(value: Any) -> tuple[str, dict[str, Any]] | None:
+    """(upstream class name, fields) of a stand-in object the loader built, else None."""
+    if isinstance(value, _Placeholder):
+        return type(value).upstream_name(), vars(value)
+    return None
+
+
 def record_summary(rec: InertRecord) -> dict[str, Any]:
     """An inert record as plain data: the global it names and what the file passed to it."""
     out: dict[str, Any] = {"inert_global": rec.global_name}

@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 
@@ -67,7 +67,7 @@ def sourced(cfg: AQRConfig | None, component: str | None, key: str) -> Sourced |
     return (cfg.head if component is None else getattr(cfg, component)).get(key)
 
 
-def decisive(item: Sourced | None) -> bool:
+def decisive(item: Sourced | None) -> TypeGuard[Sourced]:
     """A value the config sets or CmtHead defaults to (not unparsed, not missing)."""
     return item is not None and item.source in _DECISIVE and item.value is not None
 

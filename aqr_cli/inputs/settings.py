@@ -235,7 +235,7 @@ def dump_settings(bev_hw: tuple[int, ...], pers: tuple[int, ...], checkpoint: Se
              and reference_config(n).pers_shape == pers]
     base = reference_config(match[0] if match else reference)
     where = f"reference {base.name}" + ("" if match else " with the dump's shapes")
-    base.bev_shape, base.pers_shape = bev_hw, pers
+    base.bev_shape, base.pers_shape = (bev_hw[0], bev_hw[1]), (pers[0], pers[1], pers[2])
     return Settings(config=None, parsed=None, source=None, base=base,
                     base_origin=f"the dump's map shapes ({where})", where=where)
 
@@ -282,8 +282,9 @@ def _apply_config(cfg: ReferenceConfig, config: AQRConfig, name: str | None) -> 
     for component in AQR_COMPONENTS:
         setattr(cfg, component, {k: v for k, v in config.kwargs(component).items() if k != "type"})
     aqr = cfg.aqr_config
-    cfg.bev_shape = _shape(aqr.get("bev_feature_shape", base_bev), 2, "bev_feature_shape")
-    cfg.pers_shape = _shape(aqr.get("pers_feature_shape", base_pers), 3, "pers_feature_shape")
+    bev = _shape(aqr.get("bev_feature_shape", base_bev), 2, "bev_feature_shape")
+    pers = _shape(aqr.get("pers_feature_shape", base_pers), 3, "pers_feature_shape")
+    cfg.bev_shape, cfg.pers_shape = (bev[0], bev[1]), (pers[0], pers[1], pers[2])
     pcr = config.point_cloud_range.value
     if isinstance(pcr, (list, tuple)) and len(pcr) == 6 and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pcr):

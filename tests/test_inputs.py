@@ -158,7 +158,7 @@ def test_settings_from_tensors_and_embedded_config(tmp_path):
     torch.save({"state_dict": sd, "meta": {"config": CONFIG, "epoch": 1}}, with_cfg)
     settings = checkpoint_settings(load_file(with_cfg))
     got = settings.lookup("renderer_config", "gaussian_sigma")
-    assert got.value == 1.5 and got.origin == "meta['config']"
+    assert got.value == 1.5 and got.origin == "with_cfg.pth:meta['config']"
     assert settings.where == "with_cfg.pth config"
     assert settings.reference().renderer_config["gaussian_sigma"] == 1.5
 

@@ -1,8 +1,10 @@
 """Turn a checkpoint, a debug dump or a synthetic scene into per-query AQR weights and positions.
 
 Every source ends as a :class:`WeightSource`: weights ``[B, Q]``, BEV/camera cells, the settings
-in effect (a :class:`ReferenceConfig`), GT boxes when known, and the features the weights were
-computed on (for ``compare-modes``). Commands render and compare these; nothing here draws.
+in effect (a :class:`ReferenceConfig`, from :mod:`aqr_cli.inputs.settings`), GT boxes when known,
+and the features the weights were computed on (for ``compare-modes``). The builders take opened
+files (:mod:`aqr_cli.inputs.opened`; a path is opened here). Commands render and compare these;
+nothing here draws.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import torch
 
 from aqr_cli.core.configs import CLASS_NAMES, ReferenceConfig
 from aqr_cli.core.errors import AQRInputError, warn_quirk
-from aqr_cli.io.errors import LoadError
 from aqr_cli.inputs.opened import OpenedCheckpoint, OpenedDump, Source, open_checkpoint, open_dump
 from aqr_cli.inputs.settings import Overrides, SettingsError, dump_settings, reference_settings
+from aqr_cli.io.errors import LoadError
 
 
 @dataclass

@@ -27,6 +27,7 @@ from typing import Any
 
 from aqr_cli.core.configs import ReferenceConfig, reference_config
 from aqr_cli.core.errors import AQRInputError
+from aqr_cli.inputs.checks import sourced
 from aqr_cli.io.checkpoint import LoadedFile
 from aqr_cli.io.config_parse import (
     AQR_COMPONENTS,
@@ -107,8 +108,9 @@ class Settings:
     notes: list[str] = field(default_factory=list)
     name: str | None = None              # the run's name (meta exp_name), if the file says
     config_path: str | None = None       # the config file, for file:line origins
+    input_name: str | None = None        # the file the settings belong to (for origins)
     overrides: Overrides | None = None
-    _origins: Any = field(default=None, repr=False)
+    _origins: Any = field(default=None, init=False, repr=False, compare=False)  # traced lazily
 
     def with_overrides(self, overrides: Overrides | None) -> Settings:
         """These settings under ``overrides`` (the parsed config is shared, not copied)."""
@@ -139,14 +141,18 @@ class Settings:
         cfg = self.configured()
         value = getattr(cfg, _HEAD_FIELDS[key]) if component is None else \
             getattr(cfg, component).get(key)
-        item = _sourced(self.config, component, key)
+        item = sourced(self.config, component, key)
         if item is not None and item.source == "file":
             return Resolved(value, self._config_origin(item))
         if item is not None and item.source == "default":
             return Resolved(value, "CmtHead default")
+        if item is not None and item.source == "unparsed":
+            return Resolved(value, "CmtHead default (the config may set it where it was not read)")
         return Resolved(value, self.base_origin)
 
     def _config_origin(self, item: Sourced) -> str:
+        if self.source is not None and self.source["kind"] == "meta":
+            return f"{self.input_name}:meta['config']"
         if self.config_path is None or item.key is None:
             return self.source["label"] if self.source else "config"
         if self._origins is None:
@@ -155,12 +161,6 @@ class Settings:
             self._origins = trace_origins(self.config_path)
         found = self._origins.lookup(item.key)
         return found.label() if found is not None else self.config_path
-
-
-def _sourced(cfg: AQRConfig | None, component: str | None, key: str) -> Sourced | None:
-    if cfg is None:
-        return None
-    return (cfg.head if component is None else getattr(cfg, component)).get(key)
 
 
 def read_config(lf: LoadedFile | None, config_path: str | os.PathLike | None
@@ -208,7 +208,8 @@ def checkpoint_settings(lf: LoadedFile, config_path: str | os.PathLike | None = 
         where = f"{lf.name} config" if config_path is None else os.fspath(config_path)
     return Settings(config=cfg, parsed=parsed, source=source, base=base, base_origin=base_origin,
                     where=where, notes=notes, name=lf.meta.config_name,
-                    config_path=None if config_path is None else os.fspath(config_path))
+                    config_path=None if config_path is None else os.fspath(config_path),
+                    input_name=lf.name)
 
 
 def reference_settings(name: str) -> Settings:

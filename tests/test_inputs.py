@@ -171,6 +171,8 @@ def test_dump_settings_follow_the_maps_or_the_checkpoint():
     assert alone.lookup(None, "hidden_dim").origin.startswith("the dump's map shapes")
     ck = open_checkpoint(CHECKPOINT)
     assert dump_settings(bev, pers, ck.settings, "800x320") is ck.settings
+    with pytest.raises(ShapeMismatchError, match=r"dump maps are BEV \[9, 9\]"):
+        dump_settings((9, 9), pers, ck.settings, "800x320")
 
 
 def test_shape_mismatch_is_one_load_error(tmp_path):

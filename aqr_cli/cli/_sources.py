@@ -219,16 +219,18 @@ def _dump_with_run_checkpoint(opener, path: Path, ov, ck: str | None, notes: lis
     """A dump with its run's checkpoint; a run checkpoint (not ``explicit``) that does not fit
     is dropped with a note."""
     from aqr_cli.analysis import sources
+    from aqr_cli.inputs.checks import ShapeMismatchError
     from aqr_cli.inputs.opened import NoGeneratorError
     from aqr_cli.inputs.settings import SettingsError
 
     dump = opener.dump(path)
-    if ck is None or explicit:
-        src = sources.from_dump(dump, ov, None if ck is None else opener.checkpoint(ck))
+    run_ck = None if ck is None else opener.checkpoint(ck)  # a file no command can use fails here
+    if run_ck is None or explicit:
+        src = sources.from_dump(dump, ov, run_ck)
     else:
         try:
-            src = sources.from_dump(dump, ov, opener.checkpoint(ck))
-        except (NoGeneratorError, SettingsError) as e:
+            src = sources.from_dump(dump, ov, run_ck)
+        except (NoGeneratorError, SettingsError, ShapeMismatchError) as e:
             src = sources.from_dump(dump, ov, None)
             src.notes.append(f"checkpoint {Path(ck).name} given with the dumps does not fit this "
                              f"dump ({e}); rendered with reference settings")

@@ -27,7 +27,7 @@ from typing import Any
 
 from aqr_cli.core.configs import ReferenceConfig, reference_config
 from aqr_cli.core.errors import AQRInputError
-from aqr_cli.inputs.checks import sourced
+from aqr_cli.inputs.checks import ShapeMismatchError, sourced
 from aqr_cli.io.checkpoint import LoadedFile
 from aqr_cli.io.config_parse import (
     AQR_COMPONENTS,
@@ -224,13 +224,14 @@ def dump_settings(bev_hw: tuple[int, ...], pers: tuple[int, ...], checkpoint: Se
     """Settings for a dump with maps ``[H, W]`` / ``[V, h, w]``: the checkpoint's, else the
     reference whose shapes match (else ``reference`` with the dump's shapes).
 
-    Raises :class:`SettingsError` when the checkpoint's settings disagree with the maps.
+    Raises :class:`ShapeMismatchError` when the checkpoint's settings disagree with the maps.
     """
     if checkpoint is not None:
         cfg = checkpoint.configured()
         if tuple(cfg.bev_shape) != bev_hw or tuple(cfg.pers_shape) != pers:
-            raise SettingsError(f"dump maps are BEV {list(bev_hw)} / cameras {list(pers)} but the "
-                                f"checkpoint config says {list(cfg.bev_shape)} / {list(cfg.pers_shape)}")
+            raise ShapeMismatchError(None, f"dump maps are BEV {list(bev_hw)} / cameras {list(pers)} "
+                                     f"but the checkpoint config says {list(cfg.bev_shape)} / "
+                                     f"{list(cfg.pers_shape)}")
         return checkpoint
     match = [n for n in REFERENCES if reference_config(n).bev_shape == bev_hw
              and reference_config(n).pers_shape == pers]

@@ -20,7 +20,6 @@ from aqr_cli.core.errors import AQRInputError, QuirkWarning
 from aqr_cli.inputs.checks import Check, check_dump_shapes, sourced, tensor_at
 from aqr_cli.inputs.opened import OpenedCheckpoint, OpenedDump, Source, open_checkpoint, open_dump
 from aqr_cli.inputs.settings import read_config
-from aqr_cli.io.checkpoint import LoadedFile
 from aqr_cli.io.config_parse import AQRConfig
 from aqr_cli.io.placeholders import DataContainer
 
@@ -51,8 +50,8 @@ def _describe_value(v: Any) -> dict[str, Any]:
     return {"type": type(v).__name__}
 
 
-def _dump_metas(lf: LoadedFile) -> tuple[dict, list[dict]]:
-    dump = lf.dump
+def _dump_metas(od: OpenedDump) -> tuple[dict, list[dict]]:
+    dump = od.dump
     metas = [m for m in dump.img_metas if isinstance(m, Mapping)]
     shapes = set()
     for m in metas:
@@ -71,9 +70,9 @@ def _dump_metas(lf: LoadedFile) -> tuple[dict, list[dict]]:
     return summary, metas
 
 
-def _gt_boxes(lf: LoadedFile) -> dict:
-    dump = lf.dump
-    raw_metas = lf.raw.get("img_metas") if isinstance(lf.raw, Mapping) else None
+def _gt_boxes(od: OpenedDump) -> dict:
+    dump, raw = od.dump, od.file.raw
+    raw_metas = raw.get("img_metas") if isinstance(raw, Mapping) else None
     raw_metas = raw_metas if isinstance(raw_metas, (list, tuple)) else []
     in_dc = any(isinstance(m, Mapping) and isinstance(m.get("gt_bboxes_3d"), DataContainer)
                 for m in raw_metas)
@@ -99,10 +98,10 @@ def _dump_shapes(tensors: Mapping[str, Any]) -> tuple[dict, int, int]:
     return shapes, b, nq
 
 
-def _sentinel(lf: LoadedFile, metas: list[dict], shapes: dict, b: int, nq: int,
+def _sentinel(od: OpenedDump, metas: list[dict], shapes: dict, b: int, nq: int,
               ckpt: OpenedCheckpoint | None, ckpt_cfg: AQRConfig | None, notes: list[str]) -> dict:
     """Q3 for a dump: the exact count needs the checkpoint's reference points (not in dumps)."""
-    mp = lf.dump.tensors.get("weight_map_pers")
+    mp = od.tensors.get("weight_map_pers")
     cell = [float(mp[i, 0, 0, 0]) for i in range(b)] if mp is not None and mp.numel() else None
     out: dict[str, Any] = {"decidable": False, "count": None, "total": None, "per_sample": None,
                            "checkpoint": None, "matches_dump": None, "cell_value": cell,
@@ -120,8 +119,8 @@ def _sentinel(lf: LoadedFile, metas: list[dict], shapes: dict, b: int, nq: int,
             or shapes["pers"] is None:
         out["reason"] = "the dump's queries, img_metas or maps do not fit the reference points"
         return out
-    pc = sourced(ckpt_cfg, None, "pc_range")
-    pc = list(pc.value) if pc is not None and isinstance(pc.value, (list, tuple)) \
+    pc_item = sourced(ckpt_cfg, None, "pc_range")
+    pc = list(pc_item.value) if pc_item is not None and isinstance(pc_item.value, (list, tuple)) \
         else list(DEFAULT_PC_RANGE)
     refs = ref.detach().float()[None].expand(b, -1, -1).contiguous()
     try:
@@ -134,7 +133,7 @@ def _sentinel(lf: LoadedFile, metas: list[dict], shapes: dict, b: int, nq: int,
         out["reason"] = f"projection with the dump's img_metas failed: {e}"
         return out
     n = int(ref.shape[0])
-    dump_bev = lf.dump.tensors.get("pts_bev")
+    dump_bev = od.tensors.get("pts_bev")
     match = None if dump_bev is None else bool(torch.equal(dump_bev[:, nq - n:].float(), pts_bev))
     if match is False:
         notes.append(f"the reference points of {ckpt.name} do not reproduce this dump's pts_bev: "
@@ -162,7 +161,7 @@ def inspect_dump(opened: OpenedDump | Source, *,
         ck = open_checkpoint(ck)
     cfg, cfg_source, notes = _dump_config(ck, config_path)
     notes = list(lf.notes) + notes
-    dump = lf.dump
+    dump = od.dump
     shapes, b, nq = _dump_shapes(dump.tensors)
     checks: list[Check] = []
     check_dump_shapes(shapes, cfg, lf.path, checks)
@@ -172,7 +171,7 @@ def inspect_dump(opened: OpenedDump | Source, *,
     queries["num_query"] = num_query
     if nq < num_query:
         notes.append(f"{nq} queries per sample, fewer than num_query={num_query}")
-    meta_summary, metas = _dump_metas(lf)
+    meta_summary, metas = _dump_metas(od)
     pb = dump.tensors.get("pts_bev")
     outside = 0
     if pb is not None and shapes["bev"] is not None:
@@ -194,8 +193,8 @@ def inspect_dump(opened: OpenedDump | Source, *,
         path=os.fspath(lf.path), name=lf.name, format=lf.format, size_bytes=lf.size_bytes,
         container=lf.container, trusted=lf.trusted, iteration=dump.iteration, contents=contents,
         batch_size=b, queries=queries, shapes=shapes, weights=weights, maps=maps,
-        gt_boxes=_gt_boxes(lf),
-        sentinel=_sentinel(lf, metas, shapes, b, nq, ck, cfg, notes),
+        gt_boxes=_gt_boxes(od),
+        sentinel=_sentinel(od, metas, shapes, b, nq, ck, cfg, notes),
         img_metas=meta_summary, bev_outside_grid=outside, config_source=cfg_source, config=cfg,
         nonfinite=nonfinite_report(dump.tensors), checks=checks, notes=notes,
         inert_records=list(lf.records))

@@ -63,8 +63,9 @@ def reference_points_report(sd, pre, cfg, shapes: ShapesReport, rig: CameraRig, 
     if not finite:
         rep.error = "reference points hold NaN/Inf; not projected"
         return rep
-    pc = sourced(cfg, None, "pc_range")
-    pc = list(pc.value) if pc is not None and isinstance(pc.value, (list, tuple)) and len(pc.value) == 6 \
+    pc_item = sourced(cfg, None, "pc_range")
+    pc = list(pc_item.value) if pc_item is not None and isinstance(pc_item.value, (list, tuple)) \
+        and len(pc_item.value) == 6 \
         else list(DEFAULT_PC_RANGE)
     bev = shapes.bev if shapes.bev and None not in shapes.bev else [128, 128]
     pers = shapes.pers if shapes.pers and None not in shapes.pers else \

@@ -155,8 +155,8 @@ def _inspect_all(paths, sink: Sink, *, keys, rig, config, checkpoint, trust) -> 
     from aqr_cli.analysis.inspection.tree import key_tree
     from aqr_cli.core.errors import AQRInputError
     from aqr_cli.core.geometry import load_rig
-    from aqr_cli.inputs.opened import open_checkpoint, open_input
-    from aqr_cli.io import LoadError, load_file, parse_config_file
+    from aqr_cli.inputs.opened import Opener, open_input
+    from aqr_cli.io import LoadError, parse_config_file
 
     if rig is not None:
         load_rig(rig)  # fail once, early, on a bad rig file
@@ -165,10 +165,10 @@ def _inspect_all(paths, sink: Sink, *, keys, rig, config, checkpoint, trust) -> 
             parse_config_file(config)
         except LoadError as e:
             raise UserError(str(e), e.hint) from None
-    ck = None
+    ck, opener = None, Opener()  # each file is loaded once, whatever roles it plays
     if checkpoint is not None:
         try:
-            ck = open_checkpoint(checkpoint)
+            ck = opener.checkpoint(checkpoint)
         except LoadError as e:
             raise UserError(f"--checkpoint: {e}", e.hint) from None
     from aqr_cli.analysis.config_lint import lint_config, looks_like_config
@@ -181,10 +181,10 @@ def _inspect_all(paths, sink: Sink, *, keys, rig, config, checkpoint, trust) -> 
                 results.append(_Failure(p, f"{p}: an mmcv config has no key tree (--keys is for "
                                         "checkpoints and dumps)") if keys else lint_config(p))
             elif keys:
-                results.append((p, key_tree(load_file(p))))
+                results.append((p, key_tree(opener.file(p))))
             else:
-                results.append(inspect_file(open_input(p, config), rig=rig, config_path=config,
-                                            checkpoint=ck))
+                results.append(inspect_file(open_input(opener.file(p), config), rig=rig,
+                                            config_path=config, checkpoint=ck))
         except LoadError as e:
             results.append(_Failure(p, str(e), e.hint, e.reason))
         except (AQRInputError, UserError) as e:

@@ -99,7 +99,8 @@ def _validate_checkpoint(lf: Any) -> None:
         lf.notes.append(f"{len(half)} AQR tensors are {_dtype(lf.state_dict[half[0]])} "
                         "(e.g. " + half[0] + "); computed in float32")
     for key, t in lf.state_dict.items():
-        _check_known_shape(path, key, t)
+        if key.endswith(_SHAPED):  # a plain test: a state dict may hold a million keys
+            _check_known_shape(path, key, t)
     _check_finite(path, {k: t for k, t in lf.state_dict.items()
                          if _is_aqr_key(k) and t.is_floating_point()})
 
@@ -117,6 +118,9 @@ def _aqr_dtype(path: Any, key: str, t: Any) -> bool:
     if not t.is_floating_point():
         raise LoadError(path, f"{key} is {_dtype(t)}, expected a floating-point tensor")
     return t.dtype in (torch.float16, torch.bfloat16)
+
+
+_SHAPED = ("attention_bias_generator.bias_scale", "reference_points.weight")
 
 
 def _check_known_shape(path: Any, key: str, t: Any) -> None:

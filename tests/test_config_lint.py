@@ -25,7 +25,7 @@ from aqr_cli.analysis.config_lint import (
     looks_like_config,
 )
 from aqr_cli.analysis.findings import RULES
-from aqr_cli.analysis.inspect import inspect_checkpoint
+from aqr_cli.analysis.inspection.checkpoint import inspect_checkpoint
 from aqr_cli.cli.app import app
 from aqr_cli.io import ConfigParseError
 from conftest import CHECKPOINT, FIXTURES, ROOT

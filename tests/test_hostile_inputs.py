@@ -142,13 +142,12 @@ def test_memory_budget_refuses_before_allocating(tmp_path, monkeypatch):
 
 
 def test_memory_budget_estimate_and_override(monkeypatch):
-    from aqr_cli.analysis.sources import Overrides, apply_overrides
     from aqr_cli.core.configs import reference_config
-    from aqr_cli.errors import UserError
+    from aqr_cli.inputs.settings import Overrides, SettingsError, apply_overrides
 
     cfg = reference_config("800x320")
     cfg.bev_shape = (1024, 1024)  # inside the plausibility bound, but ~13 GB of work
-    with pytest.raises(UserError, match="memory budget of 8.0 GiB"):
+    with pytest.raises(SettingsError, match="memory budget of 8.0 GiB"):
         apply_overrides(cfg, Overrides())
     monkeypatch.setenv("AQR_MEMORY_BUDGET", "64G")
     assert apply_overrides(cfg, Overrides()).bev_shape == (1024, 1024)
@@ -216,18 +215,18 @@ def test_unreadable_config_and_rig(tmp_path, monkeypatch):
 
 
 def test_multi_file_inspect_reports_every_good_file(tmp_path, monkeypatch):
-    import aqr_cli.analysis.inspect as I
+    import aqr_cli.analysis.inspection.files as inspection_files
 
     bad = tmp_path / "crash.pth"
     torch.save(checkpoint_obj(), bad)
-    real = I.inspect_checkpoint
+    real = inspection_files.inspect_checkpoint
 
     def crash_on_one(lf, **kw):
         if lf.name == "crash.pth":
             raise ZeroDivisionError("simulated bug")
         return real(lf, **kw)
 
-    monkeypatch.setattr(I, "inspect_checkpoint", crash_on_one)
+    monkeypatch.setattr(inspection_files, "inspect_checkpoint", crash_on_one)
     res = CliRunner().invoke(app, ["inspect-checkpoint", str(CHECKPOINT), str(bad), str(DUMP),
                                    "--json"])
     assert res.exit_code == 1

@@ -18,15 +18,11 @@ from typer.testing import CliRunner
 
 import aqr_cli.cli.commands  # noqa: F401  (registers the commands)
 from aqr_cli.analysis.findings import NOT_CHECKED, RULES, readme_table, rule_ids
-from aqr_cli.analysis.inspect import (
-    CheckpointReport,
-    DumpReport,
-    ShapeMismatchError,
-    epoch_series,
-    inspect_checkpoint,
-    inspect_dump,
-    key_tree,
-)
+from aqr_cli.analysis.inspection.checkpoint import inspect_checkpoint
+from aqr_cli.analysis.inspection.dump import inspect_dump
+from aqr_cli.analysis.inspection.epochs import epoch_series
+from aqr_cli.analysis.inspection.reports import CheckpointReport, DumpReport
+from aqr_cli.analysis.inspection.tree import key_tree
 from aqr_cli.cli.app import app
 from aqr_cli.core.configs import reference_config
 from aqr_cli.io import LoadError, load_file

@@ -323,7 +323,8 @@ def test_box_edges_in_view_projects_and_clips():
 def test_camera_figures_draw_projected_boxes(scene_run):
     from matplotlib.collections import LineCollection
 
-    from aqr_cli.analysis.sources import Overrides, sample_rig, synthetic
+    from aqr_cli.analysis.sources import sample_rig, synthetic
+    from aqr_cli.inputs.settings import Overrides
     from aqr_cli.plots.weights import bias_heatmap_figure, camera_weight_figure
 
     src = synthetic(Overrides(weights="scene"), None, None)
@@ -342,7 +343,8 @@ def test_camera_figures_draw_projected_boxes(scene_run):
 def test_camera_coverage_per_view_matches_a_loop():
     from aqr_cli.analysis.compare import box_masks
     from aqr_cli.analysis.render import render_source
-    from aqr_cli.analysis.sources import Overrides, synthetic
+    from aqr_cli.analysis.sources import synthetic
+    from aqr_cli.inputs.settings import Overrides
 
     src = synthetic(Overrides(weights="scene"), None, None)
     res = render_source(src, "gaussian")

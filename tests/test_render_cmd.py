@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 import aqr_cli.cli.commands  # noqa: F401  (registers the commands)
 from aqr_cli.analysis.render import render_source
-from aqr_cli.analysis.sources import Overrides, from_dump
+from aqr_cli.analysis.sources import from_dump
+from aqr_cli.inputs.settings import Overrides
 from aqr_cli.cli.app import app
 from aqr_cli.cli.render_cmd import FILES
 

@@ -123,9 +123,9 @@ def run_semantics(src: WeightSource, trust: bool = False) -> dict:
         return {"additive_reached_attention": None, "findings": [],
                 "statement": "no checkpoint: whether a run applied the bias cannot be decided; the "
                              "additive path shows the designed semantics (PETRMultiheadAttention)"}
-    from aqr_cli.analysis.inspect import inspect_checkpoint
+    from aqr_cli.analysis.inspection.checkpoint import inspect_checkpoint
 
-    report = inspect_checkpoint(src.checkpoint_file or src.checkpoint_path)  # loaded once
+    report = inspect_checkpoint(src.checkpoint_file or src.checkpoint_path)  # opened once
     found = [f for f in report.findings if f.id in RUN_QUIRKS]
     for f in found:
         warn_quirk(f.id, f.message, **{k: (v if isinstance(v, (int, float, str, bool, type(None)))

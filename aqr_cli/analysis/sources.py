@@ -1,41 +1,24 @@
 """Turn a checkpoint, a debug dump or a synthetic scene into per-query AQR weights and positions.
 
 Every source ends as a :class:`WeightSource`: weights ``[B, Q]``, BEV/camera cells, the settings
-in effect (a :class:`ReferenceConfig`), GT boxes when known, and the features the weights were
-computed on (for ``compare-modes``). Commands render and compare these; nothing here draws.
+in effect (a :class:`ReferenceConfig`, from :mod:`aqr_cli.inputs.settings`), GT boxes when known,
+and the features the weights were computed on (for ``compare-modes``). The builders take opened
+files (:mod:`aqr_cli.inputs.opened`; a path is opened here). Commands render and compare these;
+nothing here draws.
 """
 
 from __future__ import annotations
 
-import copy
-import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from aqr_cli.errors import UserError
-from aqr_cli.core.configs import CLASS_NAMES, ReferenceConfig, reference_config
+from aqr_cli.core.configs import CLASS_NAMES, ReferenceConfig
 from aqr_cli.core.errors import AQRInputError, warn_quirk
-
-HEAD = "pts_bbox_head."
-
-
-@dataclass
-class Overrides:
-    """Flags that change the settings taken from a checkpoint or the reference config."""
-
-    reference: str = "800x320"
-    method: str | None = None            # renderer method ('all' handled by the command)
-    sigma: float | None = None           # renderer gaussian_sigma
-    bias_window: int | None = None
-    bias_gaussian: bool | None = None
-    activation: str | None = None        # 'tanh' | 'sigmoid'
-    honour_lam: bool | None = None
-    batch_size: int = 1
-    seed: int = 0
-    weights: str = "generator"           # 'generator' | 'scene'
+from aqr_cli.inputs.opened import OpenedCheckpoint, OpenedDump, Source, open_checkpoint, open_dump
+from aqr_cli.inputs.settings import Overrides, SettingsError, dump_settings, reference_settings
+from aqr_cli.io.errors import LoadError
 
 
 @dataclass
@@ -66,7 +49,7 @@ class WeightSource:
     notes: list[str] = field(default_factory=list)
     settings_from: str = "reference 800x320"
     checkpoint_path: str | None = None   # the checkpoint that gave settings/weights, if any
-    checkpoint_file: object = None       # that checkpoint as loaded (a LoadedFile: not loaded twice)
+    checkpoint_file: OpenedCheckpoint | None = None   # that checkpoint as opened (not opened twice)
 
     @property
     def batch_size(self) -> int:
@@ -77,172 +60,16 @@ class WeightSource:
         return int(self.lidar_weights.shape[1])
 
 
-# ----------------------------------------------------------------------------- settings
-
-def _shape(value, n: int, name: str) -> tuple[int, ...]:
-    if not isinstance(value, (list, tuple)) or len(value) != n or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise UserError(f"config {name}={value!r} is not a list of {n} integers")
-    return tuple(value)
-
-
-def config_from_checkpoint(loaded) -> tuple[ReferenceConfig, str]:
-    """Settings from a checkpoint's embedded config (``meta['config']``), else the reference.
-
-    A stored config that cannot be parsed leaves the reference settings, with the reason in
-    ``where`` (as ``inspect-checkpoint`` notes it); one past the work budget refuses the file.
-    """
-    from aqr_cli.io.config_parse import aqr_config_from_text
-    from aqr_cli.io.errors import ConfigBudgetError, ConfigParseError, LoadError
-
-    text = loaded.meta.config_text
-    if not text:
-        cfg = _reference_for_state(loaded.state_dict)
-        return cfg, f"reference {cfg.name} (the checkpoint holds no config)"
-    try:
-        parsed = aqr_config_from_text(text, label=f"{loaded.name}:meta['config']")
-    except ConfigBudgetError as e:
-        raise LoadError(loaded.path, f"meta['config']: {e.reason}") from None
-    except ConfigParseError as e:
-        cfg = _reference_for_state(loaded.state_dict)
-        return cfg, f"reference {cfg.name} (meta['config'] could not be parsed: {e.reason})"
-    base = _reference_for_state(loaded.state_dict)
-    aqr = parsed.kwargs("aqr_config")
-    cfg = copy.deepcopy(base)
-    cfg.name = loaded.meta.config_name or base.name
-    cfg.aqr_config = {k: v for k, v in aqr.items() if k != "type"}
-    cfg.renderer_config = {k: v for k, v in parsed.kwargs("renderer_config").items() if k != "type"}
-    cfg.modulator_config = {k: v for k, v in parsed.kwargs("modulator_config").items() if k != "type"}
-    cfg.attention_bias_config = {k: v for k, v in parsed.kwargs("attention_bias_config").items()
-                                 if k != "type"}
-    cfg.bev_shape = _shape(aqr.get("bev_feature_shape", base.bev_shape), 2, "bev_feature_shape")
-    cfg.pers_shape = _shape(aqr.get("pers_feature_shape", base.pers_shape), 3, "pers_feature_shape")
-    pcr = parsed.point_cloud_range.value
-    if isinstance(pcr, (list, tuple)) and len(pcr) == 6 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pcr):
-        cfg.pc_range = [float(v) for v in pcr]
-    cfg.aqr_config.setdefault("pc_range", list(cfg.pc_range))
-    hidden = parsed.head.get("hidden_dim")
-    if hidden is not None and isinstance(hidden.value, int) and not isinstance(hidden.value, bool):
-        cfg.hidden_dim = hidden.value
-    num_query = parsed.head.get("num_query")
-    if num_query is not None and isinstance(num_query.value, int) and not isinstance(num_query.value, bool):
-        cfg.num_query = num_query.value
-    return cfg, f"{loaded.name} config"
-
-
-def _reference_for_state(sd: dict) -> ReferenceConfig:
-    """The reference config whose BEV width matches a checkpoint's bias offsets, else 800x320.
-
-    ``window_offsets_bev = dy * bev_w + dx``, so any offset with ``dy != 0`` gives ``bev_w``.
-    """
-    keys = {k.rsplit("attention_bias_generator.", 1)[-1]: v for k, v in sd.items()
-            if "attention_bias_generator." in k}
-    try:
-        dy, dx, flat = keys["y_offsets"].long(), keys["x_offsets"].long(), keys["window_offsets_bev"].long()
-        i = int(torch.nonzero(dy).reshape(-1)[0])
-        bev_w = int((flat[i] - dx[i]) // dy[i])
-    except (KeyError, IndexError, RuntimeError, ZeroDivisionError):
-        return reference_config("800x320")
-    for name in ("800x320", "1600x640"):
-        if reference_config(name).bev_shape[1] == bev_w:
-            return reference_config(name)
-    return reference_config("800x320")
-
-
-MAX_SIDE = 1024     # cells per feature-map side; the reference configs use at most 180
-MAX_VIEWS = 12
-
-
-def check_shapes(cfg: ReferenceConfig) -> None:
-    """Refuse absurd feature shapes (a hostile or corrupt config) before anything is allocated."""
-    bev, pers = tuple(cfg.bev_shape), tuple(cfg.pers_shape)
-    ok = (len(bev) == 2 and len(pers) == 3 and all(isinstance(v, int) and v >= 1 for v in bev + pers)
-          and max(bev + pers[1:]) <= MAX_SIDE and pers[0] <= MAX_VIEWS)
-    if not ok:
-        raise UserError(f"feature shapes BEV {list(bev)} / cameras {list(pers)} are not plausible "
-                        f"(each side 1..{MAX_SIDE} cells, 1..{MAX_VIEWS} views)")
-
-
-def _int_setting(value, name: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise UserError(f"config {name}={value!r} is not plausible (expected {low}..{high})")
-    return int(value)
-
-
-def planned_bytes(cfg: ReferenceConfig, batch: int, num_query: int | None = None) -> int:
-    """Bytes the commands allocate at most for ``cfg``, estimated from its shapes alone.
-
-    Dominant terms: memory, positions and key/value projections ``[B, F, C]`` (about 8 float32
-    copies), per-query tensors ``[B, Q, C]``, the encoder's per-chunk mask ``[B, heads, Q, F]``
-    bytes, per-query bias and mask windows ``[B, Q, ws^2]``, the renderer kernel and the
-    generator's ``C x C`` layers. Chunked work is bounded separately by the attention code.
-    """
-    bev, pers = cfg.bev_shape, cfg.pers_shape
-    f = bev[0] * bev[1] + pers[0] * pers[1] * pers[2]
-    c = _int_setting(cfg.hidden_dim, "hidden_dim", 1, 8192)
-    q = _int_setting(num_query if num_query is not None else cfg.num_query, "num_query", 1, 100_000)
-    ws = [cfg.attention_bias_config.get("window_size", 8)]
-    ws += list(cfg.aqr_config.get("window_sizes", [8, 5]) or [])
-    win = max(_int_setting(w, "window size", 1, 1024) for w in ws)
-    sigma = cfg.renderer_config.get("gaussian_sigma", 1.0)
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < sigma <= 1000:
-        raise UserError(f"config gaussian_sigma={sigma!r} is not plausible (expected 0 < sigma <= 1000)")
-    kernel = int(6 * sigma + 1) ** 2
-    return (batch * f * (c * 4 * 8 + q * 4) + batch * q * c * 4 * 8 + batch * q * win * win * 16
-            + kernel * 4 * 4 + 12 * c * c * 4)
-
-
-def check_budget(cfg: ReferenceConfig, batch: int, num_query: int | None = None) -> None:
-    """UserError, before anything is allocated, when ``cfg`` would need more than the budget."""
-    from aqr_cli.io.limits import MEMORY_ENV, format_bytes, memory_budget
-
-    need, budget = planned_bytes(cfg, batch, num_query), memory_budget()
-    if need > budget:
-        raise UserError(f"this configuration (BEV {list(cfg.bev_shape)}, cameras {list(cfg.pers_shape)}, "
-                        f"batch {batch}, {num_query or cfg.num_query} queries, hidden_dim {cfg.hidden_dim}) "
-                        f"would need about {format_bytes(need)}, more than the memory budget of "
-                        f"{format_bytes(budget)}", hint=f"raise it with {MEMORY_ENV}=32G if this is intended")
-
-
-def apply_overrides(cfg: ReferenceConfig, ov: Overrides, batch: int | None = None,
-                    num_query: int | None = None) -> ReferenceConfig:
-    """A copy of ``cfg`` with the command-line overrides applied (shapes and budget checked)."""
-    check_shapes(cfg)
-    cfg = copy.deepcopy(cfg)
-    if ov.method and ov.method != "all":
-        cfg.renderer_config["render_method"] = ov.method
-    if ov.sigma is not None:
-        cfg.renderer_config["gaussian_sigma"] = float(ov.sigma)
-    if ov.bias_window is not None:
-        cfg.attention_bias_config["window_size"] = int(ov.bias_window)
-    if ov.bias_gaussian is not None:
-        cfg.attention_bias_config["use_gaussian_window"] = bool(ov.bias_gaussian)
-    for key in ("renderer_config", "attention_bias_config"):
-        getattr(cfg, key)["bev_feature_shape"] = tuple(cfg.bev_shape)
-        getattr(cfg, key)["pers_feature_shape"] = tuple(cfg.pers_shape)
-    check_budget(cfg, ov.batch_size if batch is None else batch, num_query)
-    return cfg
-
-
 def rig_for(cfg: ReferenceConfig, rig_path: str | None):
     """The camera rig: ``--rig`` file, else the bundled 800x320 rig scaled to the config's image."""
     from aqr_cli.io.rig import default_rig, load_rig
 
     rig = load_rig(rig_path) if rig_path else default_rig()
     if rig.num_views != cfg.pers_shape[0]:
-        raise UserError(f"rig has {rig.num_views} cameras but the config expects {cfg.pers_shape[0]}")
+        raise SettingsError(f"rig has {rig.num_views} cameras but the config expects {cfg.pers_shape[0]}")
     if not rig_path and tuple(rig.img_shape) != tuple(cfg.img_shape):
         rig = rig.scaled_to(cfg.img_shape)
     return rig
-
-
-# ----------------------------------------------------------------------------- builders
-
-def _head_state(loaded) -> dict:
-    sd = loaded.state_dict
-    head = {k[len(HEAD):]: v for k, v in sd.items() if k.startswith(HEAD)}
-    return head or dict(sd)
 
 
 def build_generator(cfg: ReferenceConfig, head: dict | None, ov: Overrides):
@@ -257,12 +84,12 @@ def build_generator(cfg: ReferenceConfig, head: dict | None, ov: Overrides):
         sub = {k[len("aqr_weight_generator."):]: v for k, v in head.items()
                if k.startswith("aqr_weight_generator.")}
         if not sub:
-            raise UserError("the checkpoint holds no aqr_weight_generator.* weights")
+            raise SettingsError("the checkpoint holds no aqr_weight_generator.* weights")
         try:
             gen.load_state_dict(sub, strict=True)
         except RuntimeError as e:
             first = str(e).strip().splitlines()
-            raise UserError("aqr_weight_generator weights do not fit the config: "
+            raise SettingsError("aqr_weight_generator weights do not fit the config: "
                             + " ".join(first[1:3] if len(first) > 1 else first)) from None
     return gen.eval()
 
@@ -331,98 +158,56 @@ def from_scene(cfg, rig, ov: Overrides, head: dict | None, label: str, kind: str
         query_embed=query, pos_embed=pos, head_state=head or {}, img_metas=metas, notes=notes)
 
 
-def load_checkpoint_source(path, trust: bool = False):
-    """A checkpoint (path or already loaded file), verified, and its head state_dict.
-
-    ``path`` may be a :class:`aqr_cli.io.checkpoint.LoadedFile`, so that a command loads each
-    file once. The content checks are the ones every command applies (one verdict per file).
-    """
-    from aqr_cli.analysis.inspect import verify_checkpoint
-    from aqr_cli.io.checkpoint import LoadedFile, load_checkpoint
-
-    loaded = path if isinstance(path, LoadedFile) else load_checkpoint(path)
-    if loaded.kind != "checkpoint":
-        from aqr_cli.io.errors import LoadError
-
-        raise LoadError(loaded.path, "expected a checkpoint, but the file is an AQR debug dump")
-    verify_checkpoint(loaded)
-    head = _head_state(loaded)
-    if not any(k.startswith("aqr_weight_generator.") for k in head):
-        raise UserError(f"{loaded.path}: no AQR weight generator in this checkpoint "
-                        "(no pts_bbox_head.aqr_weight_generator.* keys)")
-    return loaded, head
+def _checkpoint(checkpoint: OpenedCheckpoint | Source | None) -> OpenedCheckpoint | None:
+    if checkpoint is None or isinstance(checkpoint, OpenedCheckpoint):
+        return checkpoint
+    return open_checkpoint(checkpoint)
 
 
-def checkpoint_settings(loaded, ov: Overrides) -> tuple[ReferenceConfig, str]:
-    cfg, where = config_from_checkpoint(loaded)
-    return apply_overrides(cfg, ov), where
-
-
-def from_checkpoint(path: str, ov: Overrides, rig_path: str | None, trust: bool = False,
-                    loaded=None) -> WeightSource:
+def from_checkpoint(checkpoint: OpenedCheckpoint | Source, ov: Overrides,
+                    rig_path: str | None) -> WeightSource:
     """The checkpoint's reference points, embeddings and generator on a synthetic scene's features."""
-    loaded, head = load_checkpoint_source(loaded if loaded is not None else path)
-    cfg, where = checkpoint_settings(loaded, ov)
+    ck = _checkpoint(checkpoint)
+    assert ck is not None
+    head = ck.require_generator()
+    cfg = ck.settings.with_overrides(ov).reference()
     rig = rig_for(cfg, rig_path)
     ref = head["reference_points.weight"][None] if "reference_points.weight" in head else None
-    src = from_scene(cfg, rig, ov, head, label=Path(path).name, kind="checkpoint", ref_points=ref)
-    src.settings_from = where
-    src.checkpoint_path, src.checkpoint_file = str(loaded.path), loaded
+    src = from_scene(cfg, rig, ov, head, label=ck.name, kind="checkpoint", ref_points=ref)
+    src.settings_from = ck.settings.where
+    src.checkpoint_path, src.checkpoint_file = str(ck.path), ck
     src.notes.append("features: synthetic scene (a checkpoint holds no features); "
                      "reference points, embeddings and generator from the checkpoint")
     return src
 
 
-def synthetic(ov: Overrides, rig_path: str | None, checkpoint: str | None = None,
-              trust: bool = False) -> WeightSource:
-    """``--synthetic``: seeded scene, generator with random or ``--checkpoint`` weights."""
-    head, where, loaded = None, f"reference {ov.reference}", None
-    cfg = reference_config(ov.reference)
-    if checkpoint:
-        loaded, head = load_checkpoint_source(checkpoint)
-        cfg, where = config_from_checkpoint(loaded)
-    cfg = apply_overrides(cfg, ov)
+def synthetic(ov: Overrides, rig_path: str | None,
+              checkpoint: OpenedCheckpoint | Source | None = None) -> WeightSource:
+    """``--synthetic``: seeded scene, generator with random or ``checkpoint`` weights."""
+    ck = _checkpoint(checkpoint)
+    head = None if ck is None else ck.require_generator()
+    settings = reference_settings(ov.reference) if ck is None else ck.settings
+    cfg = settings.with_overrides(ov).reference()
     rig = rig_for(cfg, rig_path)
     label = f"synthetic-seed{ov.seed}"
     src = from_scene(cfg, rig, ov, head, label=label, kind="synthetic")
-    src.settings_from = where
-    if loaded is not None:
-        src.checkpoint_path, src.checkpoint_file = str(loaded.path), loaded
+    src.settings_from = settings.where
+    if ck is not None:
+        src.checkpoint_path, src.checkpoint_file = str(ck.path), ck
     if head is None and ov.weights == "generator":
         src.notes.append(f"generator: upstream random init with seed {ov.seed}: its weights "
                          "carry no learned structure (try --checkpoint or --weights scene)")
     return src
 
 
-# ----------------------------------------------------------------------------- dumps
-
-def _dump_config(dump, loaded_ckpt, ov: Overrides) -> tuple[ReferenceConfig, str]:
+def _dump_config(od: OpenedDump, ck: OpenedCheckpoint | None, ov: Overrides
+                 ) -> tuple[ReferenceConfig, str]:
     """Settings for a dump: the checkpoint's config, else the reference whose shapes match."""
-    t = dump.tensors
-    bev_hw = tuple(t["weight_map_bev"].shape[-2:])
-    pers = tuple(t["weight_map_pers"].shape[-3:])
-    if loaded_ckpt is not None:
-        cfg, where = config_from_checkpoint(loaded_ckpt)
-    else:
-        match = [n for n in ("800x320", "1600x640") if reference_config(n).bev_shape == bev_hw
-                 and reference_config(n).pers_shape == pers]
-        cfg = reference_config(match[0] if match else ov.reference)
-        where = f"reference {cfg.name}" + ("" if match else " with the dump's shapes")
-    if tuple(cfg.bev_shape) != bev_hw or tuple(cfg.pers_shape) != pers:
-        if loaded_ckpt is not None:
-            raise UserError(f"dump maps are BEV {list(bev_hw)} / cameras {list(pers)} but the "
-                            f"checkpoint config says {list(cfg.bev_shape)} / {list(cfg.pers_shape)}")
-        cfg.bev_shape, cfg.pers_shape = bev_hw, pers
-    return apply_overrides(cfg, ov, batch=int(t["lidar_weights"].shape[0]),
-                           num_query=int(t["lidar_weights"].shape[1])), where
-
-
-def _check_dump(path: str, dump) -> None:
-    """What rendering needs beyond the content checks every command applies at load time."""
-    need = ("lidar_weights", "camera_weights", "pts_bev", "weight_map_bev", "weight_map_pers")
-    missing = [k for k in need if k not in dump.tensors]
-    if missing:
-        raise UserError(f"{path}: debug dump lacks {', '.join(missing)}")
+    bev_hw, pers = od.map_shapes()
+    settings = dump_settings(bev_hw, pers, None if ck is None else ck.settings, ov.reference)
+    lw = od.tensors["lidar_weights"]
+    cfg = settings.with_overrides(ov).reference(batch=int(lw.shape[0]), num_query=int(lw.shape[1]))
+    return cfg, settings.where
 
 
 def _warn_off_grid(pts_bev: torch.Tensor, hw: tuple[int, int]) -> None:
@@ -434,17 +219,17 @@ def _warn_off_grid(pts_bev: torch.Tensor, hw: tuple[int, int]) -> None:
                    "drifted reference points): the renderer skips them", count=off)
 
 
-def from_dump(path: str, ov: Overrides, checkpoint: str | None = None, trust: bool = False,
-              loaded=None) -> WeightSource:
+def from_dump(dump: OpenedDump | Source, ov: Overrides,
+              checkpoint: OpenedCheckpoint | Source | None = None) -> WeightSource:
     """A debug dump's recorded weights and positions; ``checkpoint`` supplies settings and refs."""
     from aqr_cli.core.geometry import CameraRig
-    from aqr_cli.io.checkpoint import load_dump
 
-    loaded = loaded or load_dump(path)
-    dump = loaded.dump
-    _check_dump(path, dump)
-    ck, head = (load_checkpoint_source(checkpoint) if checkpoint else (None, None))
-    cfg, where = _dump_config(dump, ck, ov)
+    od = dump if isinstance(dump, OpenedDump) else open_dump(dump)
+    od.require_maps()
+    ck = _checkpoint(checkpoint)
+    head = None if ck is None else ck.require_generator()
+    cfg, where = _dump_config(od, ck, ov)
+    dump = od.dump
     t = dump.tensors
     lw, cw = t["lidar_weights"].float().clone(), t["camera_weights"].float().clone()
     pts_bev = t["pts_bev"].float().clone()
@@ -476,7 +261,7 @@ def from_dump(path: str, ov: Overrides, checkpoint: str | None = None, trust: bo
                    "queries; statistics mix them with the 900 matching queries",
                    num_dn=lw.shape[1] - cfg.num_query)
     return WeightSource(
-        label=Path(path).name, kind="dump", cfg=cfg, lidar_weights=lw, camera_weights=cw,
+        label=od.name, kind="dump", cfg=cfg, lidar_weights=lw, camera_weights=cw,
         pts_bev=pts_bev, pts_idx=pts_idx, pts_pers=pts_pers, unseen=unseen, camera_names=names,
         bias_scale=_bias_scale(head), boxes=boxes, box_labels=labels,
         stored_maps=(t["weight_map_bev"].float(), t["weight_map_pers"].float()),
@@ -550,23 +335,26 @@ def _dump_boxes(dump) -> tuple[list | None, list | None]:
     return boxes, names
 
 
-def from_features(dump_path: str, checkpoint, ov: Overrides, trust: bool = False) -> WeightSource:
+def from_features(dump: OpenedDump | Source, checkpoint: OpenedCheckpoint | Source,
+                  ov: Overrides) -> WeightSource:
     """``--features DUMP --checkpoint CKPT``: the checkpoint's generator on a dump's features."""
     from aqr_cli.core.geometry import CameraRig
 
-    base = from_dump(dump_path, ov, checkpoint=checkpoint)
+    od = dump if isinstance(dump, OpenedDump) else open_dump(dump)
+    dump_path = od.path
+    base = from_dump(od, ov, checkpoint=checkpoint)
     if base.features is None:
-        raise UserError(f"{dump_path}: the dump holds no original_*_features")
+        raise LoadError(dump_path, "the dump holds no original_*_features")
     bev, cam = base.features
     c = base.cfg.hidden_dim
     if bev.shape[1] != c or cam.shape[1] != c:
-        raise UserError(f"{dump_path}: its features have {bev.shape[1]} channels (BEV) / {cam.shape[1]} "
+        raise LoadError(dump_path, f"its features have {bev.shape[1]} channels (BEV) / {cam.shape[1]} "
                         f"(camera) but the generator expects {c}; the fixture-style dumps keep only "
                         "a slice of the channels, so the generator cannot be re-run on them")
     head = base.head_state
     ref = head["reference_points.weight"][None].expand(base.batch_size, -1, -1).float()
     if not base.img_metas:
-        raise UserError(f"{dump_path}: the dump holds no img_metas (camera rig) to run the generator")
+        raise LoadError(dump_path, "the dump holds no img_metas (camera rig) to run the generator")
     metas = CameraRig.from_img_metas(base.img_metas[0]).img_metas(base.batch_size)
     gen = build_generator(base.cfg, head, ov)
     emb = build_embeddings(base.cfg, head, ov)

@@ -93,7 +93,7 @@ def validate(sources: list, o: dict) -> None:
 
 
 def overrides(o: dict):
-    from aqr_cli.analysis.sources import Overrides
+    from aqr_cli.inputs.settings import Overrides
 
     return Overrides(reference=o["reference"], method=o["method"], sigma=o["sigma"],
                      bias_window=o["bias_window"], activation=o["activation"],
@@ -133,52 +133,38 @@ def load_sources(paths: list[Path], o: dict, ov, progress) -> list:
     """One WeightSource per input (with its quirks), in input order.
 
     Dumps and checkpoints given together (a run folder) are one run, not independent sources:
-    see :func:`group_run_files`. Every file is loaded once per command: a source is loaded,
-    judged and handed on as a ``LoadedFile``; a checkpoint is loaded at most once however many
+    see :func:`group_run_files`. Every file is opened once per command (an
+    :class:`aqr_cli.inputs.opened.Opener`): a checkpoint is opened at most once however many
     dumps use it, and not again when it is also a source.
     """
-    import os
     import sys
 
-    from aqr_cli.analysis import sources as S
+    from aqr_cli.analysis import sources
     from aqr_cli.cli._common import collect_quirks
-    from aqr_cli.io.checkpoint import load_file
+    from aqr_cli.inputs.opened import Opener
 
     if o.get("trust") and not o.get("quiet"):
         sys.stderr.write(f"aqr: warning: {TRUST_DEPRECATED}\n")
     ck = str(o["checkpoint"]) if o["checkpoint"] else None
     rig = str(o["rig"]) if o["rig"] else None
-    cache: dict[str, object] = {}
-
-    def load(path) -> object:
-        key = os.path.realpath(path)
-        if key not in cache:
-            cache[key] = load_file(path)
-        return cache[key]
+    opener = Opener()
 
     def checkpoint(path):
-        return None if path is None else S.load_checkpoint_source(load(path))[0]
+        return None if path is None else opener.checkpoint(path)
 
-    files = [(p, load(p)) for p in paths]
+    files = [(p, opener.file(p)) for p in paths]
     files, run_ck, notes = group_run_files(files, ck)
     jobs = []
     if o["synthetic"]:
-        jobs.append(lambda: S.synthetic(ov, rig, checkpoint(ck)))
+        jobs.append(lambda: sources.synthetic(ov, rig, checkpoint(ck)))
     if o["features"] is not None:
-        jobs.append(lambda: S.from_features(str(o["features"]), checkpoint(ck), ov))
+        jobs.append(lambda: sources.from_features(opener.dump(o["features"]), checkpoint(ck), ov))
     for p, loaded in files:
         def job(p=p, loaded=loaded):
             if loaded.kind == "debug_dump":
-                target = ck or run_ck
-                try:
-                    target = checkpoint(target)
-                except UserError:
-                    if ck is not None:
-                        raise
-                    # a run checkpoint that does not fit: _dump_with_run_checkpoint notes it
-                return _dump_with_run_checkpoint(S, str(p), ov, target, False, loaded, notes,
+                return _dump_with_run_checkpoint(opener, p, ov, ck or run_ck, notes,
                                                  explicit=ck is not None)
-            return S.from_checkpoint(str(p), ov, rig, loaded=loaded)
+            return sources.from_checkpoint(opener.checkpoint(p), ov, rig)
         jobs.append(job)
     out = []
     for job in jobs:
@@ -228,19 +214,25 @@ def _same_file(a: Path, b: str) -> bool:
         return False
 
 
-def _dump_with_run_checkpoint(S, path: str, ov, ck, trust: bool, loaded, notes: list,
+def _dump_with_run_checkpoint(opener, path: Path, ov, ck: str | None, notes: list,
                               explicit: bool):
-    """A dump with its run's checkpoint (a path or a loaded file); a run checkpoint that does not
-    fit is dropped with a note."""
-    if ck is None or explicit:
-        src = S.from_dump(path, ov, ck, trust, loaded=loaded)
+    """A dump with its run's checkpoint; a run checkpoint (not ``explicit``) that does not fit
+    is dropped with a note."""
+    from aqr_cli.analysis import sources
+    from aqr_cli.inputs.checks import ShapeMismatchError
+    from aqr_cli.inputs.opened import NoGeneratorError
+    from aqr_cli.inputs.settings import SettingsError
+
+    dump = opener.dump(path)
+    run_ck = None if ck is None else opener.checkpoint(ck)  # a file no command can use fails here
+    if run_ck is None or explicit:
+        src = sources.from_dump(dump, ov, run_ck)
     else:
         try:
-            src = S.from_dump(path, ov, ck, trust, loaded=loaded)
-        except UserError as e:
-            src = S.from_dump(path, ov, None, trust, loaded=loaded)
-            name = getattr(ck, "name", None) or Path(ck).name
-            src.notes.append(f"checkpoint {name} given with the dumps does not fit this "
+            src = sources.from_dump(dump, ov, run_ck)
+        except (NoGeneratorError, SettingsError, ShapeMismatchError) as e:
+            src = sources.from_dump(dump, ov, None)
+            src.notes.append(f"checkpoint {Path(ck).name} given with the dumps does not fit this "
                              f"dump ({e}); rendered with reference settings")
     src.notes.extend(notes)
     return src

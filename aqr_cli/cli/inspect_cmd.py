@@ -151,10 +151,12 @@ def _show(results: list, sink: Sink, keys: bool, diff: bool = False) -> None:
 def _inspect_all(paths, sink: Sink, *, keys, rig, config, checkpoint, trust) -> list:
     import os
 
-    from aqr_cli.analysis.inspect import inspect_file, key_tree, verify_checkpoint
+    from aqr_cli.analysis.inspection.files import inspect_file
+    from aqr_cli.analysis.inspection.tree import key_tree
     from aqr_cli.core.errors import AQRInputError
+    from aqr_cli.inputs.opened import Opener, open_input
+    from aqr_cli.io import LoadError, parse_config_file
     from aqr_cli.io.rig import load_rig
-    from aqr_cli.io import LoadError, load_file, parse_config_file
 
     if rig is not None:
         load_rig(rig)  # fail once, early, on a bad rig file
@@ -163,11 +165,10 @@ def _inspect_all(paths, sink: Sink, *, keys, rig, config, checkpoint, trust) -> 
             parse_config_file(config)
         except LoadError as e:
             raise UserError(str(e), e.hint) from None
-    ck = None
+    ck, opener = None, Opener()  # each file is loaded once, whatever roles it plays
     if checkpoint is not None:
         try:
-            ck = load_file(checkpoint, expect="checkpoint")
-            verify_checkpoint(ck)
+            ck = opener.checkpoint(checkpoint)
         except LoadError as e:
             raise UserError(f"--checkpoint: {e}", e.hint) from None
     from aqr_cli.analysis.config_lint import lint_config, looks_like_config
@@ -180,9 +181,10 @@ def _inspect_all(paths, sink: Sink, *, keys, rig, config, checkpoint, trust) -> 
                 results.append(_Failure(p, f"{p}: an mmcv config has no key tree (--keys is for "
                                         "checkpoints and dumps)") if keys else lint_config(p))
             elif keys:
-                results.append((p, key_tree(load_file(p))))
+                results.append((p, key_tree(opener.file(p))))
             else:
-                results.append(inspect_file(p, rig=rig, config_path=config, checkpoint=ck))
+                results.append(inspect_file(open_input(opener.file(p), config), rig=rig,
+                                            config_path=config, checkpoint=ck))
         except LoadError as e:
             results.append(_Failure(p, str(e), e.hint, e.reason))
         except (AQRInputError, UserError) as e:
@@ -246,7 +248,8 @@ def _clean(doc: Any) -> Any:
 
 def _write_out(stage: Path, results: list, sink: Sink) -> list[str]:
     """Write inspect.json (and the epoch PNG when it has data) into ``stage``; returns the names."""
-    from aqr_cli.analysis.inspect import CheckpointReport, epoch_series
+    from aqr_cli.analysis.inspection.epochs import epoch_series
+    from aqr_cli.analysis.inspection.reports import CheckpointReport
     from aqr_cli.io import atomic_save_figure, atomic_write_json
 
     reports = [r for r in results if isinstance(r, CheckpointReport)]

@@ -132,11 +132,12 @@ def plain(value: Any) -> Any:
     if isinstance(value, InertRecord):
         return record_summary(value)
     if isinstance(value, BOX_CLASSES):
-        return {"type": type(value).__name__, "tensor": value.tensor,
-                "box_dim": value.box_dim, "with_yaw": value.with_yaw}
+        box: Any = value
+        return {"type": type(box).__name__, "tensor": box.tensor,
+                "box_dim": box.box_dim, "with_yaw": box.with_yaw}
     if isinstance(value, type):
         if is_record_class(value):
-            return f"{value.global_name} (inert)"
+            return f"{getattr(value, 'global_name')} (inert)"
         if value in placeholder_by_name().values():
             return value.__name__
         return f"{value.__module__}.{value.__qualname__}"
@@ -155,8 +156,16 @@ def plain(value: Any) -> Any:
     return value
 
 
-def record_summary(rec: InertRecord) -> dict[str, Any]:
+def stand_in(value: Any) -> tuple[str, dict[str, Any]] | None:
+    """(upstream class name, fields) of a stand-in object the loader built, else None."""
+    if isinstance(value, Placeholder):
+        return type(value).upstream_name(), vars(value)
+    return None
+
+
+def record_summary(record: InertRecord) -> dict[str, Any]:
     """An inert record as plain data: the global it names and what the file passed to it."""
+    rec: Any = record  # its fields are __slots__ filled by the unpickler
     out: dict[str, Any] = {"inert_global": rec.global_name}
     if rec.args:
         out["args"] = [plain(a) for a in rec.args]
@@ -261,11 +270,11 @@ def _gt_from_meta(m: Mapping[str, Any]) -> tuple[Any, Any]:
     import numpy as np
     import torch
 
-    boxes = m.get("gt_bboxes_3d")
+    boxes: Any = m.get("gt_bboxes_3d")
     while isinstance(boxes, DataContainer):
         boxes = boxes.data
     if isinstance(boxes, BOX_CLASSES):
-        boxes = boxes.tensor
+        boxes = getattr(boxes, "tensor")
     if isinstance(boxes, np.ndarray):
         boxes = torch.from_numpy(boxes)
     labels = m.get("gt_labels_3d")
@@ -308,8 +317,7 @@ def _describe(obj: Any) -> str:
     return f"a {type(obj).__name__}"
 
 
-def _from_object(path: Path, raw: RawLoad, size: int) -> LoadedFile:
-    obj = raw.obj
+def _load_notes(raw: RawLoad) -> list[str]:
     notes: list[str] = []
     if raw.container == "legacy":
         notes.append("legacy (pre-1.6, non-zip) torch.save format: not memory-mapped")
@@ -317,8 +325,14 @@ def _from_object(path: Path, raw: RawLoad, size: int) -> LoadedFile:
         shown = ", ".join(raw.records[:8]) + (f", ... ({len(raw.records)} in all)"
                                               if len(raw.records) > 8 else "")
         notes.append(f"kept as inert records (never imported or called): {shown}")
-    base = dict(path=path, size_bytes=size, container=raw.container, mmapped=raw.mmapped,
-                records=list(raw.records), raw=obj)
+    return notes
+
+
+def _from_object(path: Path, raw: RawLoad, size: int) -> LoadedFile:
+    obj = raw.obj
+    notes = _load_notes(raw)
+    base: dict[str, Any] = dict(path=path, size_bytes=size, container=raw.container,
+                                mmapped=raw.mmapped, records=list(raw.records), raw=obj)
     if raw.container == "safetensors":
         meta = parse_meta(raw.metadata)
         sd = flatten_state_dict(obj, notes)
@@ -332,9 +346,20 @@ def _from_object(path: Path, raw: RawLoad, size: int) -> LoadedFile:
         meta = CheckpointMeta(iter=dump.iteration)
         return LoadedFile(kind="debug_dump", format="debug-dump", state_dict={}, meta=meta,
                           has_optimizer=False, notes=notes, dump=dump, top_level_keys=top, **base)
-
     optimizer = obj.get("optimizer")
     has_optimizer = optimizer is not None and not (isinstance(optimizer, Mapping) and not optimizer)
+    fmt, sd_src, meta = _checkpoint_layout(path, obj)
+    sd = flatten_state_dict(sd_src, notes)
+    if not sd:
+        notes.append("the state_dict holds no tensors")
+    return LoadedFile(kind="checkpoint", format=fmt, state_dict=sd, meta=meta,
+                      has_optimizer=has_optimizer, notes=notes, optimizer=optimizer,
+                      top_level_keys=top, **base)
+
+
+def _checkpoint_layout(path: Path, obj: Mapping[str, Any]
+                       ) -> tuple[str, Mapping[str, Any], CheckpointMeta]:
+    """(format, the state dict as stored, meta) of a checkpoint dict (see the module docstring)."""
     meta_src = obj.get("meta") if isinstance(obj.get("meta"), Mapping) else None
     if isinstance(obj.get("state_dict"), Mapping):
         hub = obj.get("message_hub")
@@ -347,30 +372,20 @@ def _from_object(path: Path, raw: RawLoad, size: int) -> LoadedFile:
             fmt = "mmcv1-runner"
         else:
             fmt = "state-dict-wrapper"
-        sd_src = obj["state_dict"]
         meta = parse_meta(meta_src if meta_src is not None else _top_level_meta(obj),
                           runtime if isinstance(runtime, Mapping) else None)
-    elif "model" in obj and (isinstance(obj["model"], Mapping) or hasattr(obj["model"], "state_dict")):
-        fmt = "model-wrapper"
-        sd_src = obj["model"]
-        if not isinstance(sd_src, Mapping):
+        return fmt, obj["state_dict"], meta
+    if "model" in obj and (isinstance(obj["model"], Mapping) or hasattr(obj["model"], "state_dict")):
+        if not isinstance(obj["model"], Mapping):
             raise LoadError(path, "'model' is a pickled module object, not a state_dict; "
                                   "its weights cannot be read without running its code")
         meta = parse_meta(meta_src if meta_src is not None else _top_level_meta(obj))
-    elif obj and all(_is_tensor(v) for v in obj.values()):
-        fmt = "bare-state-dict"
-        sd_src = obj
-        meta = CheckpointMeta()
-    else:
-        raise LoadError(path, f"not a checkpoint or AQR debug dump: the file holds {_describe(obj)} "
-                              "(expected 'state_dict', 'model', a name -> tensor mapping, or the "
-                              "debug-dump keys)")
-    sd = flatten_state_dict(sd_src, notes)
-    if not sd:
-        notes.append("the state_dict holds no tensors")
-    return LoadedFile(kind="checkpoint", format=fmt, state_dict=sd, meta=meta,
-                      has_optimizer=has_optimizer, notes=notes, optimizer=optimizer,
-                      top_level_keys=top, **base)
+        return "model-wrapper", obj["model"], meta
+    if obj and all(_is_tensor(v) for v in obj.values()):
+        return "bare-state-dict", obj, CheckpointMeta()
+    raise LoadError(path, f"not a checkpoint or AQR debug dump: the file holds {_describe(obj)} "
+                          "(expected 'state_dict', 'model', a name -> tensor mapping, or the "
+                          "debug-dump keys)")
 
 
 def _top_level_meta(obj: Mapping[str, Any]) -> dict[str, Any]:

@@ -225,11 +225,13 @@ class _FileWalker:
         if key == _DELETE_KEY:
             node.delete = isinstance(value, ast.Constant) and value.value is True
             return
+        assert node.children is not None  # put is called on dict nodes only
         node.children[key] = self.build(value, where)
 
     @staticmethod
     def absorb(node: _Node, other: _Node) -> None:
         if other.children:
+            assert node.children is not None  # only dict nodes absorb a dict
             node.children.update(other.children)
         node.delete = node.delete or other.delete
 
@@ -270,12 +272,13 @@ def _base_files(tree: ast.Module, label: str) -> list[str]:
 def _json_node(value, where: Origin, budget: _Budget) -> _Node:
     budget.tick()
     if isinstance(value, dict):
-        node = _Node(where, {})
+        children: dict[str, _Node] = {}
+        node = _Node(where, children)
         for k, v in value.items():
             if k == _DELETE_KEY:
                 node.delete = v is True
             else:
-                node.children[str(k)] = _json_node(v, where, budget)
+                children[str(k)] = _json_node(v, where, budget)
         return node
     return _Node(where)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,7 +139,7 @@ class AQRConfig:
         }
 
 
-def head_defaults(hidden_dim: int = 256, pc_range: list[float] | None = None) -> dict[str, dict]:
+def head_defaults(hidden_dim: int = 256, pc_range: Sequence[float] | None = None) -> dict[str, dict]:
     """``CmtHead._init_aqr_components`` defaults (``HEAD_DEFAULTS``) for a given head.
 
     Upstream builds ``embed_dims``, the encoder's ``embed_dims``/``feedforward_channels`` from
@@ -148,7 +148,7 @@ def head_defaults(hidden_dim: int = 256, pc_range: list[float] | None = None) ->
     from aqr_cli.core.configs import HEAD_DEFAULTS
 
     d = copy.deepcopy(HEAD_DEFAULTS)
-    aqr = d["aqr_config"]
+    aqr: dict[str, Any] = d["aqr_config"]
     aqr["embed_dims"] = hidden_dim
     if pc_range is not None:
         aqr["pc_range"] = list(pc_range)
@@ -248,6 +248,36 @@ def _component(name: str, user: Any, default: dict, where: str, uncertain: bool,
     return merged
 
 
+def _head_values(cfg: ParsedConfig, head: Mapping[str, Any], head_path: str,
+                 model_unparsed: bool) -> dict[str, Sourced]:
+    """``CmtHead`` keywords the AQR path reads, each from the head dict or its default."""
+    out: dict[str, Sourced] = {}
+    for key, dflt in CMTHEAD_DEFAULTS.items():
+        if key in head:
+            out[key] = Sourced(copy.deepcopy(head[key]), "file", f"{head_path}.{key}")
+        else:
+            out[key] = Sourced(dflt, "unparsed" if model_unparsed else "default")
+    out["pc_range"] = _first(cfg, [f"{head_path}.bbox_coder.pc_range"], model_unparsed)
+    return out
+
+
+def _attention_types(cfg: ParsedConfig, enc: Sourced | None, head_path: str,
+                     model_unparsed: bool) -> tuple[Sourced, Sourced, Sourced]:
+    """Attention types of the AQR encoder and of the decoder's self- and cross-attention."""
+    enc_self, enc_cross = _layer_attention_types(enc.value if enc else None)
+    encoder = Sourced(_types_value(enc_self + enc_cross), enc.source if enc else "missing",
+                      enc.key if enc else None)
+    dec_path = f"{head_path}.transformer.decoder"
+    dec = cfg.get(dec_path)
+    dec_self, dec_cross = _layer_attention_types(dec)
+    dec_source = "file" if dec is not None else ("unparsed" if model_unparsed else "missing")
+    decoder_self = Sourced(_types_value(dec_self),
+                           dec_source if dec_self or dec is None else "missing", dec_path)
+    decoder_cross = Sourced(_types_value(dec_cross),
+                            dec_source if dec_cross or dec is None else "missing", dec_path)
+    return encoder, decoder_self, decoder_cross
+
+
 def extract_aqr_config(cfg: ParsedConfig) -> AQRConfig:
     """The AQR settings of a parsed config, with ``CmtHead`` defaults applied where keys are missing."""
     notes = list(cfg.notes)
@@ -258,15 +288,7 @@ def extract_aqr_config(cfg: ParsedConfig) -> AQRConfig:
         notes.append(f"{head_path} is not a dict")
         head = None
     head = head or {}
-
-    head_vals: dict[str, Sourced] = {}
-    for key, dflt in CMTHEAD_DEFAULTS.items():
-        if key in head:
-            head_vals[key] = Sourced(copy.deepcopy(head[key]), "file", f"{head_path}.{key}")
-        else:
-            head_vals[key] = Sourced(dflt, "unparsed" if model_unparsed else "default")
-    head_vals["pc_range"] = _first(cfg, [f"{head_path}.bbox_coder.pc_range"], model_unparsed)
-
+    head_vals = _head_values(cfg, head, head_path, model_unparsed)
     hidden = head_vals["hidden_dim"].value
     pc_range = head_vals["pc_range"].value
     defaults = head_defaults(hidden if isinstance(hidden, int) else 256,
@@ -277,20 +299,8 @@ def extract_aqr_config(cfg: ParsedConfig) -> AQRConfig:
         notes.append("enable_aqr is not True: CmtHead builds no AQR components")
     if head_vals["use_simple_modulation"].value:
         notes.append("use_simple_modulation=True: no FeatureModulator is built")
-
-    enc = comps["aqr_config"].get("encoder_config")
-    enc_self, enc_cross = _layer_attention_types(enc.value if enc else None)
-    encoder_attention = Sourced(_types_value(enc_self + enc_cross), enc.source if enc else "missing",
-                                enc.key if enc else None)
-    dec_path = f"{head_path}.transformer.decoder"
-    dec = cfg.get(dec_path)
-    dec_self, dec_cross = _layer_attention_types(dec)
-    dec_source = "file" if dec is not None else ("unparsed" if model_unparsed else "missing")
-    decoder_self = Sourced(_types_value(dec_self),
-                           dec_source if dec_self or dec is None else "missing", dec_path)
-    decoder_cross = Sourced(_types_value(dec_cross),
-                            dec_source if dec_cross or dec is None else "missing", dec_path)
-
+    encoder, decoder_self, decoder_cross = _attention_types(
+        cfg, comps["aqr_config"].get("encoder_config"), head_path, model_unparsed)
     train_files = _collect_ann_files(cfg.get("data.train")) + _collect_ann_files(cfg.get("train_dataloader"))
     val_files = _collect_ann_files(cfg.get("data.val")) + _collect_ann_files(cfg.get("val_dataloader"))
 
@@ -303,7 +313,7 @@ def extract_aqr_config(cfg: ParsedConfig) -> AQRConfig:
                           model_unparsed),
         head_type=_first(cfg, [f"{head_path}.type"], model_unparsed),
         head=head_vals,
-        encoder_attention=encoder_attention,
+        encoder_attention=encoder,
         decoder_self_attention=decoder_self,
         decoder_cross_attention=decoder_cross,
         train_ann_files=train_files,

@@ -4,8 +4,8 @@
 ``inspect-checkpoint``, ``render-weights`` and ``compare-modes`` accept or refuse a file for its
 content with the same line. It checks what holds whatever the config says: tensor kinds and
 dtypes per key, shapes the AQR code indexes into, values every command computes with, and the
-sizes of a dump's maps. Checks of tensors against a config live in
-:func:`aqr_cli.analysis.inspect.verify_checkpoint` (also shared by all commands).
+sizes of a dump's maps. Checks of tensors against their settings live in
+:mod:`aqr_cli.inputs.checks` (also shared by all commands).
 
 Accepted with a note: float16/bfloat16 weights (computed in float32). Refused: complex, bool or
 integer tensors where weights belong, float offset buffers, tensors stored as lists, meta
@@ -74,9 +74,6 @@ def validate_loaded(lf: Any) -> None:
         _validate_checkpoint(lf)
 
 
-# ---------------------------------------------------------------- checkpoints
-
-
 def _raw_state_dict(lf: Any) -> Mapping | None:
     raw = lf.raw
     if not isinstance(raw, Mapping):
@@ -97,38 +94,48 @@ def _validate_checkpoint(lf: Any) -> None:
             if not isinstance(value, (torch.Tensor, Mapping)) and isinstance(key, str) \
                     and _is_aqr_key(key):
                 raise LoadError(path, f"state_dict[{key!r}] is {_what(value)}, expected a tensor")
-    half = []
-    for key, t in lf.state_dict.items():
-        if not _is_aqr_key(key):
-            continue
-        leaf = key.rsplit(".", 1)[-1]
-        if t.is_complex():
-            raise LoadError(path, f"{key} is a complex tensor ({_dtype(t)}); AQR weights are real")
-        if leaf in _INT_OK:
-            if t.is_floating_point() or t.dtype == torch.bool:
-                raise LoadError(path, f"{key} is {_dtype(t)}, expected an integer tensor (offsets)")
-            continue
-        if not t.is_floating_point():
-            raise LoadError(path, f"{key} is {_dtype(t)}, expected a floating-point tensor")
-        if t.dtype in (torch.float16, torch.bfloat16):
-            half.append(key)
+    half = [key for key, t in lf.state_dict.items() if _is_aqr_key(key) and _aqr_dtype(path, key, t)]
     if half:
         lf.notes.append(f"{len(half)} AQR tensors are {_dtype(lf.state_dict[half[0]])} "
                         "(e.g. " + half[0] + "); computed in float32")
     for key, t in lf.state_dict.items():
-        if key.endswith("attention_bias_generator.bias_scale"):
-            if t.numel() != 1:
-                raise LoadError(path, f"{key} has shape {list(t.shape)}, expected one value "
-                                      "([1] at HEAD or [] in CMTTEST/bias)")
-            if not _finite(t):
-                raise LoadError(path, f"{key} is {float(t.reshape(-1)[0])}, not a finite number")
-        elif key.endswith("reference_points.weight"):
-            if t.dim() != 2 or t.shape[1] != 3 or t.shape[0] < 1:
-                raise LoadError(path, f"{key} has shape {list(t.shape)}, expected [num_query >= 1, 3]")
-            if not _finite(t):
-                raise LoadError(path, f"{key} holds {_nonfinite_text(t)}")
+        if key.endswith(_SHAPED):  # a plain test: a state dict may hold a million keys
+            _check_known_shape(path, key, t)
     _check_finite(path, {k: t for k, t in lf.state_dict.items()
                          if _is_aqr_key(k) and t.is_floating_point()})
+
+
+def _aqr_dtype(path: Any, key: str, t: Any) -> bool:
+    """LoadError for a dtype no AQR tensor can have; True for half precision (noted, accepted)."""
+    import torch
+
+    if t.is_complex():
+        raise LoadError(path, f"{key} is a complex tensor ({_dtype(t)}); AQR weights are real")
+    if key.rsplit(".", 1)[-1] in _INT_OK:
+        if t.is_floating_point() or t.dtype == torch.bool:
+            raise LoadError(path, f"{key} is {_dtype(t)}, expected an integer tensor (offsets)")
+        return False
+    if not t.is_floating_point():
+        raise LoadError(path, f"{key} is {_dtype(t)}, expected a floating-point tensor")
+    return t.dtype in (torch.float16, torch.bfloat16)
+
+
+_SHAPED = ("attention_bias_generator.bias_scale", "reference_points.weight")
+
+
+def _check_known_shape(path: Any, key: str, t: Any) -> None:
+    """The bias scale is one finite value; reference points are a finite ``[N >= 1, 3]``."""
+    if key.endswith("attention_bias_generator.bias_scale"):
+        if t.numel() != 1:
+            raise LoadError(path, f"{key} has shape {list(t.shape)}, expected one value "
+                                  "([1] at HEAD or [] in CMTTEST/bias)")
+        if not _finite(t):
+            raise LoadError(path, f"{key} is {float(t.reshape(-1)[0])}, not a finite number")
+    elif key.endswith("reference_points.weight"):
+        if t.dim() != 2 or t.shape[1] != 3 or t.shape[0] < 1:
+            raise LoadError(path, f"{key} has shape {list(t.shape)}, expected [num_query >= 1, 3]")
+        if not _finite(t):
+            raise LoadError(path, f"{key} holds {_nonfinite_text(t)}")
 
 
 def _check_finite(path: Any, tensors: dict) -> None:
@@ -149,9 +156,6 @@ def _check_finite(path: Any, tensors: dict) -> None:
         if peak > MAX_ABS:
             raise LoadError(path, f"{key} holds values up to {peak:.3g} in magnitude; more than "
                                   f"{MAX_ABS:g} is not plausible for AQR tensors")
-
-
-# ---------------------------------------------------------------- debug dumps
 
 
 def _tensor_at(lf: Any, key: str, required: bool = False) -> Any:
@@ -183,6 +187,20 @@ def _validate_dump(lf: Any) -> None:
     if pb is not None and list(pb.shape) != [b, nq, 2]:
         raise LoadError(path, f"pts_bev is {list(pb.shape)}, expected [B, Nq, 2] = [{b}, {nq}, 2] "
                               "(from lidar_weights)")
+    mb, mp = _dump_maps(lf, b)
+    for key, t in (("lidar_weights", lw), ("camera_weights", cw), ("pts_bev", pb),
+                   ("weight_map_bev", mb), ("weight_map_pers", mp)):
+        if t is not None:
+            _check_values(path, key, t)
+    if pb is not None and mb is not None:
+        _check_cells(path, pb, (int(mb.shape[1]), int(mb.shape[2])))
+    _check_features(lf, b, mb, mp)
+    _validate_gt(lf)
+
+
+def _dump_maps(lf: Any, b: int) -> tuple[Any, Any]:
+    """The dump's ``weight_map_bev`` [B, H, W] and ``weight_map_pers`` [B, V, h, w], checked."""
+    path = lf.path
     mb, mp = _tensor_at(lf, "weight_map_bev"), _tensor_at(lf, "weight_map_pers")
     if mb is not None and (mb.dim() != 3 or mb.shape[0] != b):
         raise LoadError(path, f"weight_map_bev is {list(mb.shape)}, expected [B={b}, H, W]")
@@ -193,29 +211,33 @@ def _validate_dump(lf: Any) -> None:
         raise LoadError(path, f"map shapes BEV {None if mb is None else list(mb.shape[1:])} / cameras "
                               f"{None if mp is None else list(mp.shape[1:])} are not plausible "
                               f"(each side 1..{MAX_SIDE} cells, 1..{MAX_VIEWS} views)")
-    for key, t in (("lidar_weights", lw), ("camera_weights", cw), ("pts_bev", pb),
-                   ("weight_map_bev", mb), ("weight_map_pers", mp)):
-        if t is not None and not _finite(t):
-            raise LoadError(path, f"{key} holds {_nonfinite_text(t)}")
-        if t is not None and t.numel() and float(t.abs().max()) > MAX_ABS:
-            raise LoadError(path, f"{key} holds values up to {float(t.abs().max()):.3g} in "
-                                  f"magnitude; more than {MAX_ABS:g} is not plausible for AQR "
-                                  "weights and maps")
-    if pb is not None and mb is not None:
-        _check_cells(path, pb, (int(mb.shape[1]), int(mb.shape[2])))
-    for key, want in (("original_bev_features", None if mb is None else (b, *mb.shape[1:])),
-                      ("modulated_bev_features", None if mb is None else (b, *mb.shape[1:])),
-                      ("original_pers_features", None if mp is None else (b * mp.shape[1], *mp.shape[2:])),
-                      ("modulated_pers_features", None if mp is None else (b * mp.shape[1], *mp.shape[2:]))):
+    return mb, mp
+
+
+def _check_values(path: Any, key: str, t: Any) -> None:
+    """Weights, positions and maps: finite, and no larger than :data:`MAX_ABS`."""
+    if not _finite(t):
+        raise LoadError(path, f"{key} holds {_nonfinite_text(t)}")
+    if t.numel() and float(t.abs().max()) > MAX_ABS:
+        raise LoadError(path, f"{key} holds values up to {float(t.abs().max()):.3g} in "
+                              f"magnitude; more than {MAX_ABS:g} is not plausible for AQR "
+                              "weights and maps")
+
+
+def _check_features(lf: Any, b: int, mb: Any, mp: Any) -> None:
+    """Recorded features: ``[N, C, H, W]`` with N and the sides the maps imply, finite."""
+    bev = None if mb is None else (b, *mb.shape[1:])
+    pers = None if mp is None else (b * mp.shape[1], *mp.shape[2:])
+    for key, want in (("original_bev_features", bev), ("modulated_bev_features", bev),
+                      ("original_pers_features", pers), ("modulated_pers_features", pers)):
         t = _tensor_at(lf, key)
         if t is None:
             continue
         if t.dim() != 4 or (want is not None and (t.shape[0], *t.shape[2:]) != tuple(int(v) for v in want)):
             need = "[N, C, H, W]" if want is None else f"[{want[0]}, C, {want[1]}, {want[2]}] (from the maps)"
-            raise LoadError(path, f"{key} is {list(t.shape)}, expected {need}")
+            raise LoadError(lf.path, f"{key} is {list(t.shape)}, expected {need}")
         if not _finite(t):
-            raise LoadError(path, f"{key} holds {_nonfinite_text(t)}")
-    _validate_gt(lf)
+            raise LoadError(lf.path, f"{key} holds {_nonfinite_text(t)}")
 
 
 def _check_cells(path: Any, pts_bev: Any, hw: tuple[int, int]) -> None:

@@ -40,7 +40,7 @@ def epoch_evolution_figure(series: Mapping[str, Any], title: str = "") -> Figure
        upstream init 1.5 / tanh(1.5);
     3. L2 norm of each ``weight_predictor.weight`` row (LiDAR, camera).
 
-    ``series`` is :func:`aqr_cli.analysis.inspect.epoch_series` output. Missing values (NaN)
+    ``series`` is :func:`aqr_cli.analysis.inspection.epochs.epoch_series` output. Missing values (NaN)
     leave gaps.
     """
     fig = new_figure(13.5, 4.2)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aqr_cli.analysis.config_lint.status import enabled
-from aqr_cli.analysis.inspect import ShapesReport, _Checks
+from aqr_cli.inputs.checks import CheckList, ShapesReport
 from aqr_cli.io import AQRConfig, ParsedConfig
 
 _DETECTOR_PARAMS = (
@@ -90,7 +90,7 @@ def _grid(parsed: ParsedConfig) -> tuple[list[int] | None, str | None]:
     return None, None
 
 
-def detector_checks(shapes: ShapesReport, detector: dict, chk: _Checks) -> None:
+def detector_checks(shapes: ShapesReport, detector: dict, chk: CheckList) -> None:
     for key, label in (("bev", "bev_feature_shape"), ("pers", "pers_feature_shape")):
         want, have = detector.get(key), getattr(shapes, key)
         if want is None or have is None:

@@ -35,16 +35,9 @@ from aqr_cli.analysis.findings import (
     rules_for,
     sort_findings,
 )
-from aqr_cli.analysis.inspect import (
-    COMPONENTS,
-    USED_AT_HEAD,
-    Check,
-    ComponentReport,
-    ShapesReport,
-    _as_list,
-    _Checks,
-    _config_consistency,
-)
+from aqr_cli.analysis.inspection.components import USED_AT_HEAD
+from aqr_cli.analysis.inspection.reports import ComponentReport
+from aqr_cli.inputs.checks import COMPONENTS, Check, CheckList, ShapesReport, as_list, config_consistency
 from aqr_cli.io import AQRConfig, extract_aqr_config, parse_config_file
 from aqr_cli.io.config_origins import Deleted, OriginIndex, Replaced, trace_origins
 from aqr_cli.io.config_parse import AQR_COMPONENTS, Sourced, jsonable
@@ -187,8 +180,8 @@ def lint_config(path: str | os.PathLike) -> ConfigLintReport:
     comps = _components(cfg)
     shapes = _shapes(cfg)
     detector = detector_shapes(parsed)
-    chk = _Checks()
-    _config_consistency(cfg, chk)
+    chk = CheckList()
+    config_consistency(cfg, chk)
     if enabled(cfg):  # CmtHead's default shapes are irrelevant while nothing is built
         detector_checks(shapes, detector, chk)
     view = _RuleView(comps, shapes)
@@ -258,9 +251,9 @@ def _components(cfg: AQRConfig) -> dict[str, ComponentReport]:
 
 def _shapes(cfg: AQRConfig) -> ShapesReport:
     ws = cfg.attention_bias_config["window_size"].value
-    return ShapesReport(bev=_as_list(cfg.aqr_config["bev_feature_shape"].value),
-                        pers=_as_list(cfg.aqr_config["pers_feature_shape"].value),
-                        aqr_window_sizes=_as_list(cfg.aqr_config["window_sizes"].value),
+    return ShapesReport(bev=as_list(cfg.aqr_config["bev_feature_shape"].value),
+                        pers=as_list(cfg.aqr_config["pers_feature_shape"].value),
+                        aqr_window_sizes=as_list(cfg.aqr_config["window_sizes"].value),
                         bias_window=ws if isinstance(ws, int) and not isinstance(ws, bool) else None,
                         source="config")
 

@@ -40,17 +40,19 @@ def config_quirks(text: ConfigText | None, parts: list[str] | None, name: str):
 
 
 def _config_findings(cfg, parsed, parts: list[str] | None) -> list[Finding]:
-    from aqr_cli.analysis import inspect as ins
+    from aqr_cli.analysis.inspection.components import components
+    from aqr_cli.analysis.inspection.reports import NonFiniteReport
+    from aqr_cli.inputs.checks import shapes_and_checks
     from aqr_cli.analysis.findings import CheckpointContext, checkpoint_findings
 
-    comps = ins._components({}, None, cfg)
+    comps = components({}, None, cfg)
     for name in parts or ():
         if name in comps and not comps[name].present:
             comps[name].present, comps[name].evidence = True, "config"
             comps[name].note = "named in the printed model"
-    shapes, _ = ins._shapes_and_checks({}, None, cfg)
+    shapes, _ = shapes_and_checks({}, None, cfg)
     report = _ConfigOnlyReport(components=comps, shapes=shapes,
-                               nonfinite=ins.NonFiniteReport(scanned=0, bad=[]))
+                               nonfinite=NonFiniteReport(scanned=0, bad=[]))
     return checkpoint_findings(CheckpointContext(report, cfg, parsed, {}, ""))
 
 

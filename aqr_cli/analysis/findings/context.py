@@ -17,7 +17,7 @@ BIAS_DROPPING = (FLASH, MMCV_MHA, "FlashMHA")
 class CheckpointContext:
     """Everything the checkpoint rules may read.
 
-    ``report`` is the :class:`aqr_cli.analysis.inspect.CheckpointReport` under construction
+    ``report`` is the :class:`aqr_cli.analysis.inspection.reports.CheckpointReport` under construction
     (components, shapes, bias_scale, weight_head, reference_points, nonfinite, meta);
     ``cfg`` the :class:`aqr_cli.io.AQRConfig` (or None), ``parsed`` the whole
     :class:`aqr_cli.io.ParsedConfig` (optimizer, data), ``state_dict`` the flat tensors and

@@ -1,4 +1,4 @@
-"""Rules on debug dumps (an :class:`aqr_cli.analysis.inspect.DumpReport`), and the NaN/Inf rule
+"""Rules on debug dumps (an :class:`aqr_cli.analysis.inspection.reports.DumpReport`), and the NaN/Inf rule
 that checkpoints and dumps share."""
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ it fires and its code in one place.
 A rule's ``applies_to`` names the inputs whose findings it decides: ``'checkpoint'`` and
 ``'config'`` rules take a :class:`~aqr_cli.analysis.findings.context.CheckpointContext` (a
 config alone, or a training log's printed config, gives a context without tensors);
-``'dump'`` rules take a :class:`aqr_cli.analysis.inspect.DumpReport`. A quirk decided on
+``'dump'`` rules take a :class:`aqr_cli.analysis.inspection.reports.DumpReport`. A quirk decided on
 checkpoints and on dumps from different evidence (Q2, Q3, Q4, NONFINITE) has one rule for each.
 The README's quirk table is :func:`readme_table` (a test keeps the two equal).
 """
@@ -129,5 +129,5 @@ def checkpoint_findings(ctx) -> list[Finding]:
 
 
 def dump_findings(report) -> list[Finding]:
-    """Every dump rule that fires on a :class:`aqr_cli.analysis.inspect.DumpReport`, sorted."""
+    """Every dump rule that fires on a :class:`aqr_cli.analysis.inspection.reports.DumpReport`, sorted."""
     return run_rules("dump", report)

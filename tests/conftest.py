@@ -37,3 +37,72 @@ def head_state_dict():
     ckpt = torch.load(CHECKPOINT, map_location="cpu", weights_only=True)
     pre = "pts_bbox_head."
     return {k[len(pre):]: v for k, v in ckpt["state_dict"].items() if k.startswith(pre)}
+
+
+def _run_once_per_session(tmp_path_factory, name: str, args: list, prepare=None):
+    """Run an ``aqr`` command once per test session, however many xdist workers ask for it.
+
+    The first worker to ask runs it (under a file lock, in the session's common temporary
+    folder) and records the result; the others wait for the lock and read it. Returns
+    ``(result, folder)``: ``result`` has ``exit_code``, ``stdout``, ``stderr`` and ``output``
+    like a CliRunner result; ``folder`` is the ``-o`` folder (tests must only read it).
+    ``prepare(folder)`` fills the folder before the run (a rerun over earlier output).
+    """
+    import fcntl
+    import json
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    import aqr_cli.cli.commands  # noqa: F401  (registers the commands)
+    from aqr_cli.cli.app import app
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers of this session
+    base = root / f"shared-{name}"
+    out, record = base / "out", base / "result.json"
+    with open(root / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not record.exists():
+            base.mkdir(exist_ok=True)
+            if prepare is not None:
+                prepare(out)
+            res = CliRunner().invoke(app, [*map(str, args), "-o", str(out)], env={"COLUMNS": "80"})
+            record.write_text(json.dumps({"exit_code": res.exit_code, "stdout": res.stdout,
+                                          "stderr": res.stderr, "output": res.output}))
+    return SimpleNamespace(**json.loads(record.read_text())), out
+
+
+COMPARE_DUMP_ARGS = ["compare-modes", str(DUMP), "--checkpoint", str(CHECKPOINT), "--scales", ""]
+
+
+@pytest.fixture(scope="session")
+def compare_dump_run(tmp_path_factory):
+    """``compare-modes`` on the fixture dump with its checkpoint, run once into a fresh folder at
+    80 columns (human output): ``(result, folder)``. It is the costliest command run of the suite
+    (about 20 s), read by the output-contract and the compare-modes tests."""
+    return _run_once_per_session(tmp_path_factory, "compare_dump", COMPARE_DUMP_ARGS)
+
+
+@pytest.fixture(scope="session")
+def compare_dump_rerun(compare_dump_run, tmp_path_factory):
+    """A rerun of ``compare-modes`` on the fixture dump into a copy of ``compare_dump_run``'s
+    folder holding the user's files ``notes.txt``, ``sub/keep.txt`` and ``sub/extra.txt``, with
+    ``--width skip --json`` and the default scales (the attention measurement and the sweep
+    skipped): ``(result, folder)``. It serves both the output-contract rerun and the
+    compare-modes ``--width skip`` tests."""
+    import shutil
+
+    _, first = compare_dump_run
+
+    def prepare(out):
+        shutil.copytree(first, out)
+        (out / "notes.txt").write_text("mine")
+        (out / "sub").mkdir(exist_ok=True)
+        (out / "sub" / "keep.txt").write_text("mine too")
+        (out / "sub" / "extra.txt").write_text("x")
+
+    # the default --scales: a skipped attention must skip the sweep too
+    args = ["compare-modes", DUMP, "--checkpoint", CHECKPOINT, "--width", "skip", "--json"]
+    return _run_once_per_session(tmp_path_factory, "compare_dump_rerun", args, prepare)

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 import aqr_cli.cli.commands  # noqa: F401  (registers the commands)
 from aqr_cli.cli.app import app
 
-from conftest import CHECKPOINT, DUMP
+from conftest import DUMP
 
 runner = CliRunner()
 
@@ -81,11 +81,16 @@ def test_summary_json_is_deterministic_and_says_what_numbers_mean(synthetic):
     assert doc["features"]["additive"]["bev"]["identical"] is True
 
 
-def test_fixture_dump_reports_q15_q16_and_uniform_attention(tmp_path):
-    res = invoke("compare-modes", DUMP, "--checkpoint", CHECKPOINT, "--scales", "", "--out",
-                 tmp_path / "a", "--json")
+@pytest.fixture(scope="module")
+def dump_doc(compare_dump_run):
+    """summary.json of compare-modes on the fixture dump with its checkpoint (one shared run)."""
+    res, out = compare_dump_run
     assert res.exit_code == 0, res.output
-    doc = json.loads(res.stdout)
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_fixture_dump_reports_q15_q16_and_uniform_attention(dump_doc):
+    doc = dump_doc
     assert doc["run"]["additive_reached_attention"] is False
     ids = {q["id"] for q in doc["quirks"]}
     assert {"Q15", "Q16", "ATTN_UNIFORM"} <= ids
@@ -115,16 +120,13 @@ def test_select_queries_skips_q3_sentinels():
     assert all(p["sentinel"] for p in select_queries(src))
 
 
-def test_dump_with_sliced_channels_zero_pads_or_skips(tmp_path):
-    res = invoke("compare-modes", DUMP, "--checkpoint", CHECKPOINT, "--scales", "", "--out",
-                 tmp_path / "a", "--json")
-    assert res.exit_code == 0, res.output
-    doc = json.loads(res.stdout)
+def test_dump_with_sliced_channels_zero_pads_or_skips(dump_doc, compare_dump_rerun):
+    doc = dump_doc
     assert doc["settings"]["feature_width"] == 16 and doc["settings"]["embedding_width"] == 256
     assert doc["attention"]["settings"]["status"] == "ok"
     assert doc["features"]["multiplicative"]["bev"]["relative_change"] > 0
-    res = invoke("compare-modes", DUMP, "--checkpoint", CHECKPOINT, "--width", "skip", "--out",
-                 tmp_path / "b", "--json")
+    # the same dump with --width skip, run over the first run's folder (conftest.compare_dump_rerun)
+    res, _ = compare_dump_rerun
     assert res.exit_code == 0
     doc = json.loads(res.stdout)
     assert doc["attention"]["settings"]["status"] == "skipped" and doc["attention"]["settings"]["reason"]

@@ -17,7 +17,7 @@ import aqr_cli.cli.commands  # noqa: F401  (registers the commands)
 from aqr_cli.cli.app import app
 from aqr_cli.io.outdir import MANIFEST, STAGING_PREFIX, output_folder
 from aqr_cli.io.errors import OutputError
-from conftest import CHECKPOINT, DUMP, DUMP_TRAIN, FIXTURES
+from conftest import CHECKPOINT, COMPARE_DUMP_ARGS, DUMP, DUMP_TRAIN, FIXTURES
 
 FIXTURE_LOG = FIXTURES / "logs" / "AQRCMT800_320.log"
 
@@ -44,13 +44,16 @@ def user_files(folder: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def outputs(tmp_path_factory):
-    """Each command run once into a fresh folder: (result, folder)."""
+def outputs(tmp_path_factory, compare_dump_run):
+    """Each command run once into a fresh folder: (result, folder). compare-modes is the
+    suite's shared run of the same arguments (conftest.compare_dump_run)."""
+    assert COMMANDS["compare-modes"] == COMPARE_DUMP_ARGS
     base = tmp_path_factory.mktemp("contract")
-    done = {}
+    done = {"compare-modes": compare_dump_run}
     for name, args in COMMANDS.items():
-        out = base / name
-        done[name] = (invoke([*args, "-o", out]), out)
+        if name not in done:
+            out = base / name
+            done[name] = (invoke([*args, "-o", out]), out)
     return done
 
 
@@ -83,15 +86,19 @@ def test_foreign_folder_refused_and_untouched(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))
-def test_rerun_replaces_own_output_and_keeps_user_files(outputs, tmp_path, name):
-    _, first = outputs[name]
-    out = tmp_path / "again"
-    import shutil
+def test_rerun_replaces_own_output_and_keeps_user_files(outputs, tmp_path, name, request):
+    if name == "compare-modes":
+        # the suite's shared rerun over the same files (conftest.compare_dump_rerun, --width skip)
+        res, out = request.getfixturevalue("compare_dump_rerun")
+    else:
+        _, first = outputs[name]
+        out = tmp_path / "again"
+        import shutil
 
-    shutil.copytree(first, out)
-    user_files(out)
-    (out / "sub" / "extra.txt").write_text("x")
-    res = invoke([*COMMANDS[name], "-o", out])
+        shutil.copytree(first, out)
+        user_files(out)
+        (out / "sub" / "extra.txt").write_text("x")
+        res = invoke([*COMMANDS[name], "-o", out])
     assert res.exit_code == 0, res.stderr
     assert (out / "notes.txt").read_text() == "mine" and (out / "sub" / "keep.txt").exists()
     manifest = json.loads((out / MANIFEST).read_text())

@@ -28,12 +28,19 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def synthetic_out(tmp_path_factory):
+def synthetic_run(tmp_path_factory):
+    """One in-process run on the synthetic scene: (folder, grad mode before, grad mode after)."""
     out = tmp_path_factory.mktemp("synth") / "out"
+    grad_before = torch.is_grad_enabled()
     res = invoke("render-weights", "--synthetic", "--weights", "scene", "--method", "all",
                  "--save-arrays", "--out", out)
     assert res.exit_code == 0, res.output
-    return out
+    return out, grad_before, torch.is_grad_enabled()
+
+
+@pytest.fixture(scope="module")
+def synthetic_out(synthetic_run):
+    return synthetic_run[0]
 
 
 def test_dump_rerender_matches_stored_maps():
@@ -239,9 +246,8 @@ def test_figures_use_zero_centred_signed_scales():
     assert any(c.norm.vmin == -1 and c.norm.vmax == 1 for c in scatter)
 
 
-def test_command_leaves_grad_mode_alone(tmp_path):
+def test_command_leaves_grad_mode_alone(synthetic_run):
     """In-process use (notebooks, CliRunner) must not switch autograd off for the caller."""
-    assert torch.is_grad_enabled()
-    res = invoke("render-weights", "--synthetic", "--out", tmp_path / "o")
-    assert res.exit_code == 0
-    assert torch.is_grad_enabled()
+    _, grad_before, grad_after = synthetic_run
+    assert grad_before
+    assert grad_after

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from aqr_cli.analysis.placement import box_masks, query_xy
 from aqr_cli.analysis.sources import WeightSource, build_embeddings, metas_for_batch
 from aqr_cli.core.errors import warn_quirk
 from aqr_cli.errors import UserError
@@ -64,22 +65,6 @@ def _embeddings_for(src: WeightSource) -> tuple[torch.Tensor, torch.Tensor]:
         qb, qr = emb.query_embed(ref[None].expand(b, -1, -1), metas)
         pos = emb.pos_embed(src.cfg.bev_shape, src.cfg.pers_shape, metas)
     return qb + qr, pos
-
-
-def box_masks(src: WeightSource):
-    """Per-sample BEV [N, H, W] and camera [N, V, h, w] box masks, or (None, None, None)."""
-    from aqr_cli.analysis.features import rasterize_boxes_bev, rasterize_boxes_camera
-    from aqr_cli.core.geometry import CameraRig
-
-    if not src.boxes:
-        return None, None, None
-    bev = [rasterize_boxes_bev(b, src.cfg.bev_shape, src.cfg.pc_range) for b in src.boxes]
-    cam = None
-    if src.img_metas:
-        rig = CameraRig.from_img_metas(src.img_metas[0])
-        cam = [rasterize_boxes_camera(b, rig.lidar2img, rig.img_shape, src.cfg.pers_shape)
-               for b in src.boxes]
-    return bev, cam, src.box_labels
 
 
 def select_queries(src: WeightSource, n: int = 3, sample: int = 0) -> list[dict]:
@@ -179,14 +164,6 @@ def attention_information(att_doc: dict, weights, projection: dict | None,
             "reasons": reasons, "statement": statement}
 
 
-def query_xy(src: WeightSource) -> torch.Tensor:
-    """[B, Q, 2] metres of each query's BEV cell centre."""
-    from aqr_cli.core.geometry import bev_cell_centres
-
-    xy = bev_cell_centres(src.pts_bev[..., 0], src.pts_bev[..., 1], src.cfg.bev_shape, src.cfg.pc_range)
-    return torch.stack(xy, dim=-1)
-
-
 def compare_source(src: WeightSource, *, method: str | None = None, bias_scale: float | None = None,
                    scales=DEFAULT_SCALES, width_mode: str = "zero_pad", top_k: int = 10,
                    sample: int = 0, trust: bool = False) -> CompareResult:
@@ -199,7 +176,8 @@ def compare_source(src: WeightSource, *, method: str | None = None, bias_scale: 
     semantics = run_semantics(src, trust)
     from aqr_cli.analysis.attention import CrossAttentionWeights, compare_attention, query_groups
     from aqr_cli.analysis.features import apply_multiplicative, compare_features
-    from aqr_cli.analysis.render import build_renderer, sparse_bias, warn_maps
+    from aqr_cli.analysis.maps import build_renderer, sparse_bias
+    from aqr_cli.analysis.render import warn_maps
     from aqr_cli.analysis.sweep import bias_scale_sweep, unit_bias
     from aqr_cli.analysis.attention import align_width
     from aqr_cli.core.embeddings import build_memory

@@ -46,3 +46,17 @@ def test_render_two_calls_write_the_command_bytes(tmp_path):
     for name in cli:
         if name.endswith((".json", ".png")):
             assert mine[name] == cli[name], name
+
+
+def test_compare_two_calls_write_the_command_bytes(tmp_path):
+    from aqr_cli.analysis.compare import CompareOptions, compare_source
+    from aqr_cli.views.compare import compare_outputs
+
+    src, quirks = _dump_source()
+    outputs = compare_outputs(compare_source(src, CompareOptions(checkpoint=str(CHECKPOINT)), quirks))
+    write_outputs(outputs, tmp_path / "notebook")
+    mine = _files(tmp_path / "notebook")
+    cli = _files(_cli(tmp_path, "compare-modes", DUMP_TRAIN, "--checkpoint", CHECKPOINT))
+    assert sorted(mine) == sorted(cli) and "summary.json" in mine and "summary.png" in mine
+    for name in cli:
+        assert mine[name] == cli[name], name

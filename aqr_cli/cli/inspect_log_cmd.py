@@ -53,7 +53,7 @@ def _run(paths: list[Path], baseline: Path | None, *, as_json: bool, quiet: bool
     from aqr_cli.cli.output import Sink, output_dir, console
     from aqr_cli.logs.analysis import compare_runs, summarize_log
     from aqr_cli.logs.files import expand_logs
-    from aqr_cli.logs.views import comparison_lines, run_lines, summary_document
+    from aqr_cli.views.log import comparison_lines, run_lines, summary_document
 
     sink = Sink(json_mode=as_json, quiet=quiet)
     files = expand_logs(paths)
@@ -91,7 +91,7 @@ def _run(paths: list[Path], baseline: Path | None, *, as_json: bool, quiet: bool
 
 def _write_out(stage: Path, runs, base_run, doc, sink) -> int:
     from aqr_cli.io import atomic_save_figure, atomic_write_json
-    from aqr_cli.logs.views import write_train_csv
+    from aqr_cli.views.log import write_train_csv
     from aqr_cli.plots import logs as P
 
     atomic_write_json(stage / SUMMARY_JSON, doc)

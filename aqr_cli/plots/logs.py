@@ -23,7 +23,7 @@ from aqr_cli.logs.analysis import (
     RunSummary,
     renderer_clamp,
 )
-from aqr_cli.plots.style import SIGNED_CMAP, new_figure, signed_norm
+from aqr_cli.plots.style import SIGNED_CMAP, new_figure, signed_norm, styled
 
 RUN_COLOURS = ("#1b6ca8", "#d1495b", "#2a9d8f", "#e9a23b", "#6a4c93", "#3d405b", "#8ab17d",
                "#b56576")
@@ -68,6 +68,7 @@ def _raw_and_smooth(ax, x, y, colour, label, window: int = 5) -> None:
     ax.plot(x, smooth(y, window), color=colour, linewidth=1.4, label=label)
 
 
+@styled
 def loss_figure(runs: Sequence[RunSummary], baseline: RunSummary | None = None) -> Figure:
     """Total loss, the four main components and grad_norm against the iteration, one line per run."""
     keys = ("loss", *MAIN_LOSSES, "grad_norm")
@@ -94,6 +95,7 @@ def loss_figure(runs: Sequence[RunSummary], baseline: RunSummary | None = None) 
     return fig
 
 
+@styled
 def cost_figure(runs: Sequence[RunSummary], baseline: RunSummary | None = None) -> Figure:
     """Time per iteration (with each run's median dashed) and GPU memory against the iteration."""
     fig = new_figure(11.0, 3.8, layout=None)
@@ -120,6 +122,7 @@ def cost_figure(runs: Sequence[RunSummary], baseline: RunSummary | None = None) 
     return fig
 
 
+@styled
 def per_class_figure(runs: Sequence[RunSummary], baseline: RunSummary | None = None) -> Figure:
     """Per-class AP of each run's last validation; with a baseline, the deltas below it."""
     with_val = [(i, r) for i, r in enumerate(runs) if r.last_val is not None]
@@ -200,6 +203,7 @@ _SECTIONS = {"modulation": ("lidar_weights_stats", "camera_weights_stats"),
              "bias_monitor": ("lidar", "camera"), "head_bias": ("lidar", "camera")}
 
 
+@styled
 def debug_figure(runs: Sequence[RunSummary], baseline: RunSummary | None = None) -> Figure | None:
     """AQR debug statistics over forwards (rank mean, rank range as points), bands shaded.
 

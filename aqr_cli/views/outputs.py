@@ -40,14 +40,16 @@ def write_outputs(outputs: Outputs, folder: Path, saver: Any = None) -> list[Pat
     process drawing a share.
     """
     from aqr_cli.io.atomic import atomic_save_figures, atomic_save_npz, atomic_write_json, atomic_write_text
+    from aqr_cli.plots.style import figure_style
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     figures = [(value, folder / name) for name, value in outputs.files.items() if _is_figure(value)]
-    if saver is None:
-        atomic_save_figures(figures)
-    else:
-        saver.submit(figures)
+    with figure_style():  # forked savers inherit the style; this process restores it after
+        if saver is None:
+            atomic_save_figures(figures)
+        else:
+            saver.submit(figures)
     for name, value in outputs.files.items():
         if isinstance(value, Arrays):
             atomic_save_npz(folder / name, **value)

@@ -13,11 +13,9 @@ import typer
 
 from aqr_cli.cli import _sources
 from aqr_cli.cli._common import UserError, run_guarded
-from aqr_cli.cli.app import app
+from aqr_cli.cli.root import app
 from aqr_cli.cli.output import Sink
-
-PNG_NAME = "inspect_epochs.png"  # also in aqr_cli.views.inspect_report (typer-light help text)
-JSON_NAME = "inspect.json"
+from aqr_cli.views.inspect_report import JSON_NAME, PNG_NAME
 
 
 @app.command("inspect-checkpoint", short_help=(

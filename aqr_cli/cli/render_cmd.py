@@ -9,7 +9,7 @@ import typer
 
 from aqr_cli.cli import _sources
 from aqr_cli.cli._common import run_guarded
-from aqr_cli.cli.app import app
+from aqr_cli.cli.root import app
 
 
 @app.command("render-weights", short_help=(

@@ -60,8 +60,6 @@ def _cam_axis(ax, name: str, title_extra: str = "") -> None:
     ax.tick_params(labelsize=6)
 
 
-# ----------------------------------------------------------------------------- histograms
-
 @styled
 def feature_histogram_figure(features: Mapping, title: str = "", subtitle: str = "") -> Figure:
     """Feature-value histograms before/after: rows BEV and camera, columns multiplicative and additive.
@@ -99,8 +97,6 @@ def feature_histogram_figure(features: Mapping, title: str = "", subtitle: str =
                   "additive bias", subtitle)
     return fig
 
-
-# ----------------------------------------------------------------------------- gain map
 
 def gain_norm(*gains: np.ndarray) -> TwoSlopeNorm:
     """Diverging norm centred at gain 1 over the range of all ``gains``."""
@@ -153,8 +149,6 @@ def gain_map_figure(bev_gain: np.ndarray, pers_gain: np.ndarray, pc_range, *,
     return fig
 
 
-# ----------------------------------------------------------------------------- attention
-
 def _split_row(row: np.ndarray, bev_shape, pers_shape) -> tuple[np.ndarray, np.ndarray]:
     h, w = bev_shape
     v, ph, pw = pers_shape
@@ -172,6 +166,40 @@ def attention_norm(rows: Sequence[np.ndarray], dynamic_range: float = 1e4) -> Lo
     pos = [float(np.min(r[r > 0])) for r in rows if np.any(r > 0)]
     bottom = max(top / dynamic_range, min(pos) if pos else top / dynamic_range)
     return LogNorm(vmin=min(bottom, top * 0.999), vmax=top)
+
+
+def _path_stats(path: str, s: Mapping | None, reference: str) -> str:
+    """``': LiDAR 72%, window 0.6%, H/logF 0.999, KL 5e-06'`` of one path's panel title."""
+    if s is None:
+        return ""
+    head = (f": LiDAR {100 * s.get('lidar_share', np.nan):.0f}%, window "
+            f"{100 * s.get('window_mass', np.nan):.1f}%, H/logF "
+            f"{s.get('entropy_norm', np.nan):.3f}")
+    if path != reference and "kl_from_reference" in s:
+        head += f", KL {s['kl_from_reference']:.3g}"
+    return head
+
+
+def _mark_bev(ax, is_diff: bool, *, query_xy, query_cell, boxes, box_labels) -> None:
+    """GT boxes and the query's cell on a BEV attention panel."""
+    if boxes is not None and len(boxes):
+        draw_boxes_bev(ax, boxes, box_labels, color="black" if is_diff else "cyan")
+    if query_xy is not None:
+        ax.plot([query_xy[0]], [query_xy[1]], marker="x", color="lime", ms=9, mew=2)
+
+
+def _camera_row(cams: dict, pers, camera_names, norm, is_diff: bool, query_cell) -> None:
+    """The six camera panels of one attention row (a path, or a path minus the reference)."""
+    for v, cax in cams.items():
+        if is_diff:
+            cax.imshow(pers[v], cmap=SIGNED_CMAP, norm=norm, interpolation="nearest")
+            _cam_axis(cax, camera_names[v], f" ({100 * float(pers[v].sum()):+.2f} pts)")
+        else:
+            cax.imshow(np.clip(pers[v], norm.vmin, None), cmap="magma", norm=norm,
+                       interpolation="nearest")
+            _cam_axis(cax, camera_names[v], f" ({100 * float(pers[v].sum()):.1f}% of attention)")
+        if query_cell is not None and int(query_cell[0]) == v:
+            cax.plot([query_cell[2]], [query_cell[1]], marker="x", color="lime", ms=8, mew=2)
 
 
 @styled
@@ -208,6 +236,7 @@ def attention_heatmap_figure(rows: Mapping[str, np.ndarray], bev_shape, pers_sha
     panels = [(p, np.asarray(rows[p], dtype=float), False) for p in paths] + \
              [(p, delta[p], True) for p in diffs]
     im = im_d = None
+    marks_at = dict(query_xy=query_xy, query_cell=query_cell, boxes=boxes, box_labels=box_labels)
     for i, (path, row, is_diff) in enumerate(panels):
         bev, pers = _split_row(row, bev_shape, pers_shape)
         ax = fig.add_subplot(outer[i, 0])
@@ -219,30 +248,11 @@ def attention_heatmap_figure(rows: Mapping[str, np.ndarray], bev_shape, pers_sha
         else:
             im = ax.imshow(np.clip(bev, norm.vmin, None), origin="lower", extent=bev_extent(pc_range),
                            cmap="magma", norm=norm, interpolation="nearest")
-            head = path
-            if stats and path in stats:
-                s = stats[path]
-                head += (f": LiDAR {100 * s.get('lidar_share', np.nan):.0f}%, window "
-                         f"{100 * s.get('window_mass', np.nan):.1f}%, H/logF "
-                         f"{s.get('entropy_norm', np.nan):.3f}")
-                if path != reference and "kl_from_reference" in s:
-                    head += f", KL {s['kl_from_reference']:.3g}"
+            head = path + _path_stats(path, (stats or {}).get(path), reference)
         _bev_axis(ax, pc_range, head)
-        if boxes is not None and len(boxes):
-            draw_boxes_bev(ax, boxes, box_labels, color="black" if is_diff else "cyan")
-        if query_xy is not None:
-            ax.plot([query_xy[0]], [query_xy[1]], marker="x", color="lime", ms=9, mew=2)
+        _mark_bev(ax, is_diff, **marks_at)
         cams = camera_axes(fig, outer[i, 1], camera_names=camera_names, wspace=0.25, hspace=0.55)
-        for v, cax in cams.items():
-            if is_diff:
-                cax.imshow(pers[v], cmap=SIGNED_CMAP, norm=dnorm, interpolation="nearest")
-                _cam_axis(cax, camera_names[v], f" ({100 * float(pers[v].sum()):+.2f} pts)")
-            else:
-                cax.imshow(np.clip(pers[v], norm.vmin, None), cmap="magma", norm=norm,
-                           interpolation="nearest")
-                _cam_axis(cax, camera_names[v], f" ({100 * float(pers[v].sum()):.1f}% of attention)")
-            if query_cell is not None and int(query_cell[0]) == v:
-                cax.plot([query_cell[2]], [query_cell[1]], marker="x", color="lime", ms=8, mew=2)
+        _camera_row(cams, pers, camera_names, dnorm if is_diff else norm, is_diff, query_cell)
     n_p = len(paths)
     fig.colorbar(im, cax=fig.add_subplot(outer[:n_p, 2]), label=ATTN_LABEL)
     if im_d is not None:
@@ -250,8 +260,6 @@ def attention_heatmap_figure(rows: Mapping[str, np.ndarray], bev_shape, pers_sha
                      label=f"attention difference (path - {reference}; red = more attention)")
     return fig
 
-
-# ----------------------------------------------------------------------------- sweep
 
 def _sweep_dict(sweep) -> dict:
     return sweep.to_dict() if hasattr(sweep, "to_dict") else dict(sweep)
@@ -323,8 +331,6 @@ def sweep_figure(sweep, title: str = "", subtitle: str = "", notes: Sequence[str
                   [f"WARNING: {n}" for n in notes])
     return fig
 
-
-# ----------------------------------------------------------------------------- summary
 
 def _bars(ax, groups: Sequence[str], series: Mapping[str, Sequence[float]], colors: Mapping[str, str],
           ylabel: str, title: str, fmt: str = "{:.2f}") -> None:

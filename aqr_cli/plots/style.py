@@ -36,12 +36,13 @@ RC = {
 
 
 def figure_style():
-    """A context in which figures are built and saved with the house style :data:`RC`; the
-    user's global ``matplotlib.rcParams`` are back as they were when it exits. Saving needs it
-    too: tick labels are created while drawing and read the font size then."""
-    import matplotlib
+    """A context in which figures are built and saved with matplotlib's defaults plus the house
+    style :data:`RC`, whatever the user's rcParams (or matplotlibrc) say; the user's
+    ``matplotlib.rcParams`` are back as they were when it exits. Saving needs it too: tick
+    labels are created while drawing and read the font size then."""
+    import matplotlib.style
 
-    return matplotlib.rc_context(RC)
+    return matplotlib.style.context(["default", RC])
 
 
 def styled(builder: F) -> F:

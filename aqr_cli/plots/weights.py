@@ -168,7 +168,7 @@ def camera_weight_figure(pers_map: np.ndarray, camera_weights: np.ndarray, pts_p
     return fig
 
 
-def bias_limit(scale_effective: float, max_scale: float | None, mode: str, *arrays) -> float:
+def bias_limit(max_scale: float | None, mode: str, *arrays) -> float:
     """Colour range of bias heatmaps: ``fixed`` = the final clamp bound min(5, max_scale), so two
     runs compare by eye; ``auto`` = max |b| of the arrays."""
     if mode == "auto":

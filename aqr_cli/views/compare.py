@@ -76,7 +76,7 @@ def figures(res, b: int, caption, bias_range: str = "fixed") -> dict:
             title="Multiplicative path, per-cell gain g = m + r (histogram batch-wide)", subtitle=sub),
         FILES["bias"]: bias_heatmap_figure(
             hb, hp, src.cfg.pc_range, res.bias_scale,
-            limit=bias_limit(res.bias_scale, res.max_scale, bias_range, hb, hp), range_mode=bias_range,
+            limit=bias_limit(res.max_scale, bias_range, hb, hp), range_mode=bias_range,
             camera_names=src.camera_names, boxes=boxes, box_labels=labels,
             rig=sample_rig(src, b) if boxes is not None else None,
             title=f"Additive path: AQR attention bias (effective scale {res.bias_scale:.3g})",

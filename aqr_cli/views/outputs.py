@@ -24,9 +24,6 @@ class Outputs:
     files: dict[str, Any] = field(default_factory=dict)
     document: Any = None
 
-    def names(self) -> list[str]:
-        return list(self.files)
-
 
 def _is_figure(value: Any) -> bool:
     return hasattr(value, "savefig")

@@ -111,7 +111,7 @@ def weight_figures(res, b: int, caption, bias_range: str = "fixed",
         if src.cfg.renderer_config.get("normalize_weights", True) else None
     method = res.method if res.method != "all" else src.cfg.renderer_config.get("render_method", "gaussian")
     bias = res.summary["bias"]
-    lim = weights.bias_limit(res.bias_scale, bias["max_scale"], bias_range, res.bias_bev[b].numpy(),
+    lim = weights.bias_limit(bias["max_scale"], bias_range, res.bias_bev[b].numpy(),
                              res.bias_pers[b].numpy())
     figs = {
         "bev": weights.bev_weight_figure(res.bev_map[b].numpy(), lw, src.pts_bev[b, rows].numpy(), pc,

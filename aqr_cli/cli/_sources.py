@@ -96,6 +96,12 @@ class SourceFlags:
         """The flags by name (what :func:`load_sources` reads)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    def options(self, options_type, **more):
+        """An analysis options dataclass (``RenderOptions``, ``CompareOptions``) holding the
+        flags it has a field for, plus ``more``."""
+        names = {f.name for f in fields(options_type)}
+        return options_type(**{k: v for k, v in self.as_dict().items() if k in names}, **more)
+
 
 def validate(sources: list, flags: SourceFlags) -> None:
     """Usage errors (exit 2) for flag combinations that cannot work."""

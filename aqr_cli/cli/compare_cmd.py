@@ -79,7 +79,7 @@ def _parse_scales(text: str) -> list[float]:
     return vals
 
 
-def _run(paths: list, flags, scales: tuple, width: str) -> None:
+def _run(paths: list, flags: _sources.SourceFlags, scales: tuple, width: str) -> None:
     """Open the sources, compare the two paths on each, write its files and report."""
     import torch
 
@@ -89,8 +89,7 @@ def _run(paths: list, flags, scales: tuple, width: str) -> None:
     from aqr_cli.views.outputs import write_outputs
 
     sink = Sink(json_mode=flags.as_json, quiet=flags.quiet)
-    options = CompareOptions(**{k: v for k, v in flags.as_dict().items()
-                                if k in CompareOptions.__dataclass_fields__}, scales=scales, width_mode=width)
+    options = flags.options(CompareOptions, scales=scales, width_mode=width)
     files = _sources.expand_sources(paths)
     n_total = len(files) + int(flags.synthetic) + int(flags.features is not None)
     docs = []

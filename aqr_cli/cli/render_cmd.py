@@ -56,7 +56,7 @@ def render_weights_command(
     run_guarded(lambda: _run(sources or [], flags, save_arrays))
 
 
-def _run(paths: list, flags, save_arrays: bool) -> None:
+def _run(paths: list, flags: _sources.SourceFlags, save_arrays: bool) -> None:
     """Open the sources, render each, write its files (the figures of one source are drawn by
     worker processes while the next is computed) and report."""
     from contextlib import nullcontext
@@ -70,8 +70,7 @@ def _run(paths: list, flags, save_arrays: bool) -> None:
     from aqr_cli.views.outputs import write_outputs
 
     sink = Sink(json_mode=flags.as_json, quiet=flags.quiet)
-    options = RenderOptions(**{k: v for k, v in flags.as_dict().items()
-                               if k in RenderOptions.__dataclass_fields__}, save_arrays=save_arrays)
+    options = flags.options(RenderOptions, save_arrays=save_arrays)
     files = _sources.expand_sources(paths)
     n_total = len(files) + int(flags.synthetic) + int(flags.features is not None)
     docs, n_files = [], 0

@@ -1,5 +1,5 @@
 """Views of the researchers' readings (DN split, preference by class and size, coverage on
-objects, bias health) for ``render-weights``: figures into the output folder and terminal lines."""
+objects, bias health) for ``render-weights``: figures by file name and terminal lines."""
 
 from __future__ import annotations
 

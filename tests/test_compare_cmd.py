@@ -159,3 +159,47 @@ def test_split_memory_inverts_build_memory():
     back_bev, back_cam = split_memory(memory, bev.shape, cam.shape)
     assert torch.equal(back_bev, bev) and torch.equal(back_cam, cam)
     assert back_bev.data_ptr() != bev.data_ptr()          # a tensor read back, not the input
+
+
+@pytest.fixture(scope="module")
+def human_80(compare_dump_run):
+    """compare-modes in human mode on the fixture dump, piped at 80 columns (the session's run)."""
+    res, out = compare_dump_run
+    assert res.exit_code == 0, res.stderr
+    return res, json.loads((out / "summary.json").read_text()), out
+
+
+def test_human_output_at_80_columns(human_80):
+    res, doc, out = human_80
+    text = res.stdout
+    assert text.startswith("read this first: weights_iter_100.pth\nadditive path  ")
+    block = text.split("\n\n")[0]
+    assert "(Q15)" in block and "NOT what this run did" in block and "near-uniform" in block
+    assert all(len(line) <= 80 for line in text.splitlines())
+    # eight columns do not fit 80: each row is a block of `column  value` lines, nothing cut
+    assert "multiplicative bev\n  mean before" in text
+    for number in _numbers(doc):
+        assert number in text, number
+    warnings = [line for line in res.stderr.splitlines() if line.startswith("aqr: warning: ")]
+    ids = [line.split(": ")[2] for line in warnings]
+    assert {"Q15", "Q16", "ATTN_UNIFORM"} <= set(ids) and ids == [q["id"] for q in doc["quirks"]]
+    assert res.stderr.splitlines()[-1] == f"aqr: wrote {len(doc['files'])} files to {out}"
+
+
+def test_human_output_at_200_columns(human_80, monkeypatch, capsys):
+    """The same report at 200 columns: tables on one line per row, same numbers."""
+    from aqr_cli.cli.output import Sink
+    from aqr_cli.views.compare import report
+
+    _, doc, out = human_80
+    monkeypatch.setenv("COLUMNS", "200")
+    report(Sink(), [doc], [""], out)
+    text = capsys.readouterr().out
+    assert text.startswith("read this first: weights_iter_100.pth\n")
+    assert all(len(line) <= 200 for line in text.splitlines())
+    feats = doc["features"]["multiplicative"]["bev"]
+    row = next(line for line in text.splitlines() if line.startswith("multiplicative bev "))
+    assert format(feats["relative_change"], ".2%") in row and format(feats["cosine_similarity"], ".4f") in row
+    assert any(line.startswith("additive ") and "e-0" in line for line in text.splitlines())
+    for number in _numbers(doc):
+        assert number in text, number

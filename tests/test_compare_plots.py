@@ -127,7 +127,8 @@ def test_summary_figure_draws_nearest_object_panel_and_uniform_warning(results):
     doc = results["res"].to_dict(results["groups"])
     section = dict(doc["paths"], settings=doc["settings"],
                    information={"informative": False, "baseline_entropy_norm": 0.9998})
-    fig = summary_figure(results["features"], section, None, subtitle="debug dump x.pth; 800x320",
+    fig = summary_figure({"features": results["features"], "attention": section, "sweep": None},
+                         subtitle="debug dump x.pth; 800x320",
                          warnings=["checkpoint config never applies the bias (Q15)"])
     panel = next(ax for ax in fig.axes if ax.get_title().startswith("Attention shift vs baseline"))
     heights = [b.get_height() for b in panel.patches]
@@ -143,11 +144,13 @@ def test_summary_figure_draws_nearest_object_panel_and_uniform_warning(results):
 
 def test_summary_figure_with_and_without_attention(results):
     doc = results["res"].to_dict(results["groups"])
-    fig = summary_figure(results["features"], doc, results["sweep"], notes=["synthetic"])
+    section = dict(doc["paths"], settings=doc["settings"])
+    fig = summary_figure({"features": results["features"], "attention": section,
+                          "sweep": results["sweep"].to_dict()}, notes=["synthetic"])
     titles = [ax.get_title() for ax in fig.axes]
     assert "Attention per path" in titles and "Bias-scale sweep (additive path)" in titles
-    skipped = {"settings": {"status": "skipped", "reason": "feature width 16 != 256"}, "paths": {}}
-    fig2 = summary_figure(results["features"], skipped, None)
+    skipped = {"settings": {"status": "skipped", "reason": "feature width 16 != 256"}}
+    fig2 = summary_figure({"features": results["features"], "attention": skipped, "sweep": None})
     texts = [t.get_text() for ax in fig2.axes for t in ax.texts]
     assert any("attention skipped" in t and "16" in t for t in texts)
     assert any("no bias-scale sweep" in t for t in texts)
@@ -166,7 +169,7 @@ def test_every_compare_figure_carries_the_run_caption(results):
     figs = [feature_histogram_figure(results["features"], subtitle=sub),
             gain_map_figure(results["g_bev"][0].numpy(), results["g_cam"][0].numpy(), PC, subtitle=sub),
             sweep_figure(results["sweep"], subtitle=sub, notes=["baseline attention is near-uniform"]),
-            summary_figure(results["features"], None, None, subtitle=sub)]
+            summary_figure({"features": results["features"]}, subtitle=sub)]
     for fig in figs:
         head = " ".join(fig._suptitle.get_text().split())
         assert "checkpoint epoch_6.pth on a synthetic scene" in head and "sample 1 of 2" in head

@@ -7,6 +7,7 @@ an inert record, and ``inspect-checkpoint`` reports it with exit 0.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import zipfile
@@ -132,18 +133,16 @@ def test_file_is_loaded_once_per_command(monkeypatch):
         return real(path, *a, **k)
 
     monkeypatch.setattr(safe_load, "_torch_load", counting)
-    o = dict(checkpoint=CHECKPOINT, rig=None, synthetic=True, features=None, trust=False,
-             quiet=True, reference="800x320", method=None, sigma=None, bias_window=None,
-             activation=None, lam=None, batch_size=1, seed=0, weights="generator")
+    flags = S.SourceFlags(out=None, checkpoint=CHECKPOINT, synthetic=True, quiet=True)
     with torch.no_grad():
-        loaded = S.load_sources([DUMP, CHECKPOINT], o, S.overrides(o), lambda: None)
+        loaded = S.load_sources([DUMP, CHECKPOINT], flags.as_dict(), S.overrides(flags), lambda: None)
     assert [src.kind for src, _ in loaded] == ["synthetic", "dump"]
     assert all(src.checkpoint_file is not None for src, _ in loaded)
     assert sorted(calls) == sorted([CHECKPOINT.name, DUMP.name])
     calls.clear()
-    o.update(checkpoint=None, synthetic=False)
+    flags = dataclasses.replace(flags, checkpoint=None, synthetic=False)
     with torch.no_grad():
-        loaded = S.load_sources([DUMP, CHECKPOINT], o, S.overrides(o), lambda: None)
+        loaded = S.load_sources([DUMP, CHECKPOINT], flags.as_dict(), S.overrides(flags), lambda: None)
     assert [src.kind for src, _ in loaded] == ["dump"]  # the run folder's checkpoint applies to it
     assert sorted(calls) == sorted([CHECKPOINT.name, DUMP.name])
 

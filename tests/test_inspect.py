@@ -323,7 +323,7 @@ def test_several_checkpoints_table_and_png(tmp_path, ckpt):
 
 
 def test_epoch_figure_structure(tmp_path, ckpt):
-    from aqr_cli.plots.inspect import epoch_evolution_figure
+    from aqr_cli.plots.epochs import epoch_evolution_figure
 
     reports = [inspect_checkpoint(p) for p in reversed(_epochs(tmp_path, ckpt))]
     series = epoch_series(reports)

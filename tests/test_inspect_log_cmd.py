@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import aqr_cli.cli.commands  # noqa: F401  (registers the commands)
 from aqr_cli.cli.app import app
-from aqr_cli.cli.inspect_log_cmd import FIGURES, SUMMARY_JSON, TRAIN_CSV
+from aqr_cli.views.log import FIGURES, SUMMARY_JSON, TRAIN_CSV
 from conftest import CHECKPOINT
 from log_samples import FIXTURE_LOG, baseline_text_log, json_log, write
 

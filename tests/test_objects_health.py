@@ -341,13 +341,13 @@ def test_camera_figures_draw_projected_boxes(scene_run):
 
 
 def test_camera_coverage_per_view_matches_a_loop():
-    from aqr_cli.analysis.compare import box_masks
-    from aqr_cli.analysis.render import render_source
+    from aqr_cli.analysis.placement import box_masks
+    from aqr_cli.analysis.render import render_maps_and_bias
     from aqr_cli.analysis.sources import synthetic
     from aqr_cli.inputs.settings import Overrides
 
     src = synthetic(Overrides(weights="scene"), None, None)
-    res = render_source(src, "gaussian")
+    res = render_maps_and_bias(src, "gaussian")
     cov = res.summary["coverage"]
     _, cam_masks, _ = box_masks(src)
     pers = res.pers_map[0].double()

@@ -12,11 +12,11 @@ import torch
 from typer.testing import CliRunner
 
 import aqr_cli.cli.commands  # noqa: F401  (registers the commands)
-from aqr_cli.analysis.render import render_source
+from aqr_cli.analysis.render import render_maps_and_bias
 from aqr_cli.analysis.sources import from_dump
 from aqr_cli.inputs.settings import Overrides
 from aqr_cli.cli.app import app
-from aqr_cli.cli.render_cmd import FILES
+from aqr_cli.views.render import FILES
 
 from conftest import CHECKPOINT, DUMP, DUMP_TRAIN
 
@@ -46,7 +46,7 @@ def synthetic_out(synthetic_run):
 def test_dump_rerender_matches_stored_maps():
     """Re-rendering weights_iter_100 with the checkpoint's settings gives the stored maps."""
     src = from_dump(str(DUMP), Overrides(), checkpoint=str(CHECKPOINT))
-    res = render_source(src, "gaussian")
+    res = render_maps_and_bias(src, "gaussian")
     stored_bev, stored_pers = src.stored_maps
     assert res.bev_map.shape == (1, 128, 128) and res.pers_map.shape == (1, 6, 20, 50)
     assert float((res.bev_map - stored_bev).abs().max()) <= 1e-5
@@ -57,14 +57,14 @@ def test_dump_rerender_matches_stored_maps():
 
 def test_dump_without_checkpoint_renders_bev_and_says_camera_unknown():
     src = from_dump(str(DUMP), Overrides())
-    res = render_source(src, "gaussian")
+    res = render_maps_and_bias(src, "gaussian")
     assert float((res.bev_map - src.stored_maps[0]).abs().max()) <= 1e-5
     assert src.pts_pers is None and res.summary["fidelity"]["camera_max_abs_diff"] is None
     assert any("pts_pers" in n for n in src.notes)
 
 
 def test_train_dump_has_gt_boxes_and_q1():
-    from aqr_cli.cli._common import collect_quirks
+    from aqr_cli.analysis.quirks import collect_quirks
 
     with collect_quirks() as quirks:
         src = from_dump(str(DUMP_TRAIN), Overrides())
@@ -75,7 +75,7 @@ def test_train_dump_has_gt_boxes_and_q1():
 
 def test_synthetic_outputs(synthetic_out):
     names = sorted(p.name for p in synthetic_out.iterdir())
-    from aqr_cli.cli._readings_view import FILES as READINGS
+    from aqr_cli.views.readings import FILES as READINGS
 
     assert names == sorted([*FILES.values(), *READINGS.values(), ".aqr-manifest.json"])
     doc = json.loads((synthetic_out / "summary.json").read_text())

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from aqr_cli.analysis.placement import box_masks, query_xy
 from aqr_cli.analysis.sources import WeightSource, build_embeddings, metas_for_batch
 from aqr_cli.core.errors import warn_quirk
 from aqr_cli.errors import UserError
@@ -43,6 +44,8 @@ class CompareResult:
     bias: object = None                  # SparseBias of the additive path (for heatmaps)
     bias_scale: float = 0.0
     max_scale: float = 5.0
+    options: "CompareOptions | None" = None
+    quirks: list = field(default_factory=list)   # QuirkWarnings of loading and comparing
 
 
 def _embeddings_for(src: WeightSource) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,22 +67,6 @@ def _embeddings_for(src: WeightSource) -> tuple[torch.Tensor, torch.Tensor]:
         qb, qr = emb.query_embed(ref[None].expand(b, -1, -1), metas)
         pos = emb.pos_embed(src.cfg.bev_shape, src.cfg.pers_shape, metas)
     return qb + qr, pos
-
-
-def box_masks(src: WeightSource):
-    """Per-sample BEV [N, H, W] and camera [N, V, h, w] box masks, or (None, None, None)."""
-    from aqr_cli.analysis.features import rasterize_boxes_bev, rasterize_boxes_camera
-    from aqr_cli.core.geometry import CameraRig
-
-    if not src.boxes:
-        return None, None, None
-    bev = [rasterize_boxes_bev(b, src.cfg.bev_shape, src.cfg.pc_range) for b in src.boxes]
-    cam = None
-    if src.img_metas:
-        rig = CameraRig.from_img_metas(src.img_metas[0])
-        cam = [rasterize_boxes_camera(b, rig.lidar2img, rig.img_shape, src.cfg.pers_shape)
-               for b in src.boxes]
-    return bev, cam, src.box_labels
 
 
 def select_queries(src: WeightSource, n: int = 3, sample: int = 0) -> list[dict]:
@@ -179,15 +166,50 @@ def attention_information(att_doc: dict, weights, projection: dict | None,
             "reasons": reasons, "statement": statement}
 
 
-def query_xy(src: WeightSource) -> torch.Tensor:
-    """[B, Q, 2] metres of each query's BEV cell centre."""
-    from aqr_cli.core.geometry import bev_cell_centres
+@dataclass(frozen=True)
+class CompareOptions:
+    """What ``compare-modes`` computes and draws of a loaded source, and the settings the source
+    was loaded with (named in the figures' captions). The defaults are the command's."""
 
-    xy = bev_cell_centres(src.pts_bev[..., 0], src.pts_bev[..., 1], src.cfg.bev_shape, src.cfg.pc_range)
-    return torch.stack(xy, dim=-1)
+    method: str | None = None          # renderer method; None: the config's
+    bias_scale: float | None = None    # raw bias scale instead of the checkpoint's (clamped)
+    scales: tuple = DEFAULT_SCALES     # bias scales of the sweep; empty: no sweep
+    width_mode: str = "zero_pad"       # features narrower than the embeddings: zero_pad, orthogonal, skip
+    sample: int = 0                    # the sample the maps draw
+    bias_range: str = "fixed"          # colour range of the bias heatmaps: fixed or auto
+    trust: bool = False
+    activation: str | None = None
+    lam: str | None = None
+    sigma: float | None = None
+    bias_window: int | None = None
+    rig: str | None = None
+    checkpoint: str | None = None
+    seed: int = 0
+    weights: str = "generator"
 
 
-def compare_source(src: WeightSource, *, method: str | None = None, bias_scale: float | None = None,
+def compare_source(src: WeightSource, options: CompareOptions = CompareOptions(),
+                   quirks: list = ()) -> CompareResult:
+    """Compare the two paths on one loaded source as ``compare-modes`` does; ``quirks``: those of
+    its loading. The quirks warned while comparing (a clamped ``bias_scale`` is Q13) are
+    collected into ``result.quirks`` after ``quirks``; :func:`aqr_cli.views.compare.compare_outputs`
+    turns the result into the files."""
+    from aqr_cli.analysis.maps import build_bias_generator
+    from aqr_cli.analysis.quirks import collect_quirks, merge_quirks
+    from aqr_cli.analysis.render import warn_scale_clamp
+
+    with collect_quirks() as more:
+        result = compare_paths(src, method=options.method, bias_scale=options.bias_scale,
+                               scales=list(options.scales), width_mode=options.width_mode,
+                               sample=options.sample, trust=options.trust)
+        if options.bias_scale is not None:
+            warn_scale_clamp(build_bias_generator(src, options.bias_scale), options.bias_scale)
+    result.options = options
+    result.quirks = merge_quirks(list(quirks), more)
+    return result
+
+
+def compare_paths(src: WeightSource, *, method: str | None = None, bias_scale: float | None = None,
                    scales=DEFAULT_SCALES, width_mode: str = "zero_pad", top_k: int = 10,
                    sample: int = 0, trust: bool = False) -> CompareResult:
     """Run the three paths on one source and collect feature and attention statistics.
@@ -199,7 +221,8 @@ def compare_source(src: WeightSource, *, method: str | None = None, bias_scale: 
     semantics = run_semantics(src, trust)
     from aqr_cli.analysis.attention import CrossAttentionWeights, compare_attention, query_groups
     from aqr_cli.analysis.features import apply_multiplicative, compare_features
-    from aqr_cli.analysis.render import build_renderer, sparse_bias, warn_maps
+    from aqr_cli.analysis.maps import build_renderer, sparse_bias
+    from aqr_cli.analysis.render import warn_maps
     from aqr_cli.analysis.sweep import bias_scale_sweep, unit_bias
     from aqr_cli.analysis.attention import align_width
     from aqr_cli.core.embeddings import build_memory

@@ -5,7 +5,9 @@ objects, and bias health."""
 from __future__ import annotations
 
 from aqr_cli.analysis.health import scale_health, share_health
+from aqr_cli.analysis.maps import render_maps, sparse_bias
 from aqr_cli.analysis.objects import preference_by_object, weights_by_query_group
+from aqr_cli.analysis.placement import box_masks, query_xy
 
 
 def add_readings(doc: dict, res) -> None:
@@ -17,8 +19,6 @@ def add_readings(doc: dict, res) -> None:
     if doc["weights"]["by_query_group"]["dn"] is not None:
         maps_and_bias_by_group(doc, res)
     if src.boxes:
-        from aqr_cli.analysis.compare import query_xy
-
         obj = preference_by_object(lw, cw, query_xy(src), src.boxes, src.box_labels,
                                    num_query=src.cfg.num_query)
         doc["preference"].update(by_class=obj["by_class"], by_size=obj["by_size"],
@@ -36,7 +36,6 @@ def add_readings(doc: dict, res) -> None:
 
 def coverage(res) -> dict:
     """Rendered weight mass inside GT boxes / total: BEV, all cameras and each camera."""
-    from aqr_cli.analysis.compare import box_masks
     from aqr_cli.analysis.features import weight_coverage
 
     src = res.source
@@ -68,7 +67,6 @@ def maps_and_bias_by_group(doc: dict, res) -> None:
     """``maps.by_query_group`` and ``bias.by_query_group`` (matching, dn, all): the maps and the
     in-window bias each query group alone would give (``all`` is what upstream rendered)."""
     from aqr_cli.analysis.objects import query_rows
-    from aqr_cli.analysis.render import render_maps, sparse_bias
     from aqr_cli.analysis.stats import map_stats
 
     src = res.source

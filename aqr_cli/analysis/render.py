@@ -6,12 +6,34 @@ from dataclasses import dataclass, field
 
 import torch
 
+from aqr_cli.analysis.maps import render_maps, sparse_bias
 from aqr_cli.analysis.readings import add_readings
 from aqr_cli.analysis.sources import WeightSource
 from aqr_cli.analysis.stats import map_condition, map_stats, preference_shares, split_dn, weight_stats
 from aqr_cli.core.errors import warn_quirk
 
 METHODS = ("gaussian", "bilinear", "direct", "distance_weighted")
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """What ``render-weights`` draws of a loaded source, and the settings the source was loaded
+    with (named in the figures' captions). The defaults are the command's."""
+
+    method: str | None = None          # renderer method or 'all'; None: the config's
+    bias_scale: float | None = None    # raw bias scale instead of the checkpoint's (clamped)
+    sample: int = 0                    # the sample the figures draw
+    queries: str = "matching"          # query rows of the per-query panels: matching, dn, all
+    bias_range: str = "fixed"          # colour range of the bias heatmaps: fixed or auto
+    save_arrays: bool = False          # also write arrays.npz
+    activation: str | None = None
+    lam: str | None = None
+    sigma: float | None = None
+    bias_window: int | None = None
+    rig: str | None = None
+    checkpoint: str | None = None
+    seed: int = 0
+    weights: str = "generator"
 
 
 @dataclass
@@ -28,72 +50,29 @@ class RenderResult:
     bias_pers: torch.Tensor | None = None         # [B, V, h, w] signed max-|b|
     bias_scale: float = 0.0
     summary: dict = field(default_factory=dict)
+    options: RenderOptions = field(default_factory=RenderOptions)
+    quirks: list = field(default_factory=list)    # QuirkWarnings of loading and rendering
 
 
-def build_renderer(src: WeightSource, method: str):
-    """``WeightRenderer`` of the source's config with ``method``; the checkpoint kernel if stored."""
-    from aqr_cli.core.renderer import WeightRenderer
+def render_source(src: WeightSource, options: RenderOptions = RenderOptions(),
+                  quirks: list = ()) -> RenderResult:
+    """Render one loaded source as ``render-weights`` does; ``quirks``: those of its loading.
 
-    kw = {k: v for k, v in src.cfg.renderer_config.items() if k != "type"}
-    kw["render_method"] = method
-    renderer = WeightRenderer(**kw)
-    kernel = src.head_state.get("weight_renderer.gaussian_kernel")
-    if method == "gaussian" and kernel is not None and kernel.shape == renderer.gaussian_kernel.shape:
-        renderer.load_state_dict({"gaussian_kernel": kernel.float()}, strict=True)
-    return renderer
-
-
-def render_maps(src: WeightSource, method: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(bev [B, H, W], pers [B, V, h, w]) of one renderer method.
-
-    Without camera cells (a dump read without its checkpoint) the camera maps are the dump's
-    stored ones (``summary['maps']['camera_source']`` says so), else zeros.
+    The quirks warned while rendering are collected into ``result.quirks`` after ``quirks``
+    (one per id). :func:`aqr_cli.views.render.render_outputs` turns the result into the files.
     """
-    renderer = build_renderer(src, method)
-    with torch.no_grad():
-        bev = renderer.render_bev_weights(src.lidar_weights, src.pts_bev)
-        if src.pts_pers is not None:
-            pers = renderer.render_perspective_weights(src.camera_weights, src.pts_pers)
-        elif src.stored_maps is not None:   # camera cells unknown: the dump's own camera maps
-            pers = src.stored_maps[1].clone()
-        else:
-            pers = torch.zeros(src.batch_size, *src.cfg.pers_shape)
-    return bev, pers
+    from aqr_cli.analysis.quirks import collect_quirks, merge_quirks
+
+    method = options.method or src.cfg.renderer_config.get("render_method", "gaussian")
+    with collect_quirks() as more:
+        result = render_maps_and_bias(src, method, options.bias_scale, options.sample)
+    result.options = options
+    result.quirks = merge_quirks(list(quirks), more)
+    return result
 
 
-def build_bias_generator(src: WeightSource, scale: float | None = None):
-    """``AttentionBiasGenerator`` of the config; stored checkpoint buffers when they fit."""
-    from aqr_cli.core.bias import AttentionBiasGenerator
-
-    kw = {k: v for k, v in src.cfg.attention_bias_config.items() if k != "type"}
-    sub = {k[len("attention_bias_generator."):]: v for k, v in src.head_state.items()
-           if k.startswith("attention_bias_generator.")}
-    window_matches = "y_offsets" in sub and sub["y_offsets"].numel() == kw.get("window_size", 15) ** 2
-    gen = AttentionBiasGenerator.from_state_dict(sub, **kw) if window_matches else AttentionBiasGenerator(**kw)
-    if not window_matches and "bias_scale" in sub:
-        gen.bias_scale.data.copy_(sub["bias_scale"].reshape(1).float())
-    if scale is not None:
-        gen.bias_scale.data.fill_(float(scale))
-    return gen
-
-
-def sparse_bias(src: WeightSource, scale: float | None = None):
-    """(SparseBias, generator). Without camera cells the camera weights are zeroed (BEV only)."""
-    gen = build_bias_generator(src, scale)
-    pers = src.pts_pers
-    cw = src.camera_weights
-    if pers is None:
-        pers = torch.zeros(src.batch_size, src.num_queries, 3)
-        cw = torch.zeros_like(cw)
-    else:
-        cw = torch.where(pers[..., 0] < 0, torch.zeros_like(cw), cw)
-        pers = pers.clamp(min=0)
-    with torch.no_grad():
-        return gen.forward_sparse(src.lidar_weights, cw, src.pts_idx, pers), gen
-
-
-def render_source(src: WeightSource, method: str = "gaussian",
-                  bias_scale: float | None = None, sample: int = 0) -> RenderResult:
+def render_maps_and_bias(src: WeightSource, method: str = "gaussian",
+                         bias_scale: float | None = None, sample: int = 0) -> RenderResult:
     """Render weight maps (one method or ``'all'``), the bias heatmaps and the summary.
 
     ``bias_scale`` replaces the raw (checkpoint or config) scale; it is clamped as upstream

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import typer
 
@@ -51,22 +50,3 @@ def run_guarded(fn: Callable[[], Any]) -> Any:
             fail(f"{type(e).__name__}: {e}")
         fail(f"internal error ({type(e).__name__}: {e})",
              "this is a bug in aqr; rerun with AQR_DEBUG=1 for the traceback")
-
-
-@contextmanager
-def collect_quirks() -> Iterator[list]:
-    """Collect :class:`QuirkWarning`s raised inside the block (other warnings pass through)."""
-    import warnings
-
-    from aqr_cli.core.errors import QuirkWarning
-
-    found: list = []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", QuirkWarning)
-        yield found
-    for w in caught:
-        if isinstance(w.message, QuirkWarning):
-            if not any(q.quirk_id == w.message.quirk_id and q.message == w.message.message for q in found):
-                found.append(w.message)
-        else:
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)

@@ -9,6 +9,7 @@ a usage error (exit 2); the loader reports it as one line with exit 1, like ever
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -65,40 +66,74 @@ Trust = Annotated[bool, typer.Option("--trust-checkpoint", hidden=True,
 TRUST_DEPRECATED = "--trust-checkpoint is deprecated and has no effect; no file ever runs code"
 
 
-def validate(sources: list, o: dict) -> None:
+@dataclass(frozen=True)
+class SourceFlags:
+    """The flags ``render-weights`` and ``compare-modes`` share, as parsed."""
+
+    out: Path
+    synthetic: bool = False
+    checkpoint: Optional[Path] = None
+    features: Optional[Path] = None
+    weights: str = "generator"
+    reference: str = "800x320"
+    rig: Optional[Path] = None
+    method: Optional[str] = None
+    sigma: Optional[float] = None
+    bias_window: Optional[int] = None
+    bias_scale: Optional[float] = None
+    bias_range: str = "fixed"
+    queries: str = "matching"
+    activation: Optional[str] = None
+    lam: Optional[str] = None
+    batch_size: int = 1
+    sample: int = 0
+    seed: int = 0
+    as_json: bool = False
+    quiet: bool = False
+    trust: bool = False
+
+    def as_dict(self) -> dict:
+        """The flags by name (what :func:`load_sources` reads)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def options(self, options_type, **more):
+        """An analysis options dataclass (``RenderOptions``, ``CompareOptions``) holding the
+        flags it has a field for, plus ``more``."""
+        names = {f.name for f in fields(options_type)}
+        return options_type(**{k: v for k, v in self.as_dict().items() if k in names}, **more)
+
+
+def validate(sources: list, flags: SourceFlags) -> None:
     """Usage errors (exit 2) for flag combinations that cannot work."""
     def bad(msg: str, hint: str) -> None:
         raise typer.BadParameter(msg, param_hint=hint)
 
-    if o["method"] is not None and o["method"] not in METHOD_CHOICES:
-        bad(f"choose from {', '.join(METHOD_CHOICES)}", "--method")
-    if o["weights"] not in ("generator", "scene"):
-        bad("choose generator or scene", "--weights")
-    if o["reference"] not in ("800x320", "1600x640"):
-        bad("choose 800x320 or 1600x640", "--reference")
-    if o["activation"] not in (None, "tanh", "sigmoid"):
-        bad("choose tanh or sigmoid", "--activation")
-    if o.get("bias_range", "fixed") not in ("fixed", "auto"):
-        bad("choose fixed or auto", "--bias-range")
-    if o.get("queries", "matching") not in ("matching", "dn", "all"):
-        bad("choose matching, dn or all", "--queries")
-    if o["lam"] not in (None, "config", "honour", "ignore"):
-        bad("choose config, honour or ignore", "--lam")
-    if o["features"] is not None and o["checkpoint"] is None:
+    choices = [("method", (None, *METHOD_CHOICES), f"choose from {', '.join(METHOD_CHOICES)}"),
+               ("weights", ("generator", "scene"), "choose generator or scene"),
+               ("reference", ("800x320", "1600x640"), "choose 800x320 or 1600x640"),
+               ("activation", (None, "tanh", "sigmoid"), "choose tanh or sigmoid"),
+               ("bias_range", ("fixed", "auto"), "choose fixed or auto"),
+               ("queries", ("matching", "dn", "all"), "choose matching, dn or all"),
+               ("lam", (None, "config", "honour", "ignore"), "choose config, honour or ignore")]
+    for name, allowed, msg in choices:
+        if getattr(flags, name) not in allowed:
+            bad(msg, "--" + name.replace("_", "-"))
+    if flags.features is not None and flags.checkpoint is None:
         bad("--features needs --checkpoint (the generator to re-run)", "--features")
-    if not sources and not o["synthetic"] and o["features"] is None:
+    if not sources and not flags.synthetic and flags.features is None:
         bad("give SOURCE paths, --synthetic or --features", "SOURCE")
-    if o["weights"] == "scene" and not o["synthetic"]:
+    if flags.weights == "scene" and not flags.synthetic:
         bad("--weights scene needs --synthetic (only a synthetic scene has objects to model)", "--weights")
 
 
-def overrides(o: dict):
+def overrides(flags: SourceFlags):
+    """The loading settings of the flags (:class:`aqr_cli.inputs.settings.Overrides`)."""
     from aqr_cli.inputs.settings import Overrides
 
-    return Overrides(reference=o["reference"], method=o["method"], sigma=o["sigma"],
-                     bias_window=o["bias_window"], activation=o["activation"],
-                     honour_lam={"honour": True, "ignore": False}.get(o["lam"] or "config"),
-                     batch_size=o["batch_size"], seed=o["seed"], weights=o["weights"])
+    return Overrides(reference=flags.reference, method=flags.method, sigma=flags.sigma,
+                     bias_window=flags.bias_window, activation=flags.activation,
+                     honour_lam={"honour": True, "ignore": False}.get(flags.lam or "config"),
+                     batch_size=flags.batch_size, seed=flags.seed, weights=flags.weights)
 
 
 def expand_sources(paths: list) -> list[Path]:
@@ -140,7 +175,7 @@ def load_sources(paths: list[Path], o: dict, ov, progress) -> list:
     import sys
 
     from aqr_cli.analysis import sources
-    from aqr_cli.cli._common import collect_quirks
+    from aqr_cli.analysis.quirks import collect_quirks
     from aqr_cli.inputs.opened import Opener
 
     if o.get("trust") and not o.get("quiet"):
@@ -249,29 +284,32 @@ def subfolder_names(srcs: list) -> list[str]:
     return out
 
 
-def merge_quirks(first: list, more: list) -> list:
-    """``first`` plus the quirks of ``more`` whose id is not in ``first`` yet."""
-    ids = {q.quirk_id for q in first}
-    return first + [q for q in more if q.quirk_id not in ids]
-
-
-def report_unused_flags(sink, srcs: list, o: dict) -> None:
+def report_unused_flags(sink, srcs: list, flags: SourceFlags) -> None:
     """A warning for each flag the user set that no source uses (never silently ignored)."""
     kinds = {s.kind for s in srcs}
     scenes = kinds & {"synthetic", "checkpoint"}
     generated = kinds - {"dump"}
-    if o.get("rig") is not None and not scenes:
+    if flags.rig is not None and not scenes:
         sink.warn("--rig is not used: debug dumps carry their own cameras (img_metas lidar2img)")
     if not scenes:
-        for flag, key, default in (("--batch-size", "batch_size", 1), ("--seed", "seed", 0)):
-            if o.get(key) != default:
+        for flag, value, default in (("--batch-size", flags.batch_size, 1), ("--seed", flags.seed, 0)):
+            if value != default:
                 sink.warn(f"{flag} is not used: it applies to synthetic scenes (--synthetic or a "
                           "checkpoint source), not to debug dumps")
     if not generated:
-        for flag, key in (("--activation", "activation"), ("--lam", "lam")):
-            if o.get(key) is not None:
+        for flag, value in (("--activation", flags.activation), ("--lam", flags.lam)):
+            if value is not None:
                 sink.warn(f"{flag} is not used: debug dumps hold the weights the generator "
                           "produced (use --features to re-run a generator)")
-    if o.get("sigma") is not None and (o.get("method") or "gaussian") not in ("gaussian", "all") \
-            and o.get("method") is not None:
-        sink.warn(f"--sigma is not used: it sets the gaussian renderer, not --method {o['method']}")
+    if flags.sigma is not None and flags.method not in (None, "gaussian", "all"):
+        sink.warn(f"--sigma is not used: it sets the gaussian renderer, not --method {flags.method}")
+
+
+def check_sample(src, flags: SourceFlags) -> None:
+    """UserError when ``--sample`` (or ``--queries dn``) asks for what the source does not hold."""
+    if flags.sample >= src.batch_size:
+        raise UserError(f"{src.label}: --sample {flags.sample} but the batch holds {src.batch_size} "
+                        "sample(s)")
+    if flags.queries == "dn" and src.num_queries <= src.cfg.num_query:
+        raise UserError(f"{src.label}: --queries dn but the source holds no DN rows "
+                        f"({src.num_queries} queries, num_query {src.cfg.num_query})")

@@ -3,6 +3,3 @@
 from __future__ import annotations
 
 from aqr_cli.cli import compare_cmd, inspect_cmd, inspect_log_cmd, render_cmd  # noqa: F401  (each registers itself)
-from aqr_cli.cli.app import _flags_as_flags
-
-_flags_as_flags()

@@ -11,14 +11,11 @@ from typing import List, Optional
 
 import typer
 
-from aqr_cli.cli import _sources as S
+from aqr_cli.cli import _sources
 from aqr_cli.cli._common import UserError, run_guarded
-from aqr_cli.cli.app import app
+from aqr_cli.cli.root import app
+from aqr_cli.views.log import SUMMARY_JSON, TRAIN_CSV
 
-SUMMARY_JSON = "summary.json"
-TRAIN_CSV = "train_records.csv"
-FIGURES = {"losses": "losses.png", "cost": "time_memory.png", "per_class": "per_class_ap.png",
-           "aqr_debug": "aqr_debug.png"}
 
 
 @app.command("inspect-log", short_help=(
@@ -32,11 +29,11 @@ def inspect_log_command(
     baseline: Optional[Path] = typer.Option(
         None, "--baseline", metavar="LOG", help="The run the others are compared with (listed "
         "first; deltas are run minus baseline)."),
-    as_json: S.AsJson = False,
-    quiet: S.Quiet = False,
+    as_json: _sources.AsJson = False,
+    quiet: _sources.Quiet = False,
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", metavar="DIR", help=f"Write {SUMMARY_JSON}, {TRAIN_CSV} and the "
-        f"figures. {S.OUT_HELP}"),
+        f"figures. {_sources.OUT_HELP}"),
 ) -> None:
     """Summarise training logs: header, config quirks, training records (time, memory, every
     loss), validation metrics and per-class AP, AQR debug prints read against the researchers'
@@ -50,10 +47,11 @@ def inspect_log_command(
 
 def _run(paths: list[Path], baseline: Path | None, *, as_json: bool, quiet: bool,
          out: Path | None) -> None:
-    from aqr_cli.cli.output import Sink, output_dir, console
+    from aqr_cli.cli.output import Sink, console, output_dir
     from aqr_cli.logs.analysis import compare_runs, summarize_log
     from aqr_cli.logs.files import expand_logs
-    from aqr_cli.logs.views import comparison_lines, run_lines, summary_document
+    from aqr_cli.views.log import log_outputs, log_text, summary_document
+    from aqr_cli.views.outputs import write_outputs
 
     sink = Sink(json_mode=as_json, quiet=quiet)
     files = expand_logs(paths)
@@ -73,11 +71,8 @@ def _run(paths: list[Path], baseline: Path | None, *, as_json: bool, quiet: bool
     else:
         from rich.text import Text
 
-        width = console().width or 80
-        for r in runs:
-            sink.data(Text("\n".join(run_lines(r, width)) + "\n"))
-        if len(runs) > 1:
-            sink.data(Text("\n".join(comparison_lines(runs, base_run, comparisons, width))))
+        for text in log_text(runs, base_run, comparisons, console().width or 80):
+            sink.data(Text(text))
     for r in runs:
         for note in r.notes:
             sink.note(note, source=r.name)
@@ -85,30 +80,8 @@ def _run(paths: list[Path], baseline: Path | None, *, as_json: bool, quiet: bool
         sink.note("no --baseline: the table shows no deltas")
     if out is not None:
         with output_dir(out, command="inspect-log") as stage:
-            n = _write_out(stage, runs, base_run, doc, sink)
-        sink.wrote(n, out)
-
-
-def _write_out(stage: Path, runs, base_run, doc, sink) -> int:
-    from aqr_cli.io import atomic_save_figure, atomic_write_json
-    from aqr_cli.logs.views import write_train_csv
-    from aqr_cli.plots import logs as P
-
-    atomic_write_json(stage / SUMMARY_JSON, doc)
-    n = 1
-    if any(r.train.records for r in runs):
-        with open(stage / TRAIN_CSV, "w", encoding="utf-8", newline="") as fh:
-            write_train_csv(fh, runs)
-        atomic_save_figure(P.loss_figure(runs, base_run), stage / FIGURES["losses"])
-        atomic_save_figure(P.cost_figure(runs, base_run), stage / FIGURES["cost"])
-        n += 3
-    if any(r.last_val is not None for r in runs):
-        atomic_save_figure(P.per_class_figure(runs, base_run), stage / FIGURES["per_class"])
-        n += 1
-    fig = P.debug_figure(runs, base_run)
-    if fig is not None:
-        atomic_save_figure(fig, stage / FIGURES["aqr_debug"])
-        n += 1
-    else:
-        sink.note(f"no AQR debug prints in any log: {FIGURES['aqr_debug']} not written")
-    return n
+            outputs, notes = log_outputs(runs, base_run, doc)
+            write_outputs(outputs, stage)
+            for note in notes:
+                sink.note(note)
+        sink.wrote(len(outputs.files), out)

@@ -18,7 +18,7 @@ from matplotlib.patches import Patch
 from aqr_cli.core.configs import CAMERA_NAMES
 from aqr_cli.plots.style import (
     SIGNED_CMAP, bev_extent, camera_axes, camera_label, caption_title, draw_boxes_bev, new_figure,
-    signed_norm,
+    signed_norm, styled,
 )
 
 PATH_COLORS = {"baseline": "0.35", "multiplicative": "tab:orange", "additive": "tab:blue"}
@@ -60,8 +60,7 @@ def _cam_axis(ax, name: str, title_extra: str = "") -> None:
     ax.tick_params(labelsize=6)
 
 
-# ----------------------------------------------------------------------------- histograms
-
+@styled
 def feature_histogram_figure(features: Mapping, title: str = "", subtitle: str = "") -> Figure:
     """Feature-value histograms before/after: rows BEV and camera, columns multiplicative and additive.
 
@@ -99,8 +98,6 @@ def feature_histogram_figure(features: Mapping, title: str = "", subtitle: str =
     return fig
 
 
-# ----------------------------------------------------------------------------- gain map
-
 def gain_norm(*gains: np.ndarray) -> TwoSlopeNorm:
     """Diverging norm centred at gain 1 over the range of all ``gains``."""
     lo = min(float(np.nanmin(g)) for g in gains)
@@ -108,6 +105,7 @@ def gain_norm(*gains: np.ndarray) -> TwoSlopeNorm:
     return TwoSlopeNorm(vmin=min(lo, 1.0 - 1e-3), vcenter=1.0, vmax=max(hi, 1.0 + 1e-3))
 
 
+@styled
 def gain_map_figure(bev_gain: np.ndarray, pers_gain: np.ndarray, pc_range, *,
                     camera_names: Sequence[str] = CAMERA_NAMES, boxes=None, box_labels=None,
                     gain_stats: Mapping | None = None, title: str = "", subtitle: str = "") -> Figure:
@@ -151,8 +149,6 @@ def gain_map_figure(bev_gain: np.ndarray, pers_gain: np.ndarray, pc_range, *,
     return fig
 
 
-# ----------------------------------------------------------------------------- attention
-
 def _split_row(row: np.ndarray, bev_shape, pers_shape) -> tuple[np.ndarray, np.ndarray]:
     h, w = bev_shape
     v, ph, pw = pers_shape
@@ -172,6 +168,41 @@ def attention_norm(rows: Sequence[np.ndarray], dynamic_range: float = 1e4) -> Lo
     return LogNorm(vmin=min(bottom, top * 0.999), vmax=top)
 
 
+def _path_stats(path: str, s: Mapping | None, reference: str) -> str:
+    """``': LiDAR 72%, window 0.6%, H/logF 0.999, KL 5e-06'`` of one path's panel title."""
+    if s is None:
+        return ""
+    head = (f": LiDAR {100 * s.get('lidar_share', np.nan):.0f}%, window "
+            f"{100 * s.get('window_mass', np.nan):.1f}%, H/logF "
+            f"{s.get('entropy_norm', np.nan):.3f}")
+    if path != reference and "kl_from_reference" in s:
+        head += f", KL {s['kl_from_reference']:.3g}"
+    return head
+
+
+def _mark_bev(ax, is_diff: bool, *, query_xy, query_cell, boxes, box_labels) -> None:
+    """GT boxes and the query's cell on a BEV attention panel."""
+    if boxes is not None and len(boxes):
+        draw_boxes_bev(ax, boxes, box_labels, color="black" if is_diff else "cyan")
+    if query_xy is not None:
+        ax.plot([query_xy[0]], [query_xy[1]], marker="x", color="lime", ms=9, mew=2)
+
+
+def _camera_row(cams: dict, pers, camera_names, norm, is_diff: bool, query_cell) -> None:
+    """The six camera panels of one attention row (a path, or a path minus the reference)."""
+    for v, cax in cams.items():
+        if is_diff:
+            cax.imshow(pers[v], cmap=SIGNED_CMAP, norm=norm, interpolation="nearest")
+            _cam_axis(cax, camera_names[v], f" ({100 * float(pers[v].sum()):+.2f} pts)")
+        else:
+            cax.imshow(np.clip(pers[v], norm.vmin, None), cmap="magma", norm=norm,
+                       interpolation="nearest")
+            _cam_axis(cax, camera_names[v], f" ({100 * float(pers[v].sum()):.1f}% of attention)")
+        if query_cell is not None and int(query_cell[0]) == v:
+            cax.plot([query_cell[2]], [query_cell[1]], marker="x", color="lime", ms=8, mew=2)
+
+
+@styled
 def attention_heatmap_figure(rows: Mapping[str, np.ndarray], bev_shape, pers_shape, pc_range, *,
                              query_xy=None, query_cell=None, query_index: int | None = None,
                              stats: Mapping[str, Mapping] | None = None, boxes=None, box_labels=None,
@@ -205,6 +236,7 @@ def attention_heatmap_figure(rows: Mapping[str, np.ndarray], bev_shape, pers_sha
     panels = [(p, np.asarray(rows[p], dtype=float), False) for p in paths] + \
              [(p, delta[p], True) for p in diffs]
     im = im_d = None
+    marks_at = dict(query_xy=query_xy, query_cell=query_cell, boxes=boxes, box_labels=box_labels)
     for i, (path, row, is_diff) in enumerate(panels):
         bev, pers = _split_row(row, bev_shape, pers_shape)
         ax = fig.add_subplot(outer[i, 0])
@@ -216,30 +248,11 @@ def attention_heatmap_figure(rows: Mapping[str, np.ndarray], bev_shape, pers_sha
         else:
             im = ax.imshow(np.clip(bev, norm.vmin, None), origin="lower", extent=bev_extent(pc_range),
                            cmap="magma", norm=norm, interpolation="nearest")
-            head = path
-            if stats and path in stats:
-                s = stats[path]
-                head += (f": LiDAR {100 * s.get('lidar_share', np.nan):.0f}%, window "
-                         f"{100 * s.get('window_mass', np.nan):.1f}%, H/logF "
-                         f"{s.get('entropy_norm', np.nan):.3f}")
-                if path != reference and "kl_from_reference" in s:
-                    head += f", KL {s['kl_from_reference']:.3g}"
+            head = path + _path_stats(path, (stats or {}).get(path), reference)
         _bev_axis(ax, pc_range, head)
-        if boxes is not None and len(boxes):
-            draw_boxes_bev(ax, boxes, box_labels, color="black" if is_diff else "cyan")
-        if query_xy is not None:
-            ax.plot([query_xy[0]], [query_xy[1]], marker="x", color="lime", ms=9, mew=2)
+        _mark_bev(ax, is_diff, **marks_at)
         cams = camera_axes(fig, outer[i, 1], camera_names=camera_names, wspace=0.25, hspace=0.55)
-        for v, cax in cams.items():
-            if is_diff:
-                cax.imshow(pers[v], cmap=SIGNED_CMAP, norm=dnorm, interpolation="nearest")
-                _cam_axis(cax, camera_names[v], f" ({100 * float(pers[v].sum()):+.2f} pts)")
-            else:
-                cax.imshow(np.clip(pers[v], norm.vmin, None), cmap="magma", norm=norm,
-                           interpolation="nearest")
-                _cam_axis(cax, camera_names[v], f" ({100 * float(pers[v].sum()):.1f}% of attention)")
-            if query_cell is not None and int(query_cell[0]) == v:
-                cax.plot([query_cell[2]], [query_cell[1]], marker="x", color="lime", ms=8, mew=2)
+        _camera_row(cams, pers, camera_names, dnorm if is_diff else norm, is_diff, query_cell)
     n_p = len(paths)
     fig.colorbar(im, cax=fig.add_subplot(outer[:n_p, 2]), label=ATTN_LABEL)
     if im_d is not None:
@@ -247,8 +260,6 @@ def attention_heatmap_figure(rows: Mapping[str, np.ndarray], bev_shape, pers_sha
                      label=f"attention difference (path - {reference}; red = more attention)")
     return fig
 
-
-# ----------------------------------------------------------------------------- sweep
 
 def _sweep_dict(sweep) -> dict:
     return sweep.to_dict() if hasattr(sweep, "to_dict") else dict(sweep)
@@ -263,6 +274,7 @@ def shade_bands(ax, xmax: float, xmin: float = 0.0, labels: bool = True) -> None
                        label=label if labels and sign == 1 else None)
 
 
+@styled
 def sweep_figure(sweep, title: str = "", subtitle: str = "", notes: Sequence[str] = ()) -> Figure:
     """Attention statistics of the additive path against the bias scale, with the |b| zones.
 
@@ -320,8 +332,6 @@ def sweep_figure(sweep, title: str = "", subtitle: str = "", notes: Sequence[str
     return fig
 
 
-# ----------------------------------------------------------------------------- summary
-
 def _bars(ax, groups: Sequence[str], series: Mapping[str, Sequence[float]], colors: Mapping[str, str],
           ylabel: str, title: str, fmt: str = "{:.2f}") -> None:
     x = np.arange(len(groups))
@@ -341,17 +351,13 @@ def _bars(ax, groups: Sequence[str], series: Mapping[str, Sequence[float]], colo
     ax.legend(fontsize=7)
 
 
-def _attention_paths(attention) -> tuple[dict, dict]:
-    """(``{path: summary}``, settings) from an AttentionResult, its ``to_dict``, or the
-    ``summary.json`` ``attention`` section (paths next to ``settings`` and ``information``)."""
-    if attention is None:
+def _attention_paths(section: Mapping | None) -> tuple[dict, dict]:
+    """(``{path: summary}``, settings) of the ``summary.json`` ``attention`` section (paths next
+    to ``settings`` and ``information``; a skipped path is None)."""
+    if not section:
         return {}, {}
-    if hasattr(attention, "to_dict"):
-        attention = attention.to_dict()
-    if "paths" in attention:
-        return attention["paths"], attention.get("settings", {})
-    paths = {k: v for k, v in attention.items() if isinstance(v, Mapping) and "overall" in v}
-    return paths, attention.get("settings", {}) or {}
+    paths = {k: v for k, v in section.items() if isinstance(v, Mapping) and "overall" in v}
+    return paths, section.get("settings", {}) or {}
 
 
 def _no_information(ax, text: str) -> None:
@@ -360,49 +366,67 @@ def _no_information(ax, text: str) -> None:
             bbox=dict(boxstyle="round", fc="white", ec="darkred", alpha=0.9))
 
 
-def summary_figure(features: Mapping, attention=None, sweep=None, *, title: str = "",
-                   notes: Sequence[str] = (), subtitle: str = "", readout: Mapping | None = None,
-                   warnings: Sequence[str] = ()) -> Figure:
+@styled
+def summary_figure(summary: Mapping, *, title: str = "", notes: Sequence[str] = (),
+                   subtitle: str = "", warnings: Sequence[str] = ()) -> Figure:
     """One page: feature change, gain shares, energy in boxes, attention per path and by nearest
     object, sweep.
 
-    ``features``: :func:`~aqr_cli.analysis.features.compare_features` output; ``attention``:
-    an AttentionResult, its ``to_dict(groups)``, the ``summary.json`` ``attention`` section
-    (whose ``information`` marks near-uniform baselines), or ``{path: summary}``; ``sweep``: a
-    SweepResult or its ``to_dict()`` (optional); ``readout``: ``summary.json``
-    ``decoder_readout`` (the attention output's change per path). ``warnings``: lines shown in
-    red under the title (run semantics, uninformative attention); ``notes``: footer lines.
+    ``summary``: the ``compare-modes`` summary document (``summary.json``): its ``features``
+    (:func:`~aqr_cli.analysis.features.compare_features` output), ``attention`` section (whose
+    ``information`` marks near-uniform baselines; None or absent when not computed), ``sweep``
+    (a ``SweepResult.to_dict()`` or None) and ``decoder_readout`` (the attention output's change
+    per path, or None). ``warnings``: lines shown in red under the title (run semantics,
+    uninformative attention); ``notes``: footer lines.
     """
+    features = summary["features"]
+    section = summary.get("attention") or {}
     fig = new_figure(17.0, 11.5)
     caption_title(fig, title or "AQR: multiplicative modulation vs additive attention bias", subtitle,
                   [f"WARNING: {w}" for w in warnings])
     grid = fig.add_gridspec(3, 3, height_ratios=[1, 1, 0.28])
-    mods = ("bev", "camera")
-    names = ["BEV", "camera"]
-    paths_f = [p for p in ("multiplicative", "additive") if p in features]
+    _change_panel(fig.add_subplot(grid[0, 0]), features, summary.get("decoder_readout"))
+    _gain_panel(fig.add_subplot(grid[0, 1]), features)
+    _energy_panel(fig.add_subplot(grid[0, 2]), features)
+    paths_a, settings = _attention_paths(section)
+    info = section.get("information") or {}
+    uninformative = info.get("informative") is False
+    _attention_panel(fig.add_subplot(grid[1, 0]), paths_a, settings,
+                     info if uninformative else None)
+    _shift_panel(fig.add_subplot(grid[1, 1]), paths_a, settings, uninformative)
+    _sweep_panel(fig.add_subplot(grid[1, 2]), summary.get("sweep"))
+    _footer(fig.add_subplot(grid[2, :]), notes, settings)
+    return fig
 
-    ax = fig.add_subplot(grid[0, 0])
+
+MODS, MOD_NAMES = ("bev", "camera"), ["BEV", "camera"]
+
+
+def _change_panel(ax, features: Mapping, readout: Mapping | None) -> None:
     groups = ["BEV memory", "camera memory"] + (["decoder readout"] if readout else [])
     series = {}
-    for p in paths_f:
-        vals = [100 * (features[p][m].get("relative_change") or 0) for m in mods]
+    for p in (p for p in ("multiplicative", "additive") if p in features):
+        vals = [100 * (features[p][m].get("relative_change") or 0) for m in MODS]
         if readout:
             vals.append(100 * _val((readout.get(p) or {}).get("relative_change")))
         series[p] = vals
     _bars(ax, groups, series, PATH_COLORS, "relative change (%)",
           "Change of what the decoder gets (memory) and reads (attention output)", "{:.2g}")
 
-    ax = fig.add_subplot(grid[0, 1])
+
+def _gain_panel(ax, features: Mapping) -> None:
     mult = features.get("multiplicative", {})
-    att = [100 * (mult.get(m, {}).get("gain") or {}).get("share_attenuated", np.nan) for m in mods]
-    amp = [100 * (mult.get(m, {}).get("gain") or {}).get("share_amplified", np.nan) for m in mods]
-    _bars(ax, names, {"attenuated (g < 1)": att, "amplified (g > 1)": amp},
+    att = [100 * (mult.get(m, {}).get("gain") or {}).get("share_attenuated", np.nan) for m in MODS]
+    amp = [100 * (mult.get(m, {}).get("gain") or {}).get("share_amplified", np.nan) for m in MODS]
+    _bars(ax, MOD_NAMES, {"attenuated (g < 1)": att, "amplified (g > 1)": amp},
           {"attenuated (g < 1)": "tab:blue", "amplified (g > 1)": "tab:red"}, "share of cells (%)",
           "Multiplicative gain per cell", "{:.1f}")
 
-    ax = fig.add_subplot(grid[0, 2])
+
+def _energy_panel(ax, features: Mapping) -> None:
+    mult = features.get("multiplicative", {})
     series = {}
-    for m, nm in zip(mods, names):
+    for m, nm in zip(MODS, MOD_NAMES):
         energy = mult.get(m, {}).get("energy")
         if energy:
             series[nm] = [_val(energy[g].get("retained")) for g in ("small", "large", "background")]
@@ -415,71 +439,72 @@ def summary_figure(features: Mapping, attention=None, sweep=None, *, title: str 
         ax.text(0.5, 0.5, "no boxes: energy in boxes not computed", ha="center", va="center")
         ax.set_axis_off()
 
-    paths_a, settings = _attention_paths(attention)
-    info = attention.get("information") if isinstance(attention, Mapping) else None
-    uninformative = bool(info and info.get("informative") is False)
-    ax = fig.add_subplot(grid[1, 0])
+
+def _attention_panel(ax, paths_a: dict, settings: Mapping, uninformative: Mapping | None) -> None:
+    """Mean attention statistics per path; ``uninformative``: the information section when the
+    baseline is near-uniform (the panel is stamped)."""
     metrics = ("entropy_norm", "window_mass", "lidar_share", "topk_overlap")
-    if paths_a:
-        _bars(ax, ["H / log F", "window mass", "LiDAR share", "top-k overlap"],
-              {p: [_val(paths_a[p]["overall"].get(k)) for k in metrics] for p in paths_a},
-              PATH_COLORS, "mean over queries", "Attention per path", "{:.3f}")
-        ax.set_ylim(0, 1.12)
-        if uninformative:
-            _no_information(ax, f"near-uniform baseline (H / log F = "
-                                f"{info['baseline_entropy_norm']:.4f}):\nthese statistics carry no "
-                                "information")
-    else:
+    if not paths_a:
         reason = settings.get("reason") or "not computed"
         ax.text(0.5, 0.5, f"attention skipped:\n{reason}", ha="center", va="center", wrap=True)
         ax.set_axis_off()
+        return
+    _bars(ax, ["H / log F", "window mass", "LiDAR share", "top-k overlap"],
+          {p: [_val(paths_a[p]["overall"].get(k)) for k in metrics] for p in paths_a},
+          PATH_COLORS, "mean over queries", "Attention per path", "{:.3f}")
+    ax.set_ylim(0, 1.12)
+    if uninformative:
+        _no_information(ax, f"near-uniform baseline (H / log F = "
+                            f"{uninformative['baseline_entropy_norm']:.4f}):\nthese statistics carry no "
+                            "information")
 
-    ax = fig.add_subplot(grid[1, 1])
+
+def _shift_panel(ax, paths_a: dict, settings: Mapping, uninformative: bool) -> None:
+    """KL of each path from the baseline, over all queries and by nearest object size."""
     others = [p for p in paths_a if p != settings.get("reference", "baseline")]
-    if others:
-        fams = [("overall", None)] + [("by_size", g) for g in ("small", "large", "none")]
-        labels = ["all queries", "near small", "near large", "no object"]
-        series = {}
-        for p in others:
-            vals = []
-            for fam, g in fams:
-                entry = paths_a[p]["overall"] if g is None else paths_a[p].get(fam, {}).get(g, {})
-                vals.append(_val(entry.get("kl_from_reference")))
-            series[p] = vals
-        counts = [paths_a[others[0]]["overall"].get("count")] + \
-            [((paths_a[others[0]].get("by_size") or {}).get(g) or {}).get("count") for g in ("small", "large", "none")]
-        labels = [f"{lab}\n(n = {c if c is not None else 'unknown'})" for lab, c in zip(labels, counts)]
-        _bars(ax, labels, series, PATH_COLORS, "KL(baseline || path), nats",
-              "Attention shift vs baseline by nearest object (within 3 m)", "{:.3g}")
-        if not any(paths_a[others[0]].get("by_size") or {}):
-            ax.text(0.5, 0.6, "no objects (boxes) in this source:\nonly 'all queries' is defined",
-                    transform=ax.transAxes, ha="center", fontsize=8)
-        if uninformative:
-            _no_information(ax, "measured against a near-uniform baseline:\nno information")
-    else:
+    if not others:
         ax.text(0.5, 0.5, "no path to compare with the baseline", ha="center", va="center")
         ax.set_axis_off()
+        return
+    sizes = ("small", "large", "none")
+    series = {}
+    for p in others:
+        by_size = paths_a[p].get("by_size", {})
+        series[p] = [_val(paths_a[p]["overall"].get("kl_from_reference"))] + \
+            [_val(by_size.get(g, {}).get("kl_from_reference")) for g in sizes]
+    first = paths_a[others[0]]
+    counts = [first["overall"].get("count")] + [((first.get("by_size") or {}).get(g) or {}).get("count")
+                                                for g in sizes]
+    labels = [f"{lab}\n(n = {c if c is not None else 'unknown'})" for lab, c in
+              zip(["all queries", "near small", "near large", "no object"], counts)]
+    _bars(ax, labels, series, PATH_COLORS, "KL(baseline || path), nats",
+          "Attention shift vs baseline by nearest object (within 3 m)", "{:.3g}")
+    if not any(first.get("by_size") or {}):
+        ax.text(0.5, 0.6, "no objects (boxes) in this source:\nonly 'all queries' is defined",
+                transform=ax.transAxes, ha="center", fontsize=8)
+    if uninformative:
+        _no_information(ax, "measured against a near-uniform baseline:\nno information")
 
-    ax = fig.add_subplot(grid[1, 2])
-    if sweep is not None:
-        d = _sweep_dict(sweep)
-        pts = sorted(d["points"], key=lambda p: p["scale"])
-        s = np.asarray([p["scale"] for p in pts], dtype=float)
-        shade_bands(ax, max(float(s.max()), 1.0), min(0.0, float(s.min())))
-        ax.plot(s, [_val(p["attention"]["overall"].get("window_mass")) for p in pts], "o-",
-                color="tab:blue", label="mass in own window")
-        ax.plot(s, [_val(p["attention"]["overall"].get("entropy_norm")) for p in pts], "s-",
-                color="tab:green", label="entropy / log F")
-        ax.plot(s, [_val(p["attention"]["overall"].get("share_max_gt_0.9")) for p in pts], "^-",
-                color="tab:red", label="share max > 0.9")
-        ax.set(xlabel="bias scale s (logits)", ylabel="mean over queries / share",
-               title="Bias-scale sweep (additive path)", ylim=(-0.02, 1.05))
-        ax.legend(fontsize=6)
-    else:
+
+def _sweep_panel(ax, sweep: Mapping | None) -> None:
+    if sweep is None:
         ax.text(0.5, 0.5, "no bias-scale sweep", ha="center", va="center")
         ax.set_axis_off()
+        return
+    pts = sorted(sweep["points"], key=lambda p: p["scale"])
+    s = np.asarray([p["scale"] for p in pts], dtype=float)
+    shade_bands(ax, max(float(s.max()), 1.0), min(0.0, float(s.min())))
+    for key, style, color, label in (("window_mass", "o-", "tab:blue", "mass in own window"),
+                                     ("entropy_norm", "s-", "tab:green", "entropy / log F"),
+                                     ("share_max_gt_0.9", "^-", "tab:red", "share max > 0.9")):
+        ax.plot(s, [_val(p["attention"]["overall"].get(key)) for p in pts], style, color=color,
+                label=label)
+    ax.set(xlabel="bias scale s (logits)", ylabel="mean over queries / share",
+           title="Bias-scale sweep (additive path)", ylim=(-0.02, 1.05))
+    ax.legend(fontsize=6)
 
-    ax = fig.add_subplot(grid[2, :])
+
+def _footer(ax, notes: Sequence[str], settings: Mapping) -> None:
     ax.set_axis_off()
     lines = list(notes)
     w = settings.get("weights") or {}
@@ -494,4 +519,3 @@ def summary_figure(features: Mapping, attention=None, sweep=None, *, title: str 
                      f"logits = softmax(q k^T / sqrt(d_head) + bias)")
     ax.text(0.0, 1.0, "\n".join(lines) or " ", va="top", ha="left", fontsize=8, family="monospace",
             transform=ax.transAxes, wrap=True)
-    return fig

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from aqr_cli.plots.style import caption_title, new_figure
+from aqr_cli.plots.style import caption_title, new_figure, styled
 
 
+@styled
 def evolution_figure(rows: list[dict], activation: str = "tanh") -> Figure:
     """Three panels over one run's dumps (x = iteration when every row has a distinct one, else
     the given order); weights are labelled with ``activation``."""

@@ -23,7 +23,7 @@ from aqr_cli.logs.analysis import (
     RunSummary,
     renderer_clamp,
 )
-from aqr_cli.plots.style import SIGNED_CMAP, new_figure, signed_norm
+from aqr_cli.plots.style import SIGNED_CMAP, new_figure, signed_norm, styled
 
 RUN_COLOURS = ("#1b6ca8", "#d1495b", "#2a9d8f", "#e9a23b", "#6a4c93", "#3d405b", "#8ab17d",
                "#b56576")
@@ -68,6 +68,7 @@ def _raw_and_smooth(ax, x, y, colour, label, window: int = 5) -> None:
     ax.plot(x, smooth(y, window), color=colour, linewidth=1.4, label=label)
 
 
+@styled
 def loss_figure(runs: Sequence[RunSummary], baseline: RunSummary | None = None) -> Figure:
     """Total loss, the four main components and grad_norm against the iteration, one line per run."""
     keys = ("loss", *MAIN_LOSSES, "grad_norm")
@@ -94,6 +95,7 @@ def loss_figure(runs: Sequence[RunSummary], baseline: RunSummary | None = None) 
     return fig
 
 
+@styled
 def cost_figure(runs: Sequence[RunSummary], baseline: RunSummary | None = None) -> Figure:
     """Time per iteration (with each run's median dashed) and GPU memory against the iteration."""
     fig = new_figure(11.0, 3.8, layout=None)
@@ -120,6 +122,43 @@ def cost_figure(runs: Sequence[RunSummary], baseline: RunSummary | None = None) 
     return fig
 
 
+def _class_axis(a, xs, ticks: list[str], classes: list[str]) -> None:
+    """Class names under the bars, small classes shaded."""
+    a.set_xticks(xs, ticks, rotation=25, ha="right")
+    for k, c in enumerate(classes):
+        if c in SMALL_CLASSES:
+            a.axvspan(k - 0.45, k + 0.45, color="#fff3c4", zorder=0)
+    a.grid(True, axis="y", linewidth=0.4, alpha=0.5)
+
+
+def _delta_panel(dax, others: list, baseline: RunSummary, classes: list[str], labels: list[str]) -> None:
+    """Per-class AP minus the baseline's, one bar group per class, coloured by the signed delta."""
+    import matplotlib
+
+    xs = np.arange(len(classes))
+    deltas = np.array([[np.nan if (a := r.last_val.per_class_ap.get(c)) is None or
+                        (b := baseline.last_val.per_class_ap.get(c)) is None else a - b
+                        for c in classes] for _, r in others], dtype=float)
+    lim = max(0.005, float(np.nanmax(np.abs(deltas))) if np.isfinite(deltas).any() else 0.01)
+    norm = signed_norm(lim)
+    cmap = matplotlib.colormaps[SIGNED_CMAP]
+    w = 0.8 / len(others)
+    for j, (i, r) in enumerate(others):
+        d = deltas[j]
+        pos = xs + (j - (len(others) - 1) / 2) * w
+        dax.bar(pos, d, w, color=cmap(norm(np.nan_to_num(d))), edgecolor=run_colour(i),
+                linewidth=1.2, label=labels[i])
+        for p, v in zip(pos, d):
+            if math.isfinite(v):
+                dax.text(p, v, f"{v:+.3f}", ha="center", va="bottom" if v >= 0 else "top",
+                         fontsize=6.5)
+    dax.axhline(0, color="0.3", linewidth=0.8)
+    dax.set(ylabel="AP - baseline AP", ylim=(-1.35 * lim, 1.35 * lim),
+            title=f"Per-class AP delta against the baseline ({baseline.name})")
+    dax.legend(loc="lower right", fontsize=7, frameon=False)
+
+
+@styled
 def per_class_figure(runs: Sequence[RunSummary], baseline: RunSummary | None = None) -> Figure:
     """Per-class AP of each run's last validation; with a baseline, the deltas below it."""
     with_val = [(i, r) for i, r in enumerate(runs) if r.last_val is not None]
@@ -145,35 +184,9 @@ def per_class_figure(runs: Sequence[RunSummary], baseline: RunSummary | None = N
            title="Per-class AP at the last validation (* small classes)")
     ax.legend(loc="upper right", fontsize=7, frameon=False)
     if show_delta:
-        dax = axes[1]
-        deltas = np.array([[np.nan if (a := r.last_val.per_class_ap.get(c)) is None or
-                            (b := baseline.last_val.per_class_ap.get(c)) is None else a - b
-                            for c in classes] for _, r in others], dtype=float)
-        lim = max(0.005, float(np.nanmax(np.abs(deltas))) if np.isfinite(deltas).any() else 0.01)
-        norm = signed_norm(lim)
-        import matplotlib
-
-        cmap = matplotlib.colormaps[SIGNED_CMAP]
-        w = 0.8 / len(others)
-        for j, (i, r) in enumerate(others):
-            d = deltas[j]
-            pos = xs + (j - (len(others) - 1) / 2) * w
-            dax.bar(pos, d, w, color=cmap(norm(np.nan_to_num(d))), edgecolor=run_colour(i),
-                    linewidth=1.2, label=labels[i])
-            for p, v in zip(pos, d):
-                if math.isfinite(v):
-                    dax.text(p, v, f"{v:+.3f}", ha="center", va="bottom" if v >= 0 else "top",
-                             fontsize=6.5)
-        dax.axhline(0, color="0.3", linewidth=0.8)
-        dax.set(ylabel="AP - baseline AP", ylim=(-1.35 * lim, 1.35 * lim),
-                title=f"Per-class AP delta against the baseline ({baseline.name})")
-        dax.legend(loc="lower right", fontsize=7, frameon=False)
+        _delta_panel(axes[1], others, baseline, classes, labels)
     for a in axes:
-        a.set_xticks(xs, ticks, rotation=25, ha="right")
-        for k, c in enumerate(classes):
-            if c in SMALL_CLASSES:
-                a.axvspan(k - 0.45, k + 0.45, color="#fff3c4", zorder=0)
-        a.grid(True, axis="y", linewidth=0.4, alpha=0.5)
+        _class_axis(a, xs, ticks, classes)
     return fig
 
 
@@ -200,61 +213,46 @@ _SECTIONS = {"modulation": ("lidar_weights_stats", "camera_weights_stats"),
              "bias_monitor": ("lidar", "camera"), "head_bias": ("lidar", "camera")}
 
 
-def debug_figure(runs: Sequence[RunSummary], baseline: RunSummary | None = None) -> Figure | None:
-    """AQR debug statistics over forwards (rank mean, rank range as points), bands shaded.
+def _debug_weights(a_mean, a_std, r: RunSummary, kind: str, c, label: str):
+    """Weight mean +- std and std per modality of one run; returns (x counters, per-forward rows)."""
+    rows = r.debug.per_forward(kind)
+    x = np.array([row["counter"] for row in rows], dtype=float)
+    lid, cam = _SECTIONS[kind]
+    for sec, style, mod in ((lid, "-", "LiDAR"), (cam, "--", "camera")):
+        m = np.array([row.get(f"{sec}.mean", np.nan) for row in rows], dtype=float)
+        s = np.array([row.get(f"{sec}.std", np.nan) for row in rows], dtype=float)
+        a_mean.errorbar(x, m, yerr=s, color=c, linestyle=style, marker="o", markersize=3,
+                        capsize=3, linewidth=1.3, label=f"{label} {mod}")
+        a_std.plot(x, s, color=c, linestyle=style, marker="o", markersize=3,
+                   label=f"{label} {mod}")
+        for b in r.debug.kept:
+            if b.kind == kind and (v := b.value(sec, "mean")) is not None:
+                a_mean.plot(b.counter, v, ".", color=c, alpha=0.35, markersize=3)
+    return x, rows
 
-    Panels: weight mean +- std per modality; weight std; map maxima against the clamp (old
-    scheme) or the bias scale (new scheme); relative change BEV/camera (old) or the share of
-    queries preferring LiDAR (new). None when no run has debug prints.
-    """
-    with_dbg = [(i, r, k) for i, r in enumerate(runs) if (k := _debug_kind(r)) is not None]
-    if not with_dbg:
-        return None
-    labels = run_labels(runs, baseline)
-    fig = new_figure(12.5, 7.0, layout=None)
-    # manual margins: constrained layout costs about a second here; the right margin holds
-    # the band names
-    fig.subplots_adjust(left=0.06, right=0.9, bottom=0.08, top=0.92, wspace=0.32, hspace=0.32)
-    (a_mean, a_std), (a_map, a_rel) = fig.subplots(2, 2)
-    old = any(k == "modulation" for _, _, k in with_dbg)
-    new = any(k == "bias_monitor" for _, _, k in with_dbg)
-    for i, r, kind in with_dbg:
-        c = run_colour(i)
-        rows = r.debug.per_forward(kind)
-        x = np.array([row["counter"] for row in rows], dtype=float)
-        lid, cam = _SECTIONS[kind]
-        for sec, style, mod in ((lid, "-", "LiDAR"), (cam, "--", "camera")):
-            m = np.array([row.get(f"{sec}.mean", np.nan) for row in rows], dtype=float)
-            s = np.array([row.get(f"{sec}.std", np.nan) for row in rows], dtype=float)
-            a_mean.errorbar(x, m, yerr=s, color=c, linestyle=style, marker="o", markersize=3,
-                            capsize=3, linewidth=1.3, label=f"{labels[i]} {mod}")
-            a_std.plot(x, s, color=c, linestyle=style, marker="o", markersize=3,
-                       label=f"{labels[i]} {mod}")
-            for b in r.debug.kept:
-                if b.kind == kind and (v := b.value(sec, "mean")) is not None:
-                    a_mean.plot(b.counter, v, ".", color=c, alpha=0.35, markersize=3)
-        if kind == "modulation":
-            for key, style, name in (("weight_map_bev_stats.max", "-", "BEV map max"),
-                                     ("weight_map_pers_stats.max", "--", "camera map max")):
-                a_map.plot(x, [row.get(key, np.nan) for row in rows], color=c, linestyle=style,
-                           marker="o", markersize=3, label=f"{labels[i]} {name}")
-                a_map.fill_between(x, [row.get(key + ":min", np.nan) for row in rows],
-                                   [row.get(key + ":max", np.nan) for row in rows], color=c,
-                                   alpha=0.12, linewidth=0)
-            clamp, _ = renderer_clamp(r)
-            if clamp is not None:
-                a_map.axhline(clamp, color=c, linestyle=":", linewidth=1.0)
-                a_map.text(x[0] if len(x) else 0, clamp, f" clamp {clamp:g}", fontsize=6.5,
-                           va="bottom", color=c)
-            for key, style, name in (("modulation_effect_bev.relative_change", "-", "BEV"),
-                                     ("modulation_effect_pers.relative_change", "--", "camera")):
-                a_rel.plot(x, [row.get(key, np.nan) for row in rows], color=c, linestyle=style,
-                           marker="o", markersize=3, label=f"{labels[i]} {name}")
-        elif kind == "bias_monitor":
-            a_map.plot(x, [row.get("scale.value", np.nan) for row in rows], color=c, marker="o",
-                       markersize=3, label=f"{labels[i]} bias scale")
-            a_rel.plot(x, [row.get("preference.prefer_lidar", np.nan) for row in rows], color=c,
-                       marker="o", markersize=3, label=f"{labels[i]} prefer LiDAR")
+
+def _modulation_panels(a_map, a_rel, r: RunSummary, x, rows: list, c, label: str) -> None:
+    """Old scheme: map maxima (rank range shaded, clamp dotted) and the modulation effect."""
+    for key, style, name in (("weight_map_bev_stats.max", "-", "BEV map max"),
+                             ("weight_map_pers_stats.max", "--", "camera map max")):
+        a_map.plot(x, [row.get(key, np.nan) for row in rows], color=c, linestyle=style,
+                   marker="o", markersize=3, label=f"{label} {name}")
+        a_map.fill_between(x, [row.get(key + ":min", np.nan) for row in rows],
+                           [row.get(key + ":max", np.nan) for row in rows], color=c,
+                           alpha=0.12, linewidth=0)
+    clamp, _ = renderer_clamp(r)
+    if clamp is not None:
+        a_map.axhline(clamp, color=c, linestyle=":", linewidth=1.0)
+        a_map.text(x[0] if len(x) else 0, clamp, f" clamp {clamp:g}", fontsize=6.5,
+                   va="bottom", color=c)
+    for key, style, name in (("modulation_effect_bev.relative_change", "-", "BEV"),
+                             ("modulation_effect_pers.relative_change", "--", "camera")):
+        a_rel.plot(x, [row.get(key, np.nan) for row in rows], color=c, linestyle=style,
+                   marker="o", markersize=3, label=f"{label} {name}")
+
+
+def _debug_axes(a_mean, a_std, a_map, a_rel, old: bool, new: bool) -> None:
+    """Titles, bands and legends of the four debug panels (old or new scheme)."""
     a_mean.set(title="weight mean +- std per modality (dots: single ranks)", ylabel="weight")
     _bands(a_mean, WEIGHT_MEAN_BANDS, top=1.05)
     a_std.set(title="weight std across queries", ylabel="std")
@@ -276,6 +274,37 @@ def debug_figure(runs: Sequence[RunSummary], baseline: RunSummary | None = None)
         ax.grid(True, linewidth=0.4, alpha=0.5)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6.5, frameon=False, loc="best")
+
+
+@styled
+def debug_figure(runs: Sequence[RunSummary], baseline: RunSummary | None = None) -> Figure | None:
+    """AQR debug statistics over forwards (rank mean, rank range as points), bands shaded.
+
+    Panels: weight mean +- std per modality; weight std; map maxima against the clamp (old
+    scheme) or the bias scale (new scheme); relative change BEV/camera (old) or the share of
+    queries preferring LiDAR (new). None when no run has debug prints.
+    """
+    with_dbg = [(i, r, k) for i, r in enumerate(runs) if (k := _debug_kind(r)) is not None]
+    if not with_dbg:
+        return None
+    labels = run_labels(runs, baseline)
+    fig = new_figure(12.5, 7.0, layout=None)
+    # manual margins: constrained layout costs about a second here; the right margin holds
+    # the band names
+    fig.subplots_adjust(left=0.06, right=0.9, bottom=0.08, top=0.92, wspace=0.32, hspace=0.32)
+    (a_mean, a_std), (a_map, a_rel) = fig.subplots(2, 2)
+    old = any(k == "modulation" for _, _, k in with_dbg)
+    new = any(k == "bias_monitor" for _, _, k in with_dbg)
+    for i, r, kind in with_dbg:
+        x, rows = _debug_weights(a_mean, a_std, r, kind, run_colour(i), labels[i])
+        if kind == "modulation":
+            _modulation_panels(a_map, a_rel, r, x, rows, run_colour(i), labels[i])
+        elif kind == "bias_monitor":
+            a_map.plot(x, [row.get("scale.value", np.nan) for row in rows], color=run_colour(i),
+                       marker="o", markersize=3, label=f"{labels[i]} bias scale")
+            a_rel.plot(x, [row.get("preference.prefer_lidar", np.nan) for row in rows],
+                       color=run_colour(i), marker="o", markersize=3, label=f"{labels[i]} prefer LiDAR")
+    _debug_axes(a_mean, a_std, a_map, a_rel, old, new)
     fig.suptitle("AQR debug prints over training (lines: mean over ranks)")
     return fig
 

@@ -11,7 +11,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from aqr_cli.core.configs import CAMERA_NAMES, SMALL_CLASSES
-from aqr_cli.plots.style import camera_axes, camera_label, caption_lines, caption_title, new_figure
+from aqr_cli.plots.style import camera_axes, camera_label, caption_lines, caption_title, new_figure, styled
 
 LARGE_COLOUR, SMALL_COLOUR, NONE_COLOUR = "#3b6ea8", "#d0762c", "#8c8c8c"
 
@@ -25,6 +25,7 @@ def _rows(by_class: dict, by_size: dict) -> list[tuple[str, dict, str]]:
     return large + small + sizes
 
 
+@styled
 def class_preference_figure(by_class: dict, by_size: dict, *, title: str, subtitle: str = "",
                             scope: str = "") -> Figure:
     """Share of queries preferring LiDAR per class and size group (95% bootstrap CI), and the
@@ -73,6 +74,7 @@ def class_preference_figure(by_class: dict, by_size: dict, *, title: str, subtit
     return fig
 
 
+@styled
 def camera_views_figure(camera_weights: np.ndarray, views: np.ndarray, *,
                         camera_names: Sequence[str] = CAMERA_NAMES, title: str,
                         xlim: tuple[float, float] = (-1.0, 1.0), xlabel: str = "camera weight",

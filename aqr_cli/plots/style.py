@@ -7,8 +7,9 @@ same input give byte-identical PNGs.
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -18,6 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Polygon
 
 from aqr_cli.core.configs import CAMERA_GRID, CAMERA_NAMES
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 SIGNED_CMAP = "RdBu_r"
 UNSIGNED_CMAP = "viridis"
@@ -32,15 +35,31 @@ RC = {
 }
 
 
+def figure_style():
+    """A context in which figures are built and saved with matplotlib's defaults plus the house
+    style :data:`RC`, whatever the user's rcParams (or matplotlibrc) say; the user's
+    ``matplotlib.rcParams`` are back as they were when it exits. Saving needs it too: tick
+    labels are created while drawing and read the font size then."""
+    import matplotlib.style
+
+    return matplotlib.style.context(["default", RC])
+
+
+def styled(builder: F) -> F:
+    """Run a figure builder inside :func:`figure_style` (never the global rcParams)."""
+    @functools.wraps(builder)
+    def build(*args, **kwargs):
+        with figure_style():
+            return builder(*args, **kwargs)
+    return build  # type: ignore[return-value]
+
+
 def new_figure(width: float, height: float, layout: str | None = "constrained") -> Figure:
     """An Agg-backed figure of ``width`` x ``height`` inches (no pyplot state).
 
     ``layout=None`` skips constrained layout (several times faster to save for figures with
     many artists); such builders place their axes with ``subplots_adjust``/gridspec margins.
     """
-    import matplotlib
-
-    matplotlib.rcParams.update(RC)
     fig = Figure(figsize=(width, height), dpi=DPI, layout=layout)
     FigureCanvasAgg(fig)
     return fig

@@ -16,8 +16,9 @@ from aqr_cli.core.geometry import bev_cell_centres
 from aqr_cli.analysis.stats import map_condition
 from aqr_cli.plots.style import (
     SIGNED_CMAP, bev_extent, camera_axes, camera_label, caption_title, draw_boxes_bev,
-    draw_boxes_camera, new_figure, signed_norm, symmetric_limit, unsigned_norm, weight_scale,
+    draw_boxes_camera, new_figure, signed_norm, styled, symmetric_limit, unsigned_norm, weight_scale,
 )
+
 
 def _map_norm(maps: Sequence[np.ndarray], clamp: float | None):
     """Signed norm if any map is negative, else [0, map max] (``clamp`` only labels the bar)."""
@@ -71,6 +72,7 @@ def _clamp_text(clamp: float | None) -> str:
     return f", clamp {clamp:g})" if clamp else ")"
 
 
+@styled
 def bev_weight_figure(weight_map: np.ndarray, lidar_weights: np.ndarray, pts_bev: np.ndarray,
                       pc_range, *, boxes: np.ndarray | None = None, box_labels=None,
                       clamp: float | None = 1.5, activation: str = "tanh", method: str | None = None,
@@ -109,6 +111,7 @@ def bev_weight_figure(weight_map: np.ndarray, lidar_weights: np.ndarray, pts_bev
     return fig
 
 
+@styled
 def camera_weight_figure(pers_map: np.ndarray, camera_weights: np.ndarray, pts_pers: np.ndarray | None,
                          *, camera_names: Sequence[str] = CAMERA_NAMES, unseen: np.ndarray | None = None,
                          clamp: float | None = 1.5, activation: str = "tanh", method: str | None = None,
@@ -165,7 +168,7 @@ def camera_weight_figure(pers_map: np.ndarray, camera_weights: np.ndarray, pts_p
     return fig
 
 
-def bias_limit(scale_effective: float, max_scale: float | None, mode: str, *arrays) -> float:
+def bias_limit(max_scale: float | None, mode: str, *arrays) -> float:
     """Colour range of bias heatmaps: ``fixed`` = the final clamp bound min(5, max_scale), so two
     runs compare by eye; ``auto`` = max |b| of the arrays."""
     if mode == "auto":
@@ -173,6 +176,7 @@ def bias_limit(scale_effective: float, max_scale: float | None, mode: str, *arra
     return min(5.0, float(max_scale)) if max_scale else 5.0
 
 
+@styled
 def bias_heatmap_figure(bev: np.ndarray, pers: np.ndarray, pc_range, scale: float, *,
                         limit: float | None = None, range_mode: str = "fixed",
                         camera_names: Sequence[str] = CAMERA_NAMES, boxes=None, box_labels=None,
@@ -216,6 +220,7 @@ def bias_heatmap_figure(bev: np.ndarray, pers: np.ndarray, pc_range, scale: floa
     return fig
 
 
+@styled
 def query_panel_figure(lidar: np.ndarray, camera: np.ndarray, shares: dict, title: str = "", *,
                        activation: str = "tanh", subtitle: str = "") -> Figure:
     """LiDAR vs camera weight scatter, both histograms and the modality preference shares.
@@ -271,6 +276,7 @@ def _mosaic(pers: np.ndarray, camera_names: Sequence[str]) -> np.ndarray:
     return out
 
 
+@styled
 def methods_figure(results: dict, pc_range, *, camera_names: Sequence[str] = CAMERA_NAMES,
                    clamp: float | None = 1.5, title: str = "", subtitle: str = "") -> Figure:
     """The four render methods side by side: BEV maps (top) and camera mosaics (bottom).

@@ -12,7 +12,7 @@ from aqr_cli.analysis.inspection.reports import CheckpointReport
 
 
 def epoch_series(reports: Sequence[CheckpointReport]) -> dict[str, Any]:
-    """Arrays for :func:`aqr_cli.plots.inspect.epoch_evolution_figure`, sorted along x.
+    """Arrays for :func:`aqr_cli.plots.epochs.epoch_evolution_figure`, sorted along x.
 
     x is the epoch when every checkpoint has one, else the iteration, else the file order.
     Missing values are NaN. Keys: ``x`` [N], ``x_label``, ``names`` [N], ``bias_raw``,

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import numpy as np
 from matplotlib.figure import Figure
 
-from aqr_cli.plots.style import new_figure
+from aqr_cli.plots.style import new_figure, styled
 
 MODALITY_COLORS = {"lidar": "#1f77b4", "camera": "#d62728"}
 _BOUND_STYLE = dict(color="0.35", linestyle="--", linewidth=0.9)
@@ -31,6 +31,7 @@ def _hline(ax, y, label: str, style: dict) -> None:
         ax.axhline(y, label=label, **style)
 
 
+@styled
 def epoch_evolution_figure(series: Mapping[str, Any], title: str = "") -> Figure:
     """Three panels over checkpoints (x = epoch, iteration or file order):
 

@@ -22,7 +22,12 @@ from aqr_cli.logs.analysis import (
 )
 from aqr_cli.logs.parse import LogParser
 from aqr_cli.logs.records import TrainRecord
+from aqr_cli.views.outputs import Outputs
 
+SUMMARY_JSON = "summary.json"
+TRAIN_CSV = "train_records.csv"
+FIGURES = {"losses": "losses.png", "cost": "time_memory.png", "per_class": "per_class_ap.png",
+           "aqr_debug": "aqr_debug.png"}
 CSV_FIXED = ("epoch", "iter", "global_iter", "lr", "time", "data_time", "memory", "loss",
              "grad_norm")
 
@@ -38,9 +43,6 @@ def clean(doc: Any) -> Any:
     if isinstance(doc, float):
         return doc if math.isfinite(doc) else None
     return str(doc)
-
-
-# ---------------------------------------------------------------- JSON
 
 
 def _record_dict(r: TrainRecord | None) -> dict[str, Any] | None:
@@ -114,8 +116,6 @@ def summary_document(runs: Sequence[RunSummary], baseline: RunSummary | None,
             "comparison": [comparison_dict(c) for c in comparisons]}
 
 
-# ---------------------------------------------------------------- CSV
-
 
 def csv_columns(runs: Iterable[RunSummary]) -> list[str]:
     keys: dict[str, None] = {}
@@ -156,8 +156,6 @@ def write_train_csv(fh: IO[str], runs: Sequence[RunSummary]) -> int:
     return n
 
 
-# ---------------------------------------------------------------- text
-
 
 def f4(x: float | None, d: int = 4) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:.{d}f}"
@@ -194,62 +192,90 @@ def _secs(s: float | None) -> str:
     return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
 
 
-def run_lines(run: RunSummary, width: int = 80) -> list[str]:
-    """A key/value block for one run."""
-    h, t = run.header, run.train
-    pairs: list[tuple[str, str]] = [("log", f"{run.path} ({run.format}, {run.lines} lines)")]
-    if h:
-        env = ", ".join(f"{k} {h[k]}" for k in ("torch", "cuda_runtime", "mmcv", "mmdet", "mmdet3d")
-                        if h.get(k))
-        gpus = "; ".join(f"{len(g['ids'])}x {g['name']}" for g in h.get("gpus", []))
-        pairs.append(("environment", ", ".join(p for p in (env, gpus) if p) or "not printed"))
-        run_facts = [f"{k} {h[k]}" for k in ("exp_name", "work_dir", "seed", "max_epochs",
-                                             "load_checkpoint") if h.get(k) is not None]
-        if run_facts:
-            pairs.append(("run", ", ".join(run_facts)))
-    else:
-        pairs.append(("header", "none (the log starts after it)"))
-    aqr = {True: "yes", False: "no (baseline)", None: "unknown"}[run.has_aqr]
-    pairs.append(("AQR", aqr + (f"; model parts: {', '.join(run.model_parts)}"
-                                if run.model_parts else "")))
-    if t.last is not None:
-        L = t.last
-        pairs.append(("train records", f"{t.records}, iteration {L.iter} of "
-                      f"{t.iters_per_epoch or '?'} (epoch {L.epoch})"
-                      + (f", {t.duplicates} duplicate prints" if t.duplicates else "")))
-        pairs.append(("last record", f"time {f4(L.time, 3)} s, data_time {f4(L.data_time, 3)} s, "
-                      f"memory {f4(L.memory, 0)} MB, lr {L.lr:.3e}" if L.lr is not None else
-                      f"time {f4(L.time, 3)} s, memory {f4(L.memory, 0)} MB"))
-        pairs.append(("last losses", f"loss {f4(L.loss)}, grad_norm {f4(L.grad_norm)}, " +
-                      ", ".join(f"{k} {f4(L.losses[k])}" for k in MAIN_LOSSES if k in L.losses)))
-        epoch_s = t.epoch_time_s()
-        pairs.append(("time/iter", f"median {f4(t.time_median, 3)} s, mean {f4(t.time_mean, 3)} s "
+def _header_pairs(run: RunSummary) -> list[tuple[str, str]]:
+    h = run.header
+    if not h:
+        return [("header", "none (the log starts after it)")]
+    env = ", ".join(f"{k} {h[k]}" for k in ("torch", "cuda_runtime", "mmcv", "mmdet", "mmdet3d")
+                    if h.get(k))
+    gpus = "; ".join(f"{len(g['ids'])}x {g['name']}" for g in h.get("gpus", []))
+    pairs = [("environment", ", ".join(p for p in (env, gpus) if p) or "not printed")]
+    run_facts = [f"{k} {h[k]}" for k in ("exp_name", "work_dir", "seed", "max_epochs",
+                                         "load_checkpoint") if h.get(k) is not None]
+    if run_facts:
+        pairs.append(("run", ", ".join(run_facts)))
+    return pairs
+
+
+def _train_pairs(t) -> list[tuple[str, str]]:
+    last = t.last
+    if last is None:
+        return [("train records", "none")]
+    epoch_s = t.epoch_time_s()
+    return [
+        ("train records", f"{t.records}, iteration {last.iter} of {t.iters_per_epoch or '?'} "
+                          f"(epoch {last.epoch})"
+                          + (f", {t.duplicates} duplicate prints" if t.duplicates else "")),
+        ("last record", f"time {f4(last.time, 3)} s, data_time {f4(last.data_time, 3)} s, "
+                        f"memory {f4(last.memory, 0)} MB, lr {last.lr:.3e}" if last.lr is not None else
+                        f"time {f4(last.time, 3)} s, memory {f4(last.memory, 0)} MB"),
+        ("last losses", f"loss {f4(last.loss)}, grad_norm {f4(last.grad_norm)}, " +
+                        ", ".join(f"{k} {f4(last.losses[k])}" for k in MAIN_LOSSES if k in last.losses)),
+        ("time/iter", f"median {f4(t.time_median, 3)} s, mean {f4(t.time_mean, 3)} s "
                       "(first record left out)"
-                      + (f"; one epoch ~{_secs(epoch_s)}" if epoch_s is not None else "")))
-        pairs.append(("memory peak", f"{f4(t.memory_peak, 0)} MB"))
-    else:
-        pairs.append(("train records", "none"))
-    v = run.last_val
-    if v is not None:
-        m = v.metrics
-        pairs.append(("validation", f"epoch {v.epoch}: " + ", ".join(
-            f"{k} {f4(m.get(k))}" for k in HEADLINE)))
-        pairs.append(("per-class AP", ", ".join(
-            f"{c}{'*' if c in SMALL_CLASSES else ''} {f4(a, 3)}" for c, a in v.per_class_ap.items())))
-    d = run.debug
+                      + (f"; one epoch ~{_secs(epoch_s)}" if epoch_s is not None else "")),
+        ("memory peak", f"{f4(t.memory_peak, 0)} MB"),
+    ]
+
+
+def _validation_pairs(v) -> list[tuple[str, str]]:
+    if v is None:
+        return []
+    m = v.metrics
+    return [("validation", f"epoch {v.epoch}: " + ", ".join(f"{k} {f4(m.get(k))}" for k in HEADLINE)),
+            ("per-class AP", ", ".join(f"{c}{'*' if c in SMALL_CLASSES else ''} {f4(a, 3)}"
+                                       for c, a in v.per_class_ap.items()))]
+
+
+def _debug_pairs(d) -> list[tuple[str, str]]:
+    pairs = []
     if d.blocks:
         counters = "; ".join(f"{k}: " + ", ".join(f"#{c} x{n}" for c, n in sorted(v.items())[:12])
                              + (" ..." if len(v) > 12 else "") for k, v in d.counters.items())
         pairs.append(("AQR debug", f"{d.blocks} prints ({counters})"))
-    for x in d.readings:
-        pairs.append((f"{x.quantity}", f"{f4(x.value, 3)} [{x.band}] {x.message}"))
-    for f in run.config_findings:
-        pairs.append((f"{f.id} ({f.severity})", f.message))
-    for f in run.findings:
-        pairs.append((f"{f.id} ({f.severity})", f.message))
+    return pairs + [(f"{x.quantity}", f"{f4(x.value, 3)} [{x.band}] {x.message}") for x in d.readings]
+
+
+def run_lines(run: RunSummary, width: int = 80) -> list[str]:
+    """A key/value block for one run."""
+    aqr = {True: "yes", False: "no (baseline)", None: "unknown"}[run.has_aqr]
+    pairs: list[tuple[str, str]] = [
+        ("log", f"{run.path} ({run.format}, {run.lines} lines)"),
+        *_header_pairs(run),
+        ("AQR", aqr + (f"; model parts: {', '.join(run.model_parts)}" if run.model_parts else "")),
+        *_train_pairs(run.train),
+        *_validation_pairs(run.last_val),
+        *_debug_pairs(run.debug),
+        *((f"{f.id} ({f.severity})", f.message) for f in [*run.config_findings, *run.findings]),
+    ]
     if run.skipped["count"]:
         pairs.append(("skipped lines", str(run.skipped["count"])))
     return kv_lines(pairs, width)
+
+
+def _metric_delta(c: Comparison | None, k: str) -> float | None:
+    if c is None:
+        return None
+    return c.mAP_delta if k == "mAP" else c.NDS_delta if k == "NDS" else c.tp_deltas.get(k)
+
+
+def _class_delta(c: Comparison | None, cls: str) -> float | None:
+    return None if c is None else c.per_class_ap_delta.get(cls)
+
+
+def _final_loss(run: RunSummary | None, k: str) -> float | None:
+    last = None if run is None else run.train.last
+    return None if last is None else (last.loss if k == "loss" else last.losses.get(k))
 
 
 def _table_rows(runs: Sequence[RunSummary], baseline: RunSummary | None,
@@ -258,47 +284,36 @@ def _table_rows(runs: Sequence[RunSummary], baseline: RunSummary | None,
         text = f4(value, d)
         return text + (f" ({signed(delta, d)})" if delta is not None and run is not baseline else "")
 
-    rows: list[tuple[str, list[str]]] = []
-    for k in HEADLINE:
-        vals = []
-        for r in runs:
-            c = comps.get(r.path)
-            v = r.last_val.metrics.get(k) if r.last_val else None
-            delta = None if c is None else (c.mAP_delta if k == "mAP" else c.NDS_delta if k == "NDS"
-                                            else c.tp_deltas.get(k))
-            vals.append(cell(r, v, delta))
-        rows.append((k, vals))
+    rows: list[tuple[str, list[str]]] = [
+        (k, [cell(r, r.last_val.metrics.get(k) if r.last_val else None, _metric_delta(comps.get(r.path), k))
+             for r in runs]) for k in HEADLINE]
     classes = list(dict.fromkeys(c for r in runs if r.last_val for c in r.last_val.per_class_ap))
     for cls in classes:
-        vals = []
-        for r in runs:
-            c = comps.get(r.path)
-            v = r.last_val.per_class_ap.get(cls) if r.last_val else None
-            vals.append(cell(r, v, None if c is None else c.per_class_ap_delta.get(cls), 3))
+        vals = [cell(r, r.last_val.per_class_ap.get(cls) if r.last_val else None,
+                     _class_delta(comps.get(r.path), cls), 3) for r in runs]
         rows.append((f"AP {cls}{' *' if cls in SMALL_CLASSES else ''}", vals))
-    vals = []
-    for r in runs:
-        c = comps.get(r.path)
-        ratio = c.time_per_iter_ratio if c else None
-        vals.append(f4(r.train.time_median, 3) + (f" (x{ratio:.2f})" if ratio is not None else ""))
-    rows.append(("time/iter s (median)", vals))
-    rows.append(("memory peak MB", [
-        f4(r.train.memory_peak, 0) + (f" ({signed(comps[r.path].memory_delta, 0)})"
-                                      if r.path in comps and comps[r.path].memory_delta is not None
-                                      else "") for r in runs]))
-    keys = ["loss", *MAIN_LOSSES]
-    for k in keys:
+    rows.append(("time/iter s (median)", [_time_cell(r, comps.get(r.path)) for r in runs]))
+    rows.append(("memory peak MB", [_memory_cell(r, comps.get(r.path)) for r in runs]))
+    for k in ["loss", *MAIN_LOSSES]:
+        b = _final_loss(baseline, k)
         vals = []
         for r in runs:
-            L = r.train.last
-            v = None if L is None else (L.loss if k == "loss" else L.losses.get(k))
-            bl = baseline.train.last if baseline is not None else None
-            b = None if bl is None else (bl.loss if k == "loss" else bl.losses.get(k))
+            v = _final_loss(r, k)
             delta = v - b if v is not None and b is not None and math.isfinite(v) and \
                 math.isfinite(b) else None
             vals.append(cell(r, v, delta))
         rows.append((f"final {k}", vals))
     return rows
+
+
+def _memory_cell(r: RunSummary, c: Comparison | None) -> str:
+    delta = c.memory_delta if c is not None else None
+    return f4(r.train.memory_peak, 0) + (f" ({signed(delta, 0)})" if delta is not None else "")
+
+
+def _time_cell(r: RunSummary, c: Comparison | None) -> str:
+    ratio = c.time_per_iter_ratio if c else None
+    return f4(r.train.time_median, 3) + (f" (x{ratio:.2f})" if ratio is not None else "")
 
 
 def comparison_lines(runs: Sequence[RunSummary], baseline: RunSummary | None,
@@ -322,3 +337,39 @@ def comparison_lines(runs: Sequence[RunSummary], baseline: RunSummary | None,
         for k, vals in rows:
             out.append(k.ljust(label_w) + "".join(vals[i].rjust(col_w) for i in idx))
     return [ln.rstrip() for ln in out]
+
+
+def log_text(runs: Sequence[RunSummary], baseline: RunSummary | None,
+             comparisons: Sequence[Comparison], width: int = 80) -> list[str]:
+    """The human report as texts to print in order: one block per run, then (several runs) the
+    side-by-side table."""
+    out = ["\n".join(run_lines(r, width)) + "\n" for r in runs]
+    if len(runs) > 1:
+        out.append("\n".join(comparison_lines(runs, baseline, comparisons, width)))
+    return out
+
+
+def log_outputs(runs: Sequence[RunSummary], baseline: RunSummary | None,
+                doc: dict) -> tuple[Outputs, list[str]]:
+    """(the files of ``--out``: ``summary.json`` (``doc``), the training-record CSV and the
+    figures that have data; notes on the figures left out)."""
+    import io
+
+    from aqr_cli.plots import logs
+
+    files: dict = {SUMMARY_JSON: doc}
+    notes = []
+    if any(r.train.records for r in runs):
+        text = io.StringIO()
+        write_train_csv(text, runs)
+        files[TRAIN_CSV] = text.getvalue()
+        files[FIGURES["losses"]] = logs.loss_figure(runs, baseline)
+        files[FIGURES["cost"]] = logs.cost_figure(runs, baseline)
+    if any(r.last_val is not None for r in runs):
+        files[FIGURES["per_class"]] = logs.per_class_figure(runs, baseline)
+    fig = logs.debug_figure(runs, baseline)
+    if fig is not None:
+        files[FIGURES["aqr_debug"]] = fig
+    else:
+        notes.append(f"no AQR debug prints in any log: {FIGURES['aqr_debug']} not written")
+    return Outputs(files=files, document=doc), notes

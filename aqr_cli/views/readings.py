@@ -1,64 +1,47 @@
 """Views of the researchers' readings (DN split, preference by class and size, coverage on
-objects, bias health) for ``render-weights``: figures into the output folder and terminal lines."""
+objects, bias health) for ``render-weights``: figures by file name and terminal lines."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 FILES = {"classes": "preference_by_class.png", "views": "camera_views.png"}
 SCOPE = ("matching queries of the whole batch; a query belongs to the nearest GT box footprint "
          "within {radius:g} m; bars: 95% bootstrap interval ({n} resamples)")
 
 
-def write_figures(res, folder: Path, tag: str, caption=None, queries: str = "matching",
-                  pending: list | None = None) -> list[str]:
-    """``preference_by_class.png`` (when GT boxes are known) and ``camera_views.png`` (when the
-    camera cells are known); returns the file names written. ``caption``: the run's
-    :class:`~aqr_cli.analysis.caption.RunCaption` (subtitle and weight activation). With
-    ``pending``, append ``(figure, path)`` pairs there instead of saving."""
+def readings_figures(res, caption, queries: str = "matching") -> dict:
+    """``{file name: Figure}``: ``preference_by_class.png`` (when GT boxes are known) and
+    ``camera_views.png`` (when the camera cells are known) of a
+    :class:`~aqr_cli.analysis.render.RenderResult`; ``caption``: the run's
+    :class:`~aqr_cli.analysis.caption.RunCaption` (subtitle and weight activation)."""
     from aqr_cli.analysis.objects import query_rows
-    from aqr_cli.io.atomic import atomic_save_figure
-
-    def save(fig, path):
-        if pending is None:
-            atomic_save_figure(fig, path)
-        else:
-            pending.append((fig, path))
-
     from aqr_cli.plots.readings import camera_views_figure, class_preference_figure
 
     src, doc = res.source, res.summary
-    written = []
+    figs = {}
     pref = doc["preference"]
     if pref.get("by_class") is not None:
         a = pref["object_assignment"]
-        fig = class_preference_figure(pref["by_class"], pref["by_size"],
-                                      title="Modality preference by class and size (whole batch)"
-                                      if caption else f"Modality preference by class and size: {tag}",
-                                      subtitle=caption.subtitle(batch=True) if caption else "",
-                                      scope=SCOPE.format(radius=a["radius_m"], n=a["bootstrap_samples"]))
-        save(fig, folder / FILES["classes"])
-        written.append(FILES["classes"])
+        figs[FILES["classes"]] = class_preference_figure(
+            pref["by_class"], pref["by_size"], title="Modality preference by class and size (whole batch)",
+            subtitle=caption.subtitle(batch=True),
+            scope=SCOPE.format(radius=a["radius_m"], n=a["bootstrap_samples"]))
     if src.pts_pers is not None:
         views = src.pts_pers[..., 0].clone()
         if src.unseen is not None:
             views[src.unseen] = -1
         rows = query_rows(src.num_queries, src.cfg.num_query)[queries]
-        fig = camera_views_figure(src.camera_weights[:, rows].reshape(-1).numpy(),
-                                  views[:, rows].reshape(-1).numpy(), camera_names=src.camera_names,
-                                  title="Camera weights of the queries each view sees first "
-                                        f"({queries} queries, whole batch)" + ("" if caption else f": {tag}"),
-                                  subtitle=caption.subtitle(batch=True) if caption else "",
-                                  coverage=_view_coverage(doc), notes=_coverage_notes(doc),
-                                  **_weight_axis(caption))
-        save(fig, folder / FILES["views"])
-        written.append(FILES["views"])
-    return written
+        figs[FILES["views"]] = camera_views_figure(
+            src.camera_weights[:, rows].reshape(-1).numpy(), views[:, rows].reshape(-1).numpy(),
+            camera_names=src.camera_names,
+            title=f"Camera weights of the queries each view sees first ({queries} queries, whole batch)",
+            subtitle=caption.subtitle(batch=True), coverage=_view_coverage(doc),
+            notes=_coverage_notes(doc), **_weight_axis(caption))
+    return figs
 
 
 def _weight_axis(caption) -> dict:
     """Histogram range and label of camera weights for the run's activation."""
-    if caption is not None and caption.activation == "sigmoid":
+    if caption.activation == "sigmoid":
         return {"xlim": (0.0, 1.0), "xlabel": "camera weight (sigmoid)"}
     return {"xlim": (-1.0, 1.0), "xlabel": "camera weight (tanh)"}
 

@@ -1,0 +1,63 @@
+"""A notebook gets exactly a command's files with two calls: analyse, then view (ARCHITECTURE.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+import aqr_cli.cli.commands  # noqa: F401  (registers the commands)
+from aqr_cli.analysis.quirks import collect_quirks
+from aqr_cli.analysis.sources import from_dump
+from aqr_cli.inputs.settings import Overrides
+from aqr_cli.cli.app import app
+from aqr_cli.views.outputs import write_outputs
+
+from conftest import CHECKPOINT, DUMP_TRAIN
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if not p.name.startswith(".")}
+
+
+def _cli(tmp_path: Path, *args) -> Path:
+    out = tmp_path / "cli"
+    res = CliRunner().invoke(app, [*map(str, args), "--out", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def _dump_source():
+    with collect_quirks() as quirks:
+        src = from_dump(str(DUMP_TRAIN), Overrides(), checkpoint=str(CHECKPOINT))
+    return src, quirks
+
+
+def test_render_two_calls_write_the_command_bytes(tmp_path):
+    from aqr_cli.analysis.render import RenderOptions, render_source
+    from aqr_cli.views.render import render_outputs
+
+    src, quirks = _dump_source()
+    result = render_source(src, RenderOptions(checkpoint=str(CHECKPOINT), save_arrays=True), quirks)
+    outputs = render_outputs(result)
+    write_outputs(outputs, tmp_path / "notebook")
+    mine = _files(tmp_path / "notebook")
+    cli = _files(_cli(tmp_path, "render-weights", DUMP_TRAIN, "--checkpoint", CHECKPOINT, "--save-arrays"))
+    assert sorted(mine) == sorted(cli) and "summary.json" in mine and "bev_weights.png" in mine
+    for name in cli:
+        if name.endswith((".json", ".png")):
+            assert mine[name] == cli[name], name
+
+
+def test_compare_two_calls_write_the_command_bytes(tmp_path):
+    from aqr_cli.analysis.compare import CompareOptions, compare_source
+    from aqr_cli.views.compare import compare_outputs
+
+    src, quirks = _dump_source()
+    outputs = compare_outputs(compare_source(src, CompareOptions(checkpoint=str(CHECKPOINT)), quirks))
+    write_outputs(outputs, tmp_path / "notebook")
+    mine = _files(tmp_path / "notebook")
+    cli = _files(_cli(tmp_path, "compare-modes", DUMP_TRAIN, "--checkpoint", CHECKPOINT))
+    assert sorted(mine) == sorted(cli) and "summary.json" in mine and "summary.png" in mine
+    for name in cli:
+        assert mine[name] == cli[name], name

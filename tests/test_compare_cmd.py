@@ -169,6 +169,20 @@ def human_80(compare_dump_run):
     return res, json.loads((out / "summary.json").read_text()), out
 
 
+def _numbers(doc: dict) -> list[str]:
+    """Numbers the tables must show, formatted as they are printed."""
+    feats = doc["features"]
+    att = doc["attention"]
+    out = [format(feats[p][m]["relative_change"], ".2%") for p in ("multiplicative", "additive")
+           for m in ("bev", "camera")]
+    out += [format(feats["multiplicative"][m]["cosine_similarity"], ".4f") for m in ("bev", "camera")]
+    out += [format(att[p]["overall"]["window_mass"]["mean"], ".4f") for p in ("baseline", "additive")]
+    out += [format(att["additive"]["overall"]["kl_from_reference"]["mean"], ".2e")]
+    out += [format(doc["decoder_readout"][p]["relative_change"]["mean"], ".2%")
+            for p in ("multiplicative", "additive")]
+    return out
+
+
 def test_human_output_at_80_columns(human_80):
     res, doc, out = human_80
     text = res.stdout

@@ -122,7 +122,7 @@ def test_file_is_loaded_once_per_command(monkeypatch):
     """render-weights/compare-modes loading (--synthetic and a dump, both using --checkpoint, and
     a run folder's checkpoint among the sources): each file is unpickled once."""
     import aqr_cli.io.safe_load as safe_load
-    from aqr_cli.cli import _sources as S
+    from aqr_cli.cli import _sources
     from conftest import DUMP
 
     calls = []
@@ -133,16 +133,16 @@ def test_file_is_loaded_once_per_command(monkeypatch):
         return real(path, *a, **k)
 
     monkeypatch.setattr(safe_load, "_torch_load", counting)
-    flags = S.SourceFlags(out=None, checkpoint=CHECKPOINT, synthetic=True, quiet=True)
+    flags = _sources.SourceFlags(out=None, checkpoint=CHECKPOINT, synthetic=True, quiet=True)
     with torch.no_grad():
-        loaded = S.load_sources([DUMP, CHECKPOINT], flags.as_dict(), S.overrides(flags), lambda: None)
+        loaded = _sources.load_sources([DUMP, CHECKPOINT], flags, lambda: None)
     assert [src.kind for src, _ in loaded] == ["synthetic", "dump"]
     assert all(src.checkpoint_file is not None for src, _ in loaded)
     assert sorted(calls) == sorted([CHECKPOINT.name, DUMP.name])
     calls.clear()
     flags = dataclasses.replace(flags, checkpoint=None, synthetic=False)
     with torch.no_grad():
-        loaded = S.load_sources([DUMP, CHECKPOINT], flags.as_dict(), S.overrides(flags), lambda: None)
+        loaded = _sources.load_sources([DUMP, CHECKPOINT], flags, lambda: None)
     assert [src.kind for src, _ in loaded] == ["dump"]  # the run folder's checkpoint applies to it
     assert sorted(calls) == sorted([CHECKPOINT.name, DUMP.name])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -74,10 +75,8 @@ def test_render_sources_open_each_file_once(loads):
     """A checkpoint given as a source and as --checkpoint is read once for the whole run."""
     from aqr_cli.cli import _sources
 
-    o = dict(checkpoint=CHECKPOINT, rig=None, synthetic=True, features=None, reference="800x320",
-             method=None, sigma=None, bias_window=None, activation=None, lam=None, batch_size=1,
-             seed=0, weights="generator")
-    out = _sources.load_sources([DUMP, CHECKPOINT], o, _sources.overrides(o), lambda: None)
+    flags = _sources.SourceFlags(out=Path("unused"), checkpoint=CHECKPOINT, synthetic=True)
+    out = _sources.load_sources([DUMP, CHECKPOINT], flags, lambda: None)
     assert len(out) == 2  # the synthetic scene and the dump; the checkpoint applies to the dump
     assert loads == Counter({os.path.realpath(DUMP): 1, os.path.realpath(CHECKPOINT): 1})
     assert out[0][0].checkpoint_file is out[1][0].checkpoint_file

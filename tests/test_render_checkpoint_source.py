@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import aqr_cli.cli.commands  # noqa: F401  (registers the commands)
 from aqr_cli.cli.app import app
-from aqr_cli.cli.render_cmd import FILES
+from aqr_cli.views.render import FILES
 from conftest import CHECKPOINT, RIG
 
 

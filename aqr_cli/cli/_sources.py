@@ -164,7 +164,7 @@ def _natural_key(p: Path):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
 
 
-def load_sources(paths: list[Path], o: dict, ov, progress) -> list:
+def load_sources(paths: list[Path], flags: SourceFlags, progress) -> list:
     """One WeightSource per input (with its quirks), in input order.
 
     Dumps and checkpoints given together (a run folder) are one run, not independent sources:
@@ -178,10 +178,11 @@ def load_sources(paths: list[Path], o: dict, ov, progress) -> list:
     from aqr_cli.analysis.quirks import collect_quirks
     from aqr_cli.inputs.opened import Opener
 
-    if o.get("trust") and not o.get("quiet"):
+    if flags.trust and not flags.quiet:
         sys.stderr.write(f"aqr: warning: {TRUST_DEPRECATED}\n")
-    ck = str(o["checkpoint"]) if o["checkpoint"] else None
-    rig = str(o["rig"]) if o["rig"] else None
+    ov = overrides(flags)
+    ck = str(flags.checkpoint) if flags.checkpoint else None
+    rig = str(flags.rig) if flags.rig else None
     opener = Opener()
 
     def checkpoint(path):
@@ -190,10 +191,10 @@ def load_sources(paths: list[Path], o: dict, ov, progress) -> list:
     files = [(p, opener.file(p)) for p in paths]
     files, run_ck, notes = group_run_files(files, ck)
     jobs = []
-    if o["synthetic"]:
+    if flags.synthetic:
         jobs.append(lambda: sources.synthetic(ov, rig, checkpoint(ck)))
-    if o["features"] is not None:
-        jobs.append(lambda: sources.from_features(opener.dump(o["features"]), checkpoint(ck), ov))
+    if flags.features is not None:
+        jobs.append(lambda: sources.from_features(opener.dump(flags.features), checkpoint(ck), ov))
     for p, loaded in files:
         def job(p=p, loaded=loaded):
             if loaded.kind == "debug_dump":

@@ -120,6 +120,35 @@ def test_bias_added_after_scaling_matches_multihead_attention():
     assert (res.rows["additive"] - before).abs().max() > 1e-3
 
 
+def test_a_path_reads_its_own_values():
+    """The multiplicative path attends over the modulated memory: its keys AND its values (the
+    readout is ``p_h W_v v`` per head with the path's own ``v``), as MultiheadAttention does."""
+    torch.manual_seed(5)
+    mha = torch.nn.MultiheadAttention(C, H, batch_first=True)
+    w = CrossAttentionWeights(mha.in_proj_weight, mha.in_proj_bias, num_heads=H)
+    _, q, k, _ = small_case(6)
+    mod = k * (1.0 + torch.rand(k.shape[:2]).unsqueeze(-1))  # a per-cell gain, as the modulator
+    res = compute_attention(q, k, w, num_bev=NB, values=k, chunk_size=3,
+                            paths=[AttentionPath("baseline"),
+                                   AttentionPath("multiplicative", keys=mod, values=mod)])
+    with torch.no_grad():
+        out_base, _ = mha(q, k, k, need_weights=False)
+        out_mod, _ = mha(q, mod, mod, need_weights=False)
+        # MultiheadAttention applies out_proj; the engine's readout stops before it
+        inv = torch.linalg.pinv(mha.out_proj.weight)
+        want_base = (out_base - mha.out_proj.bias) @ inv.t()
+        want_mod = (out_mod - mha.out_proj.bias) @ inv.t()
+    rel = (want_mod - want_base).norm(dim=-1) / want_base.norm(dim=-1)
+    got = res.readout["multiplicative"]["relative_change"]
+    assert got["mean"] == pytest.approx(rel.mean().item(), rel=1e-4)
+    # keys alone (the values left at the memory) give a different, smaller-or-other change
+    keys_only = compute_attention(q, k, w, num_bev=NB, values=k, chunk_size=3,
+                                  paths=[AttentionPath("baseline"),
+                                         AttentionPath("multiplicative", keys=mod)])
+    assert keys_only.readout["multiplicative"]["relative_change"]["mean"] != pytest.approx(
+        got["mean"], rel=1e-3)
+
+
 def test_chunking_invariance():
     w, q, k, bias = small_case(4, b=2)
     a = run(w, q, k, bias, chunk=1)

@@ -157,7 +157,7 @@ def compute_attention(query: torch.Tensor, keys: torch.Tensor, weights: CrossAtt
     """
     t0 = time.perf_counter()
     paths = list(paths or [AttentionPath("baseline")])
-    paths = [AttentionPath(p.name, p.keys, as_window_bias(p.bias)) for p in paths]
+    paths = [AttentionPath(p.name, p.keys, as_window_bias(p.bias), p.values) for p in paths]
     _check_inputs(query, keys, weights, num_bev, paths)
     window = _window(window, paths, query)
     reference = _reference(reference, paths)

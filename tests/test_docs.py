@@ -55,3 +55,13 @@ def test_every_option_is_in_the_readme_section(name):
             continue
         for opt in param.opts:
             assert re.search(re.escape(opt) + r"(?![\w-])", text), (name, opt)
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    """`.ci/run` runs the README's "run the tests" command, so a step missing from the README
+    (an install, the type check) fails CI too."""
+    blocks = re.findall(r"```bash\n(.*?)\n```", README, flags=re.S)
+    test_cmd = next(b for b in blocks if "pytest" in b)
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert test_cmd.strip() in ci.splitlines()
+    assert "mypy" in test_cmd and "pip install torch==2.13.0" in test_cmd

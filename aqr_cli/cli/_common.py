@@ -3,6 +3,9 @@
 Commands raise :class:`UserError` (or let an ``AQRInputError``/``OSError`` through) for bad
 input; :func:`run_guarded` turns those into one line on stderr and exit code 1. Data goes to
 stdout, messages and progress to stderr. ``AQR_DEBUG=1`` shows tracebacks.
+
+The layers below raise errors that state facts about the input and name no flag; the flag that
+supplies a missing part is added here (:data:`PART_FLAGS`), the one place that knows the flags.
 """
 
 from __future__ import annotations
@@ -27,6 +30,23 @@ def fail(message: str, hint: str | None = None) -> None:
     raise typer.Exit(code=1)
 
 
+PART_FLAGS = {
+    "embeddings": "pass --checkpoint (its embeddings and reference points)",
+    "camera_cells": "pass --checkpoint to recompute them from its reference points",
+}
+"""How a user supplies what an analysis found missing
+(:class:`aqr_cli.analysis.errors.MissingPartError` ``part``), appended to its message."""
+
+
+def input_error_line(e: Exception) -> str:
+    """The message of an input error, with the flag that would supply a missing part."""
+    how = PART_FLAGS.get(getattr(e, "part", None) or "")
+    text = str(e)
+    if how:
+        text = text.removesuffix("; none given") + f"; {how}"
+    return text
+
+
 def run_guarded(fn: Callable[[], Any]) -> Any:
     """Run a command body; expected failures become one stderr line and exit code 1."""
     if os.environ.get("AQR_DEBUG"):
@@ -45,7 +65,7 @@ def run_guarded(fn: Callable[[], Any]) -> Any:
         from aqr_cli.io.errors import LoadError, OutputError
 
         if isinstance(e, (AQRInputError, LoadError, OutputError)):
-            fail(str(e), getattr(e, "hint", None))
+            fail(input_error_line(e), getattr(e, "hint", None))
         if isinstance(e, (OSError, MemoryError)):
             fail(f"{type(e).__name__}: {e}")
         fail(f"internal error ({type(e).__name__}: {e})",

@@ -39,11 +39,15 @@ PART_FLAGS = {
 
 
 def input_error_line(e: Exception) -> str:
-    """The message of an input error, with the flag that would supply a missing part."""
+    """The message of an input error, with the flag that would supply a missing part, or the
+    flag that gave a file (:class:`aqr_cli.inputs.opened.CompanionError` ``role``)."""
     how = PART_FLAGS.get(getattr(e, "part", None) or "")
     text = str(e)
     if how:
         text = text.removesuffix("; none given") + f"; {how}"
+    role = getattr(e, "role", None)
+    if role:
+        text = f"--{role}: {text}"
     return text
 
 

@@ -1,4 +1,4 @@
-"""What every command shares: the user-facing error type and the error wrapper.
+"""What every command shares: the command-line error type and the error wrapper.
 
 Commands raise :class:`UserError` (or let an ``AQRInputError``/``OSError`` through) for bad
 input; :func:`run_guarded` turns those into one line on stderr and exit code 1. Data goes to
@@ -16,7 +16,15 @@ from typing import Any, Callable
 
 import typer
 
-from aqr_cli.errors import UserError  # noqa: F401  (re-exported for commands)
+
+class UserError(Exception):
+    """An expected failure caused by how the command was called (a flag value, a pattern that
+    matches nothing); the message may name flags. The layers below raise their own documented
+    errors instead (``AQRInputError``, ``LoadError``)."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
 
 
 def fail(message: str, hint: str | None = None) -> None:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from aqr_cli.cli._common import UserError
 from aqr_cli.cli._options import TRUST_DEPRECATED, SourceFlags
-from aqr_cli.errors import UserError
 
 
 def overrides(flags: SourceFlags):

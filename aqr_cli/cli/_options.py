@@ -17,6 +17,9 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from aqr_cli.views.inspect_report import JSON_NAME as INSPECT_JSON
+from aqr_cli.views.inspect_report import PNG_NAME as INSPECT_PNG
+
 METHOD_CHOICES = ("gaussian", "bilinear", "direct", "distance_weighted", "all")
 
 Sources = Annotated[Optional[List[Path]], typer.Argument(
@@ -63,6 +66,28 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print the report as JSON o
                                       "sources); messages stay on stderr.")]
 Trust = Annotated[bool, typer.Option("--trust-checkpoint", hidden=True,
                                      help="Deprecated, no effect: no file ever runs code.")]
+InspectPaths = Annotated[List[Path], typer.Argument(
+    metavar="PATH...", show_default=False, readable=False,
+    help="Checkpoints (epoch_N.pth, .safetensors, ...), upstream debug dumps "
+         "(weights_iter_N.pth) and/or mmcv config files (linted without a checkpoint); "
+         "files, folders or quoted globs.")]
+Keys = Annotated[bool, typer.Option(
+    "--keys", help="Print the key tree of each file with shapes and dtypes, and stop.")]
+InspectOut = Annotated[Optional[Path], typer.Option(
+    "--out", "-o", metavar="DIR", help=f"Write {INSPECT_JSON} and {INSPECT_PNG} (bias scale and "
+    f"weight head across epochs). {OUT_HELP}")]
+InspectRig = Annotated[Optional[Path], typer.Option(
+    "--rig", metavar="FILE", readable=False, help="Camera rig for reference-point visibility "
+    "(default: the packaged 800x320 rig). Dumps use their own img_metas.")]
+InspectConfig = Annotated[Optional[Path], typer.Option(
+    "--config", metavar="FILE", readable=False, help="mmcv config that overrides or supplies "
+    "meta['config']; parsed, never executed.")]
+InspectCheckpoint = Annotated[Optional[Path], typer.Option(
+    "--checkpoint", metavar="FILE", readable=False, help="For debug dumps: the run's checkpoint, whose "
+    "reference points give the exact Q3 sentinel count and whose config gives num_query.")]
+Diff = Annotated[bool, typer.Option(
+    "--diff", help="With two or more configs (or checkpoints): show only the AQR "
+    "settings whose merged values differ between them.")]
 TRUST_DEPRECATED = "--trust-checkpoint is deprecated and has no effect; no file ever runs code"
 
 
@@ -149,3 +174,19 @@ class LogFlags:
     out: Optional[Path] = None
     as_json: bool = False
     quiet: bool = False
+
+
+def parse_scales(text: str) -> list[float]:
+    """``--scales`` of ``compare-modes``: finite numbers >= 0, comma-separated (empty: none)."""
+    import math
+
+    if not text.strip():
+        return []
+    try:
+        vals = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}",
+                                 param_hint="--scales") from None
+    if any(not math.isfinite(v) or v < 0 for v in vals):
+        raise typer.BadParameter("scales must be finite and >= 0", param_hint="--scales")
+    return vals

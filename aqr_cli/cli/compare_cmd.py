@@ -59,24 +59,9 @@ def compare_modes_command(
         raise typer.BadParameter("choose zero_pad, orthogonal or skip", param_hint="--width")
     if method == "all":
         raise typer.BadParameter("compare-modes applies one renderer method", param_hint="--method")
-    scale_list = _parse_scales(scales)
+    scale_list = _options.parse_scales(scales)
     _options.validate(sources or [], flags)
     run_guarded(lambda: _run(sources or [], flags, tuple(scale_list), width))
-
-
-def _parse_scales(text: str) -> list[float]:
-    import math
-
-    if not text.strip():
-        return []
-    try:
-        vals = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}",
-                                 param_hint="--scales") from None
-    if any(not math.isfinite(v) or v < 0 for v in vals):
-        raise typer.BadParameter("scales must be finite and >= 0", param_hint="--scales")
-    return vals
 
 
 def _run(paths: list, flags: _options.SourceFlags, scales: tuple, width: str) -> None:

@@ -7,8 +7,6 @@ that ``aqr --help`` stays light.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
-
 import typer
 
 from aqr_cli.cli import _options
@@ -16,38 +14,22 @@ from aqr_cli.cli._common import run_guarded
 from aqr_cli.cli._sources import expand_sources
 from aqr_cli.cli.output import Sink
 from aqr_cli.cli.root import app
-from aqr_cli.views.inspect_report import JSON_NAME, PNG_NAME
 
 
 @app.command("inspect-checkpoint", short_help=(
     "What a checkpoint, debug dump or config holds "
     "of AQR, and which upstream bugs it shows."))
 def inspect_checkpoint_command(
-    paths: List[Path] = typer.Argument(
-        ..., metavar="PATH...", show_default=False, readable=False,
-        help="Checkpoints (epoch_N.pth, .safetensors, ...), upstream debug dumps "
-             "(weights_iter_N.pth) and/or mmcv config files (linted without a checkpoint); "
-             "files, folders or quoted globs."),
+    paths: _options.InspectPaths,
     as_json: _options.AsJson = False,
     quiet: _options.Quiet = False,
-    keys: bool = typer.Option(
-        False, "--keys", help="Print the key tree of each file with shapes and dtypes, and stop."),
-    out: Optional[Path] = typer.Option(
-        None, "--out", "-o", metavar="DIR", help=f"Write {JSON_NAME} and {PNG_NAME} (bias scale and "
-        f"weight head across epochs). {_options.OUT_HELP}"),
-    rig: Optional[Path] = typer.Option(
-        None, "--rig", metavar="FILE", readable=False, help="Camera rig for reference-point visibility "
-        "(default: the packaged 800x320 rig). Dumps use their own img_metas."),
-    config: Optional[Path] = typer.Option(
-        None, "--config", metavar="FILE", readable=False, help="mmcv config that overrides or supplies "
-        "meta['config']; parsed, never executed."),
-    checkpoint: Optional[Path] = typer.Option(
-        None, "--checkpoint", metavar="FILE", readable=False, help="For debug dumps: the run's checkpoint, whose "
-        "reference points give the exact Q3 sentinel count and whose config gives num_query."),
+    keys: _options.Keys = False,
+    out: _options.InspectOut = None,
+    rig: _options.InspectRig = None,
+    config: _options.InspectConfig = None,
+    checkpoint: _options.InspectCheckpoint = None,
     trust: _options.Trust = False,
-    diff: bool = typer.Option(
-        False, "--diff", help="With two or more configs (or checkpoints): show only the AQR "
-        "settings whose merged values differ between them."),
+    diff: _options.Diff = False,
 ) -> None:
     """Report what AQR parts a checkpoint holds, its config, learned bias scale, weight head,
     reference points and the upstream bugs (spec section 9) it shows; for debug dumps: contents,

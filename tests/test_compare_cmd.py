@@ -207,7 +207,7 @@ def test_human_output_at_200_columns(human_80, monkeypatch, capsys):
 
     _, doc, out = human_80
     monkeypatch.setenv("COLUMNS", "200")
-    report(Sink(), [doc], [""], out)
+    Sink().show(report([doc], [""], out))
     text = capsys.readouterr().out
     assert text.startswith("read this first: weights_iter_100.pth\n")
     assert all(len(line) <= 200 for line in text.splitlines())

@@ -122,7 +122,7 @@ def test_file_is_loaded_once_per_command(monkeypatch):
     """render-weights/compare-modes loading (--synthetic and a dump, both using --checkpoint, and
     a run folder's checkpoint among the sources): each file is unpickled once."""
     import aqr_cli.io.safe_load as safe_load
-    from aqr_cli.cli import _sources
+    from aqr_cli.cli import _options, _sources
     from conftest import DUMP
 
     calls = []
@@ -133,7 +133,7 @@ def test_file_is_loaded_once_per_command(monkeypatch):
         return real(path, *a, **k)
 
     monkeypatch.setattr(safe_load, "_torch_load", counting)
-    flags = _sources.SourceFlags(out=None, checkpoint=CHECKPOINT, synthetic=True, quiet=True)
+    flags = _options.SourceFlags(out=None, checkpoint=CHECKPOINT, synthetic=True, quiet=True)
     with torch.no_grad():
         loaded = _sources.load_sources([DUMP, CHECKPOINT], flags, lambda: None)
     assert [src.kind for src, _ in loaded] == ["synthetic", "dump"]

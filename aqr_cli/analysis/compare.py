@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from aqr_cli.analysis.errors import MissingPartError
 from aqr_cli.analysis.placement import box_masks, query_xy
 from aqr_cli.analysis.sources import WeightSource, build_embeddings, metas_for_batch
-from aqr_cli.core.errors import warn_quirk
-from aqr_cli.errors import UserError
+from aqr_cli.core.errors import AQRInputError, warn_quirk
 
 DEFAULT_SCALES = (0.5, 1.0, 2.5, 5.0, 10.0)
 UNIFORM_ENTROPY = 0.99
@@ -54,14 +54,14 @@ def _embeddings_for(src: WeightSource) -> tuple[torch.Tensor, torch.Tensor]:
         return src.query_embed, src.pos_embed
     head = src.head_state
     if not head or "reference_points.weight" not in head or not src.img_metas:
-        raise UserError(f"{src.label}: attention needs query/key position embeddings; pass "
-                        "--checkpoint (its embeddings and reference points)")
+        raise MissingPartError(src.label, "embeddings",
+                               "attention needs query/key position embeddings; none given")
     emb = build_embeddings(src.cfg, head, None)
     b, q = src.batch_size, src.num_queries
     ref = head["reference_points.weight"].float()
     if ref.shape[0] != q:
-        raise UserError(f"{src.label}: {q} queries but the checkpoint has {ref.shape[0]} reference "
-                        "points (DN queries cannot be embedded without their noised centres)")
+        raise AQRInputError(f"{src.label}: {q} queries but the checkpoint has {ref.shape[0]} reference "
+                            "points (DN queries cannot be embedded without their noised centres)")
     metas = metas_for_batch(src.img_metas, b)
     with torch.no_grad():
         qb, qr = emb.query_embed(ref[None].expand(b, -1, -1), metas)
@@ -229,10 +229,10 @@ def compare_paths(src: WeightSource, *, method: str | None = None, bias_scale: f
     from aqr_cli.core.modulator import FeatureModulator
 
     if src.features is None:
-        raise UserError(f"{src.label}: holds no features to modulate")
+        raise MissingPartError(src.label, "features", "holds no features to modulate")
     if src.pts_pers is None:
-        raise UserError(f"{src.label}: camera cells unknown (a dump stores no pts_pers); pass "
-                        "--checkpoint to recompute them from its reference points")
+        raise MissingPartError(src.label, "camera_cells", "camera cells unknown (a dump stores no "
+                               "pts_pers)")
     bev, cam = src.features
     renderer = build_renderer(src, method or src.cfg.renderer_config.get("render_method", "gaussian"))
     modulator = FeatureModulator(**{k: v for k, v in src.cfg.modulator_config.items() if k != "type"})

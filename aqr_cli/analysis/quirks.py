@@ -34,3 +34,25 @@ def merge_quirks(first: list, more: list) -> list:
 def quirk_number(qid: str) -> int:
     """``'Q13'`` -> 13; ids without a number sort last."""
     return int(qid[1:]) if qid[1:].isdigit() else 999
+
+
+@contextmanager
+def collect_own_warnings() -> Iterator[list[str]]:
+    """The distinct messages (one line each) of aqr's own ``UserWarning``s raised in the block,
+    such as a trusted load; filled when the block ends.
+
+    Quirk warnings of the core are left out (the findings report them), and so are warnings of
+    third-party libraries, which a user cannot act on.
+    """
+    found: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield found
+    for w in caught:
+        if isinstance(w.message, QuirkWarning):
+            continue
+        if "aqr_cli" not in str(w.filename) or not issubclass(w.category, UserWarning):
+            continue
+        text = " ".join(str(w.message).split())
+        if text not in found:
+            found.append(text)

@@ -1,8 +1,11 @@
-"""What every command shares: the user-facing error type and the error wrapper.
+"""What every command shares: the command-line error type and the error wrapper.
 
 Commands raise :class:`UserError` (or let an ``AQRInputError``/``OSError`` through) for bad
 input; :func:`run_guarded` turns those into one line on stderr and exit code 1. Data goes to
 stdout, messages and progress to stderr. ``AQR_DEBUG=1`` shows tracebacks.
+
+The layers below raise errors that state facts about the input and name no flag; the flag that
+supplies a missing part is added here (:data:`PART_FLAGS`), the one place that knows the flags.
 """
 
 from __future__ import annotations
@@ -13,7 +16,15 @@ from typing import Any, Callable
 
 import typer
 
-from aqr_cli.errors import UserError  # noqa: F401  (re-exported for commands)
+
+class UserError(Exception):
+    """An expected failure caused by how the command was called (a flag value, a pattern that
+    matches nothing); the message may name flags. The layers below raise their own documented
+    errors instead (``AQRInputError``, ``LoadError``)."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
 
 
 def fail(message: str, hint: str | None = None) -> None:
@@ -25,6 +36,27 @@ def fail(message: str, hint: str | None = None) -> None:
         line += f" ({' '.join(str(hint).split())})"
     sys.stderr.write(line + "\n")
     raise typer.Exit(code=1)
+
+
+PART_FLAGS = {
+    "embeddings": "pass --checkpoint (its embeddings and reference points)",
+    "camera_cells": "pass --checkpoint to recompute them from its reference points",
+}
+"""How a user supplies what an analysis found missing
+(:class:`aqr_cli.analysis.errors.MissingPartError` ``part``), appended to its message."""
+
+
+def input_error_line(e: Exception) -> str:
+    """The message of an input error, with the flag that would supply a missing part, or the
+    flag that gave a file (:class:`aqr_cli.inputs.opened.CompanionError` ``role``)."""
+    how = PART_FLAGS.get(getattr(e, "part", None) or "")
+    text = str(e)
+    if how:
+        text = text.removesuffix("; none given") + f"; {how}"
+    role = getattr(e, "role", None)
+    if role:
+        text = f"--{role}: {text}"
+    return text
 
 
 def run_guarded(fn: Callable[[], Any]) -> Any:
@@ -45,7 +77,7 @@ def run_guarded(fn: Callable[[], Any]) -> Any:
         from aqr_cli.io.errors import LoadError, OutputError
 
         if isinstance(e, (AQRInputError, LoadError, OutputError)):
-            fail(str(e), getattr(e, "hint", None))
+            fail(input_error_line(e), getattr(e, "hint", None))
         if isinstance(e, (OSError, MemoryError)):
             fail(f"{type(e).__name__}: {e}")
         fail(f"internal error ({type(e).__name__}: {e})",

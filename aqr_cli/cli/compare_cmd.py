@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from aqr_cli.cli import _sources
+from aqr_cli.cli import _options, _sources
 from aqr_cli.cli._common import run_guarded
 from aqr_cli.cli.root import app
 
@@ -16,32 +16,32 @@ from aqr_cli.cli.root import app
     "The same AQR weights applied multiplicatively "
     "and as an additive attention bias, compared."))
 def compare_modes_command(
-    sources: _sources.Sources = None,
-    out: _sources.Out = ...,
-    synthetic: _sources.Synthetic = False,
-    checkpoint: _sources.Checkpoint = None,
-    features: _sources.Features = None,
-    weights: _sources.Weights = "generator",
-    reference: _sources.Reference = "800x320",
-    rig: _sources.Rig = None,
-    method: _sources.Method = None,
-    sigma: _sources.Sigma = None,
-    bias_window: _sources.BiasWindow = None,
-    bias_scale: _sources.BiasScale = None,
-    bias_range: _sources.BiasRange = "fixed",
-    activation: _sources.Activation = None,
-    lam: _sources.Lam = None,
-    batch_size: _sources.BatchSize = 1,
-    sample: _sources.Sample = 0,
-    seed: _sources.Seed = 0,
+    sources: _options.Sources = None,
+    out: _options.Out = ...,
+    synthetic: _options.Synthetic = False,
+    checkpoint: _options.Checkpoint = None,
+    features: _options.Features = None,
+    weights: _options.Weights = "generator",
+    reference: _options.Reference = "800x320",
+    rig: _options.Rig = None,
+    method: _options.Method = None,
+    sigma: _options.Sigma = None,
+    bias_window: _options.BiasWindow = None,
+    bias_scale: _options.BiasScale = None,
+    bias_range: _options.BiasRange = "fixed",
+    activation: _options.Activation = None,
+    lam: _options.Lam = None,
+    batch_size: _options.BatchSize = 1,
+    sample: _options.Sample = 0,
+    seed: _options.Seed = 0,
     scales: str = typer.Option("0.5,1,2.5,5,10", "--scales", help="Bias scales of the sweep "
                                "(comma-separated; empty string: no sweep)."),
     width: str = typer.Option("zero_pad", "--width", help="When features are narrower than the "
                               "embeddings (dumps keep 16 of 256 channels): zero_pad, orthogonal "
                               "(seeded projection) or skip (no attention statistics)."),
-    as_json: _sources.AsJson = False,
-    quiet: _sources.Quiet = False,
-    trust: _sources.Trust = False,
+    as_json: _options.AsJson = False,
+    quiet: _options.Quiet = False,
+    trust: _options.Trust = False,
 ) -> None:
     """Apply the same per-query AQR weights both ways (multiplicative feature modulation, additive
     attention bias) and compare feature statistics (change, gain, energy in boxes) and attention
@@ -50,7 +50,7 @@ def compare_modes_command(
 
     Example: aqr compare-modes --synthetic --weights scene --out aqr_compare
     """
-    flags = _sources.SourceFlags(
+    flags = _options.SourceFlags(
         out=out, synthetic=synthetic, checkpoint=checkpoint, features=features, weights=weights,
         reference=reference, rig=rig, method=method, sigma=sigma, bias_window=bias_window,
         bias_scale=bias_scale, bias_range=bias_range, activation=activation, lam=lam,
@@ -59,27 +59,12 @@ def compare_modes_command(
         raise typer.BadParameter("choose zero_pad, orthogonal or skip", param_hint="--width")
     if method == "all":
         raise typer.BadParameter("compare-modes applies one renderer method", param_hint="--method")
-    scale_list = _parse_scales(scales)
-    _sources.validate(sources or [], flags)
+    scale_list = _options.parse_scales(scales)
+    _options.validate(sources or [], flags)
     run_guarded(lambda: _run(sources or [], flags, tuple(scale_list), width))
 
 
-def _parse_scales(text: str) -> list[float]:
-    import math
-
-    if not text.strip():
-        return []
-    try:
-        vals = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}",
-                                 param_hint="--scales") from None
-    if any(not math.isfinite(v) or v < 0 for v in vals):
-        raise typer.BadParameter("scales must be finite and >= 0", param_hint="--scales")
-    return vals
-
-
-def _run(paths: list, flags: _sources.SourceFlags, scales: tuple, width: str) -> None:
+def _run(paths: list, flags: _options.SourceFlags, scales: tuple, width: str) -> None:
     """Open the sources, compare the two paths on each, write its files and report."""
     import torch
 
@@ -105,4 +90,6 @@ def _run(paths: list, flags: _sources.SourceFlags, scales: tuple, width: str) ->
             write_outputs(outputs, stage / sub if sub else stage)
             docs.append(outputs.document)
             advance()
-    view.report(sink, docs, names, flags.out)
+    if sink.json_mode:
+        sink.json(docs[0] if len(docs) == 1 else docs)
+    sink.show(view.report(docs, names, flags.out))

@@ -11,11 +11,10 @@ from typing import List, Optional
 
 import typer
 
-from aqr_cli.cli import _sources
+from aqr_cli.cli import _options
 from aqr_cli.cli._common import UserError, run_guarded
 from aqr_cli.cli.root import app
 from aqr_cli.views.log import SUMMARY_JSON, TRAIN_CSV
-
 
 
 @app.command("inspect-log", short_help=(
@@ -29,11 +28,11 @@ def inspect_log_command(
     baseline: Optional[Path] = typer.Option(
         None, "--baseline", metavar="LOG", help="The run the others are compared with (listed "
         "first; deltas are run minus baseline)."),
-    as_json: _sources.AsJson = False,
-    quiet: _sources.Quiet = False,
+    as_json: _options.AsJson = False,
+    quiet: _options.Quiet = False,
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", metavar="DIR", help=f"Write {SUMMARY_JSON}, {TRAIN_CSV} and the "
-        f"figures. {_sources.OUT_HELP}"),
+        f"figures. {_options.OUT_HELP}"),
 ) -> None:
     """Summarise training logs: header, config quirks, training records (time, memory, every
     loss), validation metrics and per-class AP, AQR debug prints read against the researchers'
@@ -42,18 +41,20 @@ def inspect_log_command(
 
     Example: aqr inspect-log work_dirs/aqr/20251012_022635.log --baseline work_dirs/base/run.log -o log_report/
     """
-    run_guarded(lambda: _run(paths, baseline, as_json=as_json, quiet=quiet, out=out))
+    flags = _options.LogFlags(baseline=baseline, out=out, as_json=as_json, quiet=quiet)
+    run_guarded(lambda: _run(paths, flags))
 
 
-def _run(paths: list[Path], baseline: Path | None, *, as_json: bool, quiet: bool,
-         out: Path | None) -> None:
+def _run(paths: list[Path], flags: _options.LogFlags) -> None:
+    """Read every log, compare the runs with the baseline, show and write the views."""
     from aqr_cli.cli.output import Sink, console, output_dir
     from aqr_cli.logs.analysis import compare_runs, summarize_log
     from aqr_cli.logs.files import expand_logs
     from aqr_cli.views.log import log_outputs, log_text, summary_document
     from aqr_cli.views.outputs import write_outputs
 
-    sink = Sink(json_mode=as_json, quiet=quiet)
+    baseline, out = flags.baseline, flags.out
+    sink = Sink(json_mode=flags.as_json, quiet=flags.quiet)
     files = expand_logs(paths)
     base_file = None
     if baseline is not None:
@@ -66,7 +67,7 @@ def _run(paths: list[Path], baseline: Path | None, *, as_json: bool, quiet: bool
     base_run = runs[0] if base_file is not None else None
     comparisons = compare_runs(runs, base_run)
     doc = summary_document(runs, base_run, comparisons)
-    if as_json:
+    if flags.as_json:
         sink.json(doc)
     else:
         from rich.text import Text

@@ -114,6 +114,11 @@ class Sink:
         con = console()
         con.print(kv_block(pairs, width=con.width, title=title))
 
+    def show(self, report: Any) -> None:
+        """Make the calls a view recorded (:class:`aqr_cli.views.terminal.Report`), in order."""
+        for name, args, kw in report.calls:
+            getattr(self, name)(*args, **kw)
+
     @contextmanager
     def progress(self, total: int, label: str = "working") -> Iterator[Any]:
         """A transient progress bar on stderr when it is a terminal; yields ``advance()``."""

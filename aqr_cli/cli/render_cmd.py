@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from aqr_cli.cli import _sources
+from aqr_cli.cli import _options, _sources
 from aqr_cli.cli._common import run_guarded
 from aqr_cli.cli.root import app
 
@@ -16,29 +16,29 @@ from aqr_cli.cli.root import app
     "AQR weights rendered to BEV and camera "
     "maps and attention-bias heatmaps (PNG + JSON)."))
 def render_weights_command(
-    sources: _sources.Sources = None,
-    out: _sources.Out = ...,
-    synthetic: _sources.Synthetic = False,
-    checkpoint: _sources.Checkpoint = None,
-    features: _sources.Features = None,
-    weights: _sources.Weights = "generator",
-    reference: _sources.Reference = "800x320",
-    rig: _sources.Rig = None,
-    method: _sources.Method = None,
-    sigma: _sources.Sigma = None,
-    bias_window: _sources.BiasWindow = None,
-    bias_scale: _sources.BiasScale = None,
-    bias_range: _sources.BiasRange = "fixed",
-    queries: _sources.Queries = "matching",
-    activation: _sources.Activation = None,
-    lam: _sources.Lam = None,
-    batch_size: _sources.BatchSize = 1,
-    sample: _sources.Sample = 0,
-    seed: _sources.Seed = 0,
+    sources: _options.Sources = None,
+    out: _options.Out = ...,
+    synthetic: _options.Synthetic = False,
+    checkpoint: _options.Checkpoint = None,
+    features: _options.Features = None,
+    weights: _options.Weights = "generator",
+    reference: _options.Reference = "800x320",
+    rig: _options.Rig = None,
+    method: _options.Method = None,
+    sigma: _options.Sigma = None,
+    bias_window: _options.BiasWindow = None,
+    bias_scale: _options.BiasScale = None,
+    bias_range: _options.BiasRange = "fixed",
+    queries: _options.Queries = "matching",
+    activation: _options.Activation = None,
+    lam: _options.Lam = None,
+    batch_size: _options.BatchSize = 1,
+    sample: _options.Sample = 0,
+    seed: _options.Seed = 0,
     save_arrays: bool = typer.Option(False, "--save-arrays", help="Also write arrays.npz."),
-    as_json: _sources.AsJson = False,
-    quiet: _sources.Quiet = False,
-    trust: _sources.Trust = False,
+    as_json: _options.AsJson = False,
+    quiet: _options.Quiet = False,
+    trust: _options.Trust = False,
 ) -> None:
     """Run the AQR weight generator (or read a debug dump) and render the BEV weight map, the six
     camera weight maps, the attention-bias heatmaps and a per-query panel to PNG, with
@@ -46,17 +46,17 @@ def render_weights_command(
 
     Example: aqr render-weights --synthetic --weights scene --method all --out aqr_out
     """
-    flags = _sources.SourceFlags(
+    flags = _options.SourceFlags(
         out=out, synthetic=synthetic, checkpoint=checkpoint, features=features, weights=weights,
         reference=reference, rig=rig, method=method, sigma=sigma, bias_window=bias_window,
         bias_scale=bias_scale, bias_range=bias_range, queries=queries, activation=activation,
         lam=lam, batch_size=batch_size, sample=sample, seed=seed, as_json=as_json, quiet=quiet,
         trust=trust)
-    _sources.validate(sources or [], flags)
+    _options.validate(sources or [], flags)
     run_guarded(lambda: _run(sources or [], flags, save_arrays))
 
 
-def _run(paths: list, flags: _sources.SourceFlags, save_arrays: bool) -> None:
+def _run(paths: list, flags: _options.SourceFlags, save_arrays: bool) -> None:
     """Open the sources, render each, write its files (the figures of one source are drawn by
     worker processes while the next is computed) and report."""
     from contextlib import nullcontext
@@ -90,4 +90,6 @@ def _run(paths: list, flags: _sources.SourceFlags, save_arrays: bool) -> None:
                 advance()
             evolution = view.evolution_outputs(docs, names)
             write_outputs(evolution, stage)
-    view.report(sink, docs, names, flags.out, n_files + len(evolution.files))
+    if sink.json_mode:
+        sink.json(docs[0] if len(docs) == 1 else docs)
+    sink.show(view.report(docs, names, flags.out, n_files + len(evolution.files)))

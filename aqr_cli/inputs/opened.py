@@ -169,3 +169,37 @@ class Opener:
     def dump(self, path: str | os.PathLike) -> OpenedDump:
         """:func:`open_dump` of ``path`` (the load is shared)."""
         return open_dump(self.file(path))
+
+
+class CompanionError(LoadError):
+    """A file given with the inputs in a ``role`` (``"checkpoint"``: the dumps' run checkpoint)
+    could not be opened. Same message and hint as the underlying :class:`LoadError`; a front end
+    may name the role (the CLI prefixes its flag)."""
+
+    def __init__(self, role: str, err: LoadError):
+        super().__init__(err.path, err.reason, blocked_globals=err.blocked_globals, hint=err.hint)
+        self.role = role
+
+
+def open_companions(opener: Opener, *, rig: str | os.PathLike | None = None,
+                    config: str | os.PathLike | None = None,
+                    checkpoint: str | os.PathLike | None = None) -> OpenedCheckpoint | None:
+    """Fail once, early, on a bad rig, config or checkpoint given with the inputs (rather than
+    once per input); returns the opened checkpoint (None without one).
+
+    Raises what the rig and config readers raise, and :class:`CompanionError` for a checkpoint
+    that cannot be opened.
+    """
+    from aqr_cli.io import parse_config_file
+    from aqr_cli.io.rig import load_rig
+
+    if rig is not None:
+        load_rig(rig)
+    if config is not None:
+        parse_config_file(config)
+    if checkpoint is None:
+        return None
+    try:
+        return opener.checkpoint(checkpoint)
+    except LoadError as e:
+        raise CompanionError("checkpoint", e) from None

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import enum
 import os
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,8 +107,6 @@ class LoadedFile:
     mmapped: bool = False
     trusted: bool = False  # always False: no file is ever fully unpickled (kept for reports)
     records: list[str] = field(default_factory=list)  # foreign globals kept as inert records
-    top_level_keys: list[str] = field(default_factory=list)
-    load_seconds: float = 0.0
     raw: Any = field(default=None, repr=False)  # the unpickled object as is
 
     @property
@@ -337,15 +334,14 @@ def _from_object(path: Path, raw: RawLoad, size: int) -> LoadedFile:
         meta = parse_meta(raw.metadata)
         sd = flatten_state_dict(obj, notes)
         return LoadedFile(kind="checkpoint", format="safetensors", state_dict=sd, meta=meta,
-                          has_optimizer=False, notes=notes, top_level_keys=list(obj), **base)
+                          has_optimizer=False, notes=notes, **base)
     if not isinstance(obj, Mapping):
         raise LoadError(path, f"not a checkpoint or AQR debug dump: the file holds {_describe(obj)}")
-    top = [str(k) for k in obj]
     if is_debug_dump(obj):
         dump = parse_dump(obj, notes)
         meta = CheckpointMeta(iter=dump.iteration)
         return LoadedFile(kind="debug_dump", format="debug-dump", state_dict={}, meta=meta,
-                          has_optimizer=False, notes=notes, dump=dump, top_level_keys=top, **base)
+                          has_optimizer=False, notes=notes, dump=dump, **base)
     optimizer = obj.get("optimizer")
     has_optimizer = optimizer is not None and not (isinstance(optimizer, Mapping) and not optimizer)
     fmt, sd_src, meta = _checkpoint_layout(path, obj)
@@ -353,8 +349,7 @@ def _from_object(path: Path, raw: RawLoad, size: int) -> LoadedFile:
     if not sd:
         notes.append("the state_dict holds no tensors")
     return LoadedFile(kind="checkpoint", format=fmt, state_dict=sd, meta=meta,
-                      has_optimizer=has_optimizer, notes=notes, optimizer=optimizer,
-                      top_level_keys=top, **base)
+                      has_optimizer=has_optimizer, notes=notes, optimizer=optimizer, **base)
 
 
 def _checkpoint_layout(path: Path, obj: Mapping[str, Any]
@@ -410,7 +405,6 @@ def load_file(path: str | os.PathLike, *, trust: bool | None = None, mmap: bool 
     Raises :class:`LoadError` (one line, naming the file) for every bad input, including content
     that no command can use (:mod:`aqr_cli.io.validate`).
     """
-    t0 = time.perf_counter()
     raw = safe_torch_load(path, mmap=mmap)
     p = Path(path)
     loaded = _from_object(p, raw, p.stat().st_size)
@@ -419,7 +413,6 @@ def load_file(path: str | os.PathLike, *, trust: bool | None = None, mmap: bool 
         got = "an AQR debug dump" if loaded.kind == "debug_dump" else "a checkpoint"
         raise LoadError(path, f"expected {want}, but the file is {got}")
     validate_loaded(loaded)
-    loaded.load_seconds = time.perf_counter() - t0
     return loaded
 
 

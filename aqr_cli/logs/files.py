@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from aqr_cli.errors import UserError
+from aqr_cli.io.errors import LoadError
 
 
 def _natural(p: Path):
@@ -27,7 +27,7 @@ def logs_in_folder(folder: Path) -> list[Path]:
 def expand_logs(paths: Iterable[Path]) -> list[Path]:
     """Files as given; a folder gives its logs; an unmatched quoted glob is expanded here.
 
-    The same file named twice is kept once. Raises :class:`UserError` for a pattern or folder
+    The same file named twice is kept once. Raises :class:`LoadError` for a pattern or folder
     that names no log.
     """
     out: list[Path] = []
@@ -36,12 +36,12 @@ def expand_logs(paths: Iterable[Path]) -> list[Path]:
         if any(ch in s for ch in "*?[") and not p.exists():
             hits = sorted((Path(h) for h in glob.glob(s) if Path(h).is_file()), key=_natural)
             if not hits:
-                raise UserError(f"{s}: no file matches this pattern")
+                raise LoadError(s, "no file matches this pattern")
             out.extend(hits)
         elif p.is_dir():
             hits = logs_in_folder(p)
             if not hits:
-                raise UserError(f"{p}: folder holds no *.log or *.log.json file")
+                raise LoadError(p, "folder holds no *.log or *.log.json file")
             out.extend(hits)
         else:
             out.append(p)

@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
-from aqr_cli.errors import UserError
+from aqr_cli.io.errors import LoadError
 from aqr_cli.logs.debug_prints import feed_debug
 from aqr_cli.logs.fields import as_int, json_numbers, record_fields, strip_prefix
 from aqr_cli.logs.records import (
@@ -69,8 +69,13 @@ _ENV_KEYS = {
 }
 
 
-class LogFormatError(UserError):
-    """The file is not a training log this parser reads (binary, checkpoint, empty, no records)."""
+class LogFormatError(LoadError):
+    """The file is not a training log this parser reads (binary, checkpoint, empty, no records).
+
+    ``message`` is the whole line, starting with the file name."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(None, message, hint=hint)
 
 
 def sniff(path: Path) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from aqr_cli.views.outputs import Outputs
+from aqr_cli.views.terminal import Report
 
 FILES = {
     "histograms": "feature_histograms.png",
@@ -149,35 +150,35 @@ def _fmt(x, spec=".3f") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def report(sink, docs: list, names: list, out) -> None:
-    """JSON with --json, else feature and attention tables on stdout; notes and quirks on stderr.
-    ``sink``: the command's output sink; ``docs``: the summary documents, ``names`` their
-    subfolders."""
-    if sink.json_mode:
-        sink.json(docs[0] if len(docs) == 1 else docs)
+def report(docs: list, names: list, out) -> Report:
+    """The terminal report: feature and attention tables on stdout, notes and quirks on stderr
+    (the command prints the ``--json`` document). ``docs``: the summary documents, ``names``
+    their subfolders."""
+    rep = Report()
     for d, n in zip(docs, names):
         label = n or d["settings"]["source"]["label"]
         meaning = meaning_pairs(d)
         if meaning:
-            sink.kv(meaning, title=f"read this first: {label}")
-        sink.table(FEATURE_COLUMNS, feature_rows(d), title=f"features: {label}", right=FEATURE_COLUMNS[1:])
+            rep.kv(meaning, title=f"read this first: {label}")
+        rep.table(FEATURE_COLUMNS, feature_rows(d), title=f"features: {label}", right=FEATURE_COLUMNS[1:])
         readout = readout_rows(d)
         if readout:
-            sink.table(READOUT_COLUMNS, readout,
-                       title=f"what the decoder reads (cross-attention output vs baseline): {label}",
-                       right=READOUT_COLUMNS[1:])
+            rep.table(READOUT_COLUMNS, readout,
+                      title=f"what the decoder reads (cross-attention output vs baseline): {label}",
+                      right=READOUT_COLUMNS[1:])
         at = d["attention"]
         if at.get("baseline"):
-            sink.table(ATTENTION_COLUMNS, attention_rows(at),
-                       title=f"attention (mean over queries): {label}", right=ATTENTION_COLUMNS[1:])
+            rep.table(ATTENTION_COLUMNS, attention_rows(at),
+                      title=f"attention (mean over queries): {label}", right=ATTENTION_COLUMNS[1:])
         else:
-            sink.note(f"attention skipped: {at['settings'].get('reason')}", source=n or None)
+            rep.note(f"attention skipped: {at['settings'].get('reason')}", source=n or None)
         for note in d["settings"]["source"]["notes"]:
-            sink.note(note, source=n or None)
+            rep.note(note, source=n or None)
         aw = d["settings"]["attention_weights"]
-        sink.note(f"attention projections: {aw.get('note') or aw.get('source')}", source=n or None)
-        sink.quirks(d["quirks"], source=n or None)
-    sink.wrote(sum(len(d["files"]) for d in docs), out)
+        rep.note(f"attention projections: {aw.get('note') or aw.get('source')}", source=n or None)
+        rep.quirks(d["quirks"], source=n or None)
+    rep.wrote(sum(len(d["files"]) for d in docs), out)
+    return rep
 
 
 FEATURE_COLUMNS = ["path / modality", "mean before", "mean after", "relative change", "cosine",

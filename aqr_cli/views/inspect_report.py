@@ -9,11 +9,13 @@ replays it on its console.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aqr_cli.views.outputs import Outputs
 from aqr_cli.views.text import fitted_table, kv_block
+
+if TYPE_CHECKING:  # the analysis imports torch; the command module imports this one for its help
+    from aqr_cli.analysis.inspection.files import FileFailure
 
 PNG_NAME = "inspect_epochs.png"
 JSON_NAME = "inspect.json"
@@ -30,25 +32,23 @@ class Screen:
         self.items.append((objects, kw))
 
 
-class FileFailure:
-    """One file that could not be inspected: the one-line message for stderr."""
-
-    def __init__(self, path: Path, message: str, hint: str | None = None,
-                 reason: str | None = None):
-        self.path, self.message, self.hint = Path(path), message, hint
-        self.reason = " ".join((reason or message).split())
-
-    def line(self) -> str:
-        text = " ".join(self.message.split())
-        return f"aqr: error: {text}" + (f" ({self.hint})" if self.hint else "")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"path": str(self.path), "error": " ".join(self.message.split())}
+def failure_line(f: "FileFailure") -> str:
+    """The ``aqr: error:`` line of a file that could not be inspected."""
+    text = " ".join(f.message.split())
+    return f"aqr: error: {text}" + (f" ({f.hint})" if f.hint else "")
 
 
 def good(results: list) -> list:
     """The results that are reports (not failures)."""
+    from aqr_cli.analysis.inspection.files import FileFailure
+
     return [r for r in results if not isinstance(r, FileFailure)]
+
+
+def failures(results: list) -> list:
+    """The results that are failures, in order."""
+    reports = {id(r) for r in good(results)}
+    return [r for r in results if id(r) not in reports]
 
 
 def clean(doc: Any) -> Any:
@@ -66,6 +66,35 @@ def clean(doc: Any) -> Any:
     if hasattr(doc, "item"):
         return clean(doc.item())
     return str(doc)
+
+
+def _diff(reports: list):
+    from aqr_cli.analysis.config_lint import diff_configs
+
+    return diff_configs([r for r in reports if getattr(r, "config", None) is not None])
+
+
+def inspect_document(results: list, *, keys: bool = False, diff: bool = False) -> Any:
+    """The ``--json`` document: key trees, the config diff, one report or a list of them."""
+    if keys:
+        return keys_document(results)
+    if diff:
+        return clean(_diff(good(results)).to_dict())
+    return clean([r.to_dict() for r in results] if len(results) > 1 else results[0].to_dict())
+
+
+def inspect_screen(results: list, width: int, *, keys: bool = False, diff: bool = False) -> Screen:
+    """The terminal view: key trees, the config diff, one report or the several-files table."""
+    screen = Screen(width)
+    if keys:
+        show_keys(results, screen)
+    elif diff:
+        show_diff(_diff(good(results)), screen)
+    elif len(results) == 1:
+        show_one(results[0], screen)
+    else:
+        show_table(results, screen)
+    return screen
 
 
 def inspect_outputs(results: list) -> tuple[Outputs, str | None]:
@@ -425,7 +454,7 @@ def show_table(results: list, screen: Screen) -> None:
     caption = (f"bias_scale init {inits.pop():g}; " if len(inits) == 1 else "") + TABLE_CAPTION
     rows = [_table_row(r) for r in reports]
     rows += [[r.path.name, "", "", "", "", "", "", "error: " + r.reason]
-             for r in results if isinstance(r, FileFailure)]
+             for r in failures(results)]
     screen.print(fitted_table(TABLE_COLUMNS, rows, width=screen.width, title=f"{len(results)} files",
                               caption=caption, right=["epoch", "iter", "unseen"]))
 
@@ -433,7 +462,7 @@ def show_table(results: list, screen: Screen) -> None:
 def keys_document(results: list) -> Any:
     """The ``--keys --json`` document: each file's key tree (failures as ``{path, error}``)."""
     docs = [{"path": str(p), "tree": tree} for p, tree in good(results)]
-    docs += [f.to_dict() for f in results if isinstance(f, FileFailure)]
+    docs += [f.to_dict() for f in failures(results)]
     return clean(docs[0] if len(results) == 1 else docs)
 
 

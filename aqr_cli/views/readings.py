@@ -3,6 +3,8 @@ objects, bias health) for ``render-weights``: figures by file name and terminal 
 
 from __future__ import annotations
 
+from aqr_cli.views.terminal import Report
+
 FILES = {"classes": "preference_by_class.png", "views": "camera_views.png"}
 SCOPE = ("matching queries of the whole batch; a query belongs to the nearest GT box footprint "
          "within {radius:g} m; bars: 95% bootstrap interval ({n} resamples)")
@@ -46,15 +48,16 @@ def _weight_axis(caption) -> dict:
     return {"xlim": (-1.0, 1.0), "xlabel": "camera weight (tanh)"}
 
 
-def report(sink, doc: dict, label: str | None) -> None:
-    """Terminal view: DN split, preference by class, coverage and bias health of one source."""
+def report(rep: Report, doc: dict, label: str | None) -> None:
+    """Terminal view, added to ``rep``: DN split, preference by class, coverage and bias health
+    of one source."""
     groups = doc["weights"].get("by_query_group") or {}
     if groups.get("dn"):
         rows = [[name, str(g["count"]), f"{g['lidar']['mean']:+.3f}±{g['lidar']['std']:.3f}",
                  f"{g['camera']['mean']:+.3f}±{g['camera']['std']:.3f}",
                  f"{100 * g['preference']['prefer_lidar']:.1f}%"]
                 for name, g in groups.items() if g]
-        sink.table(["queries", "n", "LiDAR mean±std", "camera mean±std", "LiDAR>cam"], rows,
+        rep.table(["queries", "n", "LiDAR mean±std", "camera mean±std", "LiDAR>cam"], rows,
                    title=f"DN vs matching queries{': ' + label if label else ''}",
                    right=["n", "LiDAR mean±std", "camera mean±std", "LiDAR>cam"])
     pref = doc["preference"]
@@ -65,7 +68,7 @@ def report(sink, doc: dict, label: str | None) -> None:
             rows.append([name, str(d["count"]), f"{d['lidar_mean']:+.3f}", f"{d['camera_mean']:+.3f}",
                          f"{100 * d['prefer_lidar']:.1f}%",
                          f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}%" if ci else "-"])
-        sink.table(["class", "n", "LiDAR mean", "camera mean", "LiDAR>cam", "95% CI"], rows,
+        rep.table(["class", "n", "LiDAR mean", "camera mean", "LiDAR>cam", "95% CI"], rows,
                    title=f"Preference by class (matching queries, whole batch)"
                          f"{': ' + label if label else ''}",
                    right=["n", "LiDAR mean", "camera mean", "LiDAR>cam", "95% CI"])
@@ -74,12 +77,12 @@ def report(sink, doc: dict, label: str | None) -> None:
         parts = [f"BEV {_cov(cov['bev'])}"]
         if cov.get("camera"):
             parts.append(f"cameras {_cov(cov['camera'])}")
-        sink.note("weight mass on GT boxes (whole batch): " + "; ".join(parts), source=label)
+        rep.note("weight mass on GT boxes (whole batch): " + "; ".join(parts), source=label)
     for f in doc["bias"].get("health") or []:
         if f["severity"] == "warning":
-            sink.warn(f"{f['message']} (normal: {f['detail']['band']})", id=f["id"], source=label)
+            rep.warn(f"{f['message']} (normal: {f['detail']['band']})", id=f["id"], source=label)
         else:
-            sink.note(f"{f['id']}: {f['message']}", source=label)
+            rep.note(f"{f['id']}: {f['message']}", source=label)
 
 
 def _view_coverage(doc: dict) -> dict | None:

@@ -15,6 +15,7 @@ from dataclasses import asdict
 
 from aqr_cli.views import readings
 from aqr_cli.views.outputs import Arrays, Outputs
+from aqr_cli.views.terminal import Report
 
 # Output files of one source (documented in the README).
 FILES = {
@@ -212,22 +213,22 @@ def _summary_row(d: dict, name: str) -> list[str]:
             f"{iw['mean']:+.3f}±{iw['std']:.3f}", f"{d['bias']['scale_effective']:.3f}"]
 
 
-def report(sink, docs: list, names: list, out, n_files: int) -> None:
-    """JSON on stdout with --json; else a table on stdout; notes and quirks on stderr.
-    ``sink``: the command's output sink; ``n_files``: the files written under ``out``."""
-    if sink.json_mode:
-        sink.json(docs[0] if len(docs) == 1 else docs)
-    sink.table(SUMMARY_COLUMNS, [_summary_row(d, n) for d, n in zip(docs, names)],
-               title=f"aqr render-weights -> {out}", right=SUMMARY_COLUMNS[1:], caption=SUMMARY_CAPTION)
+def report(docs: list, names: list, out, n_files: int) -> Report:
+    """The terminal report: a table on stdout; notes and quirks on stderr (the command prints
+    the ``--json`` document). ``n_files``: the files written under ``out``."""
+    rep = Report()
+    rep.table(SUMMARY_COLUMNS, [_summary_row(d, n) for d, n in zip(docs, names)],
+              title=f"aqr render-weights -> {out}", right=SUMMARY_COLUMNS[1:], caption=SUMMARY_CAPTION)
     for d, n in zip(docs, names):
         label = n or None
         for note in d["source"]["notes"]:
-            sink.note(note, source=label)
-        sink.quirks(d["quirks"], source=label)
-        readings.report(sink, d, label)
+            rep.note(note, source=label)
+        rep.quirks(d["quirks"], source=label)
+        readings.report(rep, d, label)
         fid = d.get("fidelity")
         if fid:
-            sink.note(f"re-render vs dump: BEV max |diff| {fid['bev_max_abs_diff']:.2e}"
-                      + (f", camera {fid['camera_max_abs_diff']:.2e}" if fid["camera_max_abs_diff"] is not None
-                         else ", camera not re-rendered (no --checkpoint)"), source=label)
-    sink.wrote(n_files, out)
+            rep.note(f"re-render vs dump: BEV max |diff| {fid['bev_max_abs_diff']:.2e}"
+                     + (f", camera {fid['camera_max_abs_diff']:.2e}" if fid["camera_max_abs_diff"] is not None
+                        else ", camera not re-rendered (no --checkpoint)"), source=label)
+    rep.wrote(n_files, out)
+    return rep

@@ -14,7 +14,6 @@ time of ``scaled_dot_product_attention`` doing the same chunks with a dense mask
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -155,7 +154,6 @@ def compute_attention(query: torch.Tensor, keys: torch.Tensor, weights: CrossAtt
     concatenated, before ``out_proj``) is compared with the reference path's in
     :attr:`AttentionResult.readout`.
     """
-    t0 = time.perf_counter()
     paths = list(paths or [AttentionPath("baseline")])
     paths = [AttentionPath(p.name, p.keys, as_window_bias(p.bias), p.values) for p in paths]
     _check_inputs(query, keys, weights, num_bev, paths)
@@ -173,8 +171,7 @@ def compute_attention(query: torch.Tensor, keys: torch.Tensor, weights: CrossAtt
         per_query={p.name: run.stats[p.name] for p in paths}, rows=run.rows, row_queries=keep_rows,
         reference=reference, num_keys=f, num_bev=num_bev, num_queries=q, batch_size=b,
         top_k=top_k, chunk_size=n_chunk, weights=weights.describe(), projection=projection,
-        readout=readout_change(run.readouts, reference) if run.readouts else {},
-        seconds=time.perf_counter() - t0)
+        readout=readout_change(run.readouts, reference) if run.readouts else {})
 
 
 def _key_groups(paths: list[AttentionPath], keys: torch.Tensor, reference: str):

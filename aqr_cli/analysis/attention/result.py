@@ -44,7 +44,6 @@ class AttentionResult:
     weights: dict = field(default_factory=dict)
     projection: dict | None = None
     readout: dict = field(default_factory=dict)
-    seconds: float = 0.0
 
     @classmethod
     def skipped(cls, reason: str, projection: dict | None = None, weights: dict | None = None):

@@ -21,14 +21,14 @@ MAX_COMPLEXITY = 20
 
 # A layer may import the layers listed for it (and itself); anything else is an upward import.
 LAYERS = {
-    "core": {"core", "errors"},
-    "io": {"io", "core", "errors"},
-    "inputs": {"inputs", "io", "core", "errors"},
-    "analysis": {"analysis", "inputs", "io", "core", "errors"},
-    "logs": {"logs", "analysis", "inputs", "io", "core", "errors"},
-    "plots": {"plots", "analysis", "logs", "io", "core", "errors"},
-    "views": {"views", "plots", "analysis", "logs", "inputs", "io", "core", "errors"},
-    "cli": {"cli", "views", "plots", "analysis", "logs", "inputs", "io", "core", "errors"},
+    "core": {"core"},
+    "io": {"io", "core"},
+    "inputs": {"inputs", "io", "core"},
+    "analysis": {"analysis", "inputs", "io", "core"},
+    "logs": {"logs", "analysis", "inputs", "io", "core"},
+    "plots": {"plots", "analysis", "logs", "io", "core"},
+    "views": {"views", "plots", "analysis", "logs", "inputs", "io", "core"},
+    "cli": {"cli", "views", "plots", "analysis", "logs", "inputs", "io", "core"},
 }
 
 

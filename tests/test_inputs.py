@@ -66,7 +66,9 @@ def test_inspect_opens_each_file_once(loads):
 def test_compare_opens_the_checkpoint_once(loads, tmp_path):
     """compare-modes renders the dump with the checkpoint and inspects the same checkpoint for
     the run's semantics (Q15-Q17): one load of each file."""
-    res = _invoke("compare-modes", DUMP, "--checkpoint", CHECKPOINT, "--json", "-o", tmp_path / "c")
+    # the attention measurement and the sweep are skipped: they read no file
+    res = _invoke("compare-modes", DUMP, "--checkpoint", CHECKPOINT, "--width", "skip", "--scales", "",
+                  "--json", "-o", tmp_path / "c")
     assert res.exit_code == 0, res.stderr
     assert loads == Counter({os.path.realpath(DUMP): 1, os.path.realpath(CHECKPOINT): 1})
 

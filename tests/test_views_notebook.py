@@ -13,7 +13,7 @@ from aqr_cli.inputs.settings import Overrides
 from aqr_cli.cli.app import app
 from aqr_cli.views.outputs import write_outputs
 
-from conftest import CHECKPOINT, DUMP_TRAIN
+from conftest import CHECKPOINT, DUMP, DUMP_TRAIN
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -49,15 +49,19 @@ def test_render_two_calls_write_the_command_bytes(tmp_path):
             assert mine[name] == cli[name], name
 
 
-def test_compare_two_calls_write_the_command_bytes(tmp_path):
+def test_compare_two_calls_write_the_command_bytes(tmp_path, compare_dump_run):
+    """Against the session's ``compare-modes DUMP --checkpoint CHECKPOINT --scales ''`` run."""
     from aqr_cli.analysis.compare import CompareOptions, compare_source
     from aqr_cli.views.compare import compare_outputs
 
-    src, quirks = _dump_source()
-    outputs = compare_outputs(compare_source(src, CompareOptions(checkpoint=str(CHECKPOINT)), quirks))
-    write_outputs(outputs, tmp_path / "notebook")
+    res, cli_out = compare_dump_run
+    assert res.exit_code == 0, res.stderr
+    with collect_quirks() as quirks:
+        src = from_dump(str(DUMP), Overrides(), checkpoint=str(CHECKPOINT))
+    options = CompareOptions(checkpoint=str(CHECKPOINT), scales=())
+    write_outputs(compare_outputs(compare_source(src, options, quirks)), tmp_path / "notebook")
     mine = _files(tmp_path / "notebook")
-    cli = _files(_cli(tmp_path, "compare-modes", DUMP_TRAIN, "--checkpoint", CHECKPOINT))
+    cli = _files(cli_out)
     assert sorted(mine) == sorted(cli) and "summary.json" in mine and "summary.png" in mine
     for name in cli:
         assert mine[name] == cli[name], name

@@ -17,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Polygon
+from matplotlib.ticker import MaxNLocator
 
 from aqr_cli.core.configs import CAMERA_GRID, CAMERA_NAMES
 
@@ -98,6 +99,23 @@ def camera_axes(fig: Figure, grid=None, camera_names: Sequence[str] = CAMERA_NAM
             if name in names:
                 axes[names.index(name)] = fig.add_subplot(spec[r, c])
     return axes
+
+
+def outer_labels(axes: Iterable[Axes], xlabel: str = "", ylabel: str = "", nbins: int = 3,
+                 fontsize: float | None = None) -> None:
+    """Label a grid of image panels that share their cell scale on its outer panels only:
+    x label and tick labels on the bottom row, y label and tick labels on the left column, at
+    most ``nbins`` integer ticks per axis. Every tick label is a text layout at save time
+    (thousands of them made the camera grids the slowest part of a report); inner panels
+    keep their tick marks, so cells still read across the row."""
+    for ax in axes:
+        spec = ax.get_subplotspec()
+        bottom, left = spec.is_last_row(), spec.is_first_col()
+        ax.xaxis.set_major_locator(MaxNLocator(nbins, integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(nbins, integer=True))
+        ax.tick_params(labelbottom=bottom, labelleft=left)
+        ax.set_xlabel(xlabel if bottom else "", fontsize=fontsize)
+        ax.set_ylabel(ylabel if left else "", fontsize=fontsize)
 
 
 def camera_label(name: str) -> str:

@@ -17,8 +17,8 @@ from matplotlib.patches import Patch
 
 from aqr_cli.core.configs import CAMERA_NAMES
 from aqr_cli.plots.style import (
-    SIGNED_CMAP, bev_extent, camera_axes, camera_label, caption_title, draw_boxes_bev, new_figure,
-    outer_labels, signed_norm, styled,
+    SIGNED_CMAP, bev_extent, camera_axes, camera_label, camera_mosaic, caption_title, draw_boxes_bev,
+    new_figure, outer_labels, signed_norm, styled,
 )
 
 PATH_COLORS = {"baseline": "0.35", "multiplicative": "tab:orange", "additive": "tab:blue"}
@@ -196,19 +196,19 @@ def _mark_bev(ax, is_diff: bool, *, query_xy, query_cell, boxes, box_labels) -> 
         ax.plot([query_xy[0]], [query_xy[1]], marker="x", color="lime", ms=9, mew=2)
 
 
-def _camera_row(cams: dict, pers, camera_names, norm, is_diff: bool, query_cell) -> None:
-    """The six camera panels of one attention row (a path, or a path minus the reference)."""
-    for v, cax in cams.items():
-        if is_diff:
-            cax.imshow(pers[v], cmap=SIGNED_CMAP, norm=norm, interpolation="nearest")
-            _cam_axis(cax, camera_names[v], f" ({100 * float(pers[v].sum()):+.2f} pts)")
-        else:
-            cax.imshow(np.clip(pers[v], norm.vmin, None), cmap="magma", norm=norm,
-                       interpolation="nearest")
-            _cam_axis(cax, camera_names[v], f" ({100 * float(pers[v].sum()):.1f}% of attention)")
-        if query_cell is not None and int(query_cell[0]) == v:
-            cax.plot([query_cell[2]], [query_cell[1]], marker="x", color="lime", ms=8, mew=2)
-    _cam_labels(cams)
+def _camera_row(ax, pers, camera_names, norm, is_diff: bool, query_cell) -> None:
+    """The six camera tiles of one attention row (a path, or a path minus the reference)."""
+    if is_diff:
+        titles = [f"{camera_label(n)} ({100 * float(p.sum()):+.2f} pts)" for n, p in zip(camera_names, pers)]
+        origins = camera_mosaic(ax, pers, titles, cmap=SIGNED_CMAP, norm=norm, camera_names=camera_names)
+    else:
+        titles = [f"{camera_label(n)} ({100 * float(p.sum()):.1f}% of attention)"
+                  for n, p in zip(camera_names, pers)]
+        origins = camera_mosaic(ax, np.clip(pers, norm.vmin, None), titles, cmap="magma", norm=norm,
+                                camera_names=camera_names)
+    if query_cell is not None and int(query_cell[0]) in origins:
+        x0, y0 = origins[int(query_cell[0])]
+        ax.plot([x0 + query_cell[2]], [y0 + query_cell[1]], marker="x", color="lime", ms=8, mew=2)
 
 
 @styled
@@ -260,8 +260,8 @@ def attention_heatmap_figure(rows: Mapping[str, np.ndarray], bev_shape, pers_sha
             head = path + _path_stats(path, (stats or {}).get(path), reference)
         _bev_axis(ax, pc_range, head)
         _mark_bev(ax, is_diff, **marks_at)
-        cams = camera_axes(fig, outer[i, 1], camera_names=camera_names, wspace=0.25, hspace=0.55)
-        _camera_row(cams, pers, camera_names, dnorm if is_diff else norm, is_diff, query_cell)
+        _camera_row(fig.add_subplot(outer[i, 1]), pers, camera_names, dnorm if is_diff else norm,
+                    is_diff, query_cell)
     n_p = len(paths)
     fig.colorbar(im, cax=fig.add_subplot(outer[:n_p, 2]), label=ATTN_LABEL)
     if im_d is not None:

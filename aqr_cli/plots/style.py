@@ -17,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Polygon
+from matplotlib.ticker import MaxNLocator
 
 from aqr_cli.core.configs import CAMERA_GRID, CAMERA_NAMES
 
@@ -31,6 +32,9 @@ RC = {
     "axes.titlesize": 10,
     "axes.labelsize": 9,
     "figure.titlesize": 12,
+    # titles at the axes' top edge plus the pad: no panel draws ticks or labels above itself, so
+    # matplotlib's search for them (a text layout per tick label per axes) finds nothing
+    "axes.titley": 1.0,
     "svg.hashsalt": "aqr",
 }
 
@@ -98,6 +102,66 @@ def camera_axes(fig: Figure, grid=None, camera_names: Sequence[str] = CAMERA_NAM
             if name in names:
                 axes[names.index(name)] = fig.add_subplot(spec[r, c])
     return axes
+
+
+def outer_labels(axes: Iterable[Axes], xlabel: str = "", ylabel: str = "", nbins: int = 3,
+                 fontsize: float | None = None) -> None:
+    """Label a grid of image panels that share their cell scale on its outer panels only:
+    x label and tick labels on the bottom row, y label and tick labels on the left column, at
+    most ``nbins`` integer ticks per axis. Every tick label is a text layout at save time
+    (thousands of them made the camera grids the slowest part of a report); inner panels
+    keep their tick marks, so cells still read across the row."""
+    for ax in axes:
+        spec = ax.get_subplotspec()
+        bottom, left = spec.is_last_row(), spec.is_first_col()
+        ax.xaxis.set_major_locator(MaxNLocator(nbins, integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(nbins, integer=True))
+        ax.tick_params(labelbottom=bottom, labelleft=left)
+        ax.set_xlabel(xlabel if bottom else "", fontsize=fontsize)
+        ax.set_ylabel(ylabel if left else "", fontsize=fontsize)
+
+
+def camera_mosaic(ax: Axes, pers: np.ndarray, titles: Sequence[str], *, cmap, norm,
+                  camera_names: Sequence[str] = CAMERA_NAMES, gap: tuple[float, float] = (0.25, 0.55),
+                  title_size: float = 8, label_size: float = 7) -> dict[int, tuple[float, float]]:
+    """The six views ``pers [V, h, w]`` as tiles of ONE axes, laid out as [[FL, F, FR], [BL, B,
+    BR]] with gaps of ``gap`` = (x, y) tile sizes (the spacing of a 2x3 grid of axes), each tile
+    framed and titled (``titles[v]``), cell ticks under the bottom row and left of the left
+    column. One axes instead of six: axes are the costliest artists to build and draw.
+
+    Returns the data origin (x0, y0) of each view's tile: cell (row i, column j) of view v is
+    at ``(x0 + j, y0 + i)``."""
+    from matplotlib.patches import Rectangle
+
+    _, h, w = pers.shape
+    gx, gy = gap[0] * w, gap[1] * h
+    names = list(camera_names)
+    origins: dict[int, tuple[float, float]] = {}
+    for r, row in enumerate(CAMERA_GRID):
+        for c, name in enumerate(row):
+            if name not in names:
+                continue
+            v = names.index(name)
+            x0, y0 = c * (w + gx), r * (h + gy)
+            origins[v] = (x0, y0)
+            ax.imshow(pers[v], cmap=cmap, norm=norm, interpolation="nearest",
+                      extent=(x0 - 0.5, x0 + w - 0.5, y0 + h - 0.5, y0 - 0.5))
+            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), w, h, fill=False, lw=0.8, ec="black", clip_on=False))
+            ax.annotate(titles[v], (x0 + w / 2 - 0.5, y0 - 0.5), xytext=(0, 3),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=title_size)
+    ax.set_xlim(-0.5, 3 * w + 2 * gx - 0.5)
+    ax.set_ylim(2 * h + gy - 0.5, -0.5)
+    ax.set_aspect("equal")
+    ax.set_frame_on(False)
+    steps = MaxNLocator(3, integer=True)
+    xs = [float(t) for t in steps.tick_values(0, w - 1) if 0 <= t <= w - 1]
+    ys = [float(t) for t in steps.tick_values(0, h - 1) if 0 <= t <= h - 1]
+    ax.set_xticks([c * (w + gx) + t for c in range(3) for t in xs], [f"{t:g}" for _ in range(3) for t in xs])
+    ax.set_yticks([r * (h + gy) + t for r in range(2) for t in ys], [f"{t:g}" for _ in range(2) for t in ys])
+    ax.tick_params(labelsize=label_size - 1)
+    ax.set_xlabel("w (cells)", fontsize=label_size)
+    ax.set_ylabel("h (cells)", fontsize=label_size)
+    return origins
 
 
 def camera_label(name: str) -> str:

@@ -16,7 +16,8 @@ from aqr_cli.core.geometry import bev_cell_centres
 from aqr_cli.analysis.stats import map_condition
 from aqr_cli.plots.style import (
     SIGNED_CMAP, bev_extent, camera_axes, camera_label, caption_title, draw_boxes_bev,
-    draw_boxes_camera, new_figure, signed_norm, styled, symmetric_limit, unsigned_norm, weight_scale,
+    draw_boxes_camera, new_figure, outer_labels, signed_norm, styled, symmetric_limit, unsigned_norm,
+    weight_scale,
 )
 
 
@@ -151,8 +152,7 @@ def camera_weight_figure(pers_map: np.ndarray, camera_weights: np.ndarray, pts_p
         else:
             count = "queries unknown"
         ax.set_title(f"{name}  ({count}, max {pers_map[v].max():.2f})")
-        ax.set_xlabel("feature column w (cells)")
-        ax.set_ylabel("row h (cells)")
+    outer_labels(axes.values(), "feature column w (cells)", "row h (cells)")
     if rig is not None:  # cyan reads on the dark end of the map's colour scale
         draw_boxes_camera(axes, boxes, rig.lidar2img, rig.img_shape, pers_map.shape[-2:],
                           color="#00e5ff")
@@ -205,8 +205,7 @@ def bias_heatmap_figure(bev: np.ndarray, pers: np.ndarray, pc_range, scale: floa
     for v, ax in axes.items():
         ax.imshow(pers[v], cmap=SIGNED_CMAP, norm=norm, interpolation="nearest")
         ax.set_title(camera_label(camera_names[v]))
-        ax.set_xlabel("w (cells)")
-        ax.set_ylabel("h (cells)")
+    outer_labels(axes.values(), "w (cells)", "h (cells)")
     if rig is not None:
         draw_boxes_camera(axes, boxes, rig.lidar2img, rig.img_shape, pers.shape[-2:])
     cax = fig.add_axes((0.045, 0.15, 0.01, top - 0.25))

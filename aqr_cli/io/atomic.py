@@ -183,13 +183,37 @@ def _fork_saver(share: list) -> tuple[int, int]:
 
 
 def _reap(pid: int, read_fd: int) -> str | None:
-    """Wait for a saver child; its error message, or None if it succeeded."""
-    with os.fdopen(read_fd, "rb") as f:
-        message = f.read().decode(errors="replace")
+    """Wait for a saver child; its error message, or None if it succeeded. The pipe is closed
+    only once the child is reaped, so an interrupted wait leaves both to :func:`_stop`."""
+    chunks = []
+    while chunk := os.read(read_fd, 65536):
+        chunks.append(chunk)
     _, status = os.waitpid(pid, 0)
+    os.close(read_fd)
     if os.waitstatus_to_exitcode(status) != 0:
-        return message or f"figure worker exited with status {status}"
+        return b"".join(chunks).decode(errors="replace") or f"figure worker exited with status {status}"
     return None
+
+
+def _stop(children: list) -> None:
+    """Kill and reap saver children whose output is no longer wanted (the run is failing or was
+    interrupted): none may go on writing into a staging folder that is being removed."""
+    import signal
+
+    for pid, read_fd in children:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+        try:
+            os.close(read_fd)
+        except OSError:  # closed by a reap that was interrupted after it
+            pass
+    children.clear()
 
 
 class FigureSaver:
@@ -229,7 +253,8 @@ class FigureSaver:
                 gc.unfreeze()
 
     def _wait_one(self) -> None:
-        message = _reap(*self._children.pop(0))
+        message = _reap(*self._children[0])
+        self._children.pop(0)  # only once reaped: an interrupted wait leaves it to _stop
         if message:
             self._failures.append(message)
 
@@ -248,8 +273,7 @@ class FigureSaver:
         if exc_type is None:
             self.close()
             return
-        while self._children:  # failing anyway: reap the children, keep the first error
-            self._wait_one()
+        _stop(self._children)  # failing anyway (or interrupted): their figures are not wanted
         self._failures = []
 
 
@@ -274,15 +298,18 @@ def atomic_save_figures(items: list, workers: int | None = None) -> list[Path]:
         children = [_fork_saver(share) for share in shares[1:]]
     finally:
         gc.unfreeze()
-    error = None
     try:
         for fig, path in shares[0]:
             atomic_save_figure(fig, path)
-    except BaseException as e:  # noqa: BLE001 - re-raised once the children are reaped
-        error = e
-    failures = [m for m in (_reap(pid, fd) for pid, fd in children) if m]
-    if error is not None:
-        raise error
+        failures = []
+        while children:
+            message = _reap(*children[0])
+            children.pop(0)
+            if message:
+                failures.append(message)
+    except BaseException:  # a failure or Ctrl-C: no child may outlive this call
+        _stop(children)
+        raise
     if failures:
         raise RuntimeError("saving figures failed: " + "; ".join(failures))
     return [Path(path) for _, path in items]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Union
 
@@ -53,9 +54,10 @@ class OpenedCheckpoint:
     def state_dict(self) -> dict[str, Any]:
         return self.file.state_dict
 
-    @property
+    @cached_property
     def head(self) -> dict[str, Any]:
-        """The ``pts_bbox_head.*`` tensors without the prefix (the whole state dict if none)."""
+        """The ``pts_bbox_head.*`` tensors without the prefix (the whole state dict if none);
+        built once, however many dumps of a batch the checkpoint serves."""
         sd = self.file.state_dict
         return {k[len(HEAD):]: v for k, v in sd.items() if k.startswith(HEAD)} or dict(sd)
 
@@ -154,10 +156,6 @@ class Opener:
         if key not in self._files:
             self._files[key] = load_file(path)
         return self._files[key]
-
-    def kind(self, path: str | os.PathLike) -> str:
-        """'checkpoint' or 'debug_dump'."""
-        return self.file(path).kind
 
     def checkpoint(self, path: str | os.PathLike) -> OpenedCheckpoint:
         """:func:`open_checkpoint` of ``path``, once per run."""

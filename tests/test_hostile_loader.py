@@ -123,6 +123,7 @@ def test_file_is_loaded_once_per_command(monkeypatch):
     a run folder's checkpoint among the sources): each file is unpickled once."""
     import aqr_cli.io.safe_load as safe_load
     from aqr_cli.cli import _options, _sources
+    from aqr_cli.cli.output import Sink
     from conftest import DUMP
 
     calls = []
@@ -135,14 +136,16 @@ def test_file_is_loaded_once_per_command(monkeypatch):
     monkeypatch.setattr(safe_load, "_torch_load", counting)
     flags = _options.SourceFlags(out=None, checkpoint=CHECKPOINT, synthetic=True, quiet=True)
     with torch.no_grad():
-        loaded = _sources.load_sources([DUMP, CHECKPOINT], flags, lambda: None)
+        loaded = _sources.load_sources([DUMP, CHECKPOINT], flags, Sink(quiet=True),
+                                       lambda: None)
     assert [src.kind for src, _ in loaded] == ["synthetic", "dump"]
     assert all(src.checkpoint_file is not None for src, _ in loaded)
     assert sorted(calls) == sorted([CHECKPOINT.name, DUMP.name])
     calls.clear()
     flags = dataclasses.replace(flags, checkpoint=None, synthetic=False)
     with torch.no_grad():
-        loaded = _sources.load_sources([DUMP, CHECKPOINT], flags, lambda: None)
+        loaded = _sources.load_sources([DUMP, CHECKPOINT], flags, Sink(quiet=True),
+                                       lambda: None)
     assert [src.kind for src, _ in loaded] == ["dump"]  # the run folder's checkpoint applies to it
     assert sorted(calls) == sorted([CHECKPOINT.name, DUMP.name])
 
@@ -192,3 +195,19 @@ def test_meta_tensor_is_refused(tmp_path):
     torch.save(obj, p)
     with pytest.raises(LoadError, match="meta tensor of shape \\[900, 3\\]"):
         load_file(p)
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_render_trust_flag_warns_through_the_sink(tmp_path, quiet):
+    """render-weights says once, before loading, that --trust-checkpoint does nothing, like
+    inspect-checkpoint; --quiet silences it like every warning."""
+    bad = tmp_path / "notes.pth"
+    bad.write_text("not a checkpoint")
+    res = CliRunner().invoke(app, ["render-weights", str(bad), "--trust-checkpoint",
+                                   "-o", str(tmp_path / "o"), *(["-q"] if quiet else [])])
+    assert res.exit_code == 1
+    lines = res.stderr.splitlines()
+    warning = ["aqr: warning: --trust-checkpoint is deprecated and has no effect; "
+               "no file ever runs code"]
+    assert lines[:-1] == ([] if quiet else warning)
+    assert lines[-1].startswith(f"aqr: error: {bad}")

@@ -76,9 +76,10 @@ def test_compare_opens_the_checkpoint_once(loads, tmp_path):
 def test_render_sources_open_each_file_once(loads):
     """A checkpoint given as a source and as --checkpoint is read once for the whole run."""
     from aqr_cli.cli import _options, _sources
+    from aqr_cli.cli.output import Sink
 
     flags = _options.SourceFlags(out=Path("unused"), checkpoint=CHECKPOINT, synthetic=True)
-    out = _sources.load_sources([DUMP, CHECKPOINT], flags, lambda: None)
+    out = _sources.load_sources([DUMP, CHECKPOINT], flags, Sink(quiet=True), lambda: None)
     assert len(out) == 2  # the synthetic scene and the dump; the checkpoint applies to the dump
     assert loads == Counter({os.path.realpath(DUMP): 1, os.path.realpath(CHECKPOINT): 1})
     assert out[0][0].checkpoint_file is out[1][0].checkpoint_file

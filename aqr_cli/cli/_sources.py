@@ -49,22 +49,21 @@ def _natural_key(p: Path):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
 
 
-def load_sources(paths: list[Path], flags: SourceFlags, progress) -> list:
-    """One WeightSource per input (with its quirks), in input order.
+def load_sources(paths: list[Path], flags: SourceFlags, sink, progress) -> list:
+    """One WeightSource per input (with its quirks), in input order; ``sink`` takes the warning
+    of a deprecated flag.
 
     Dumps and checkpoints given together (a run folder) are one run, not independent sources:
     see :func:`group_run_files`. Every file is opened once per command (an
     :class:`aqr_cli.inputs.opened.Opener`): a checkpoint is opened at most once however many
     dumps use it, and not again when it is also a source.
     """
-    import sys
-
     from aqr_cli.analysis import sources
     from aqr_cli.analysis.quirks import collect_quirks
     from aqr_cli.inputs.opened import Opener
 
-    if flags.trust and not flags.quiet:
-        sys.stderr.write(f"aqr: warning: {TRUST_DEPRECATED}\n")
+    if flags.trust:
+        sink.warn(TRUST_DEPRECATED)
     ov = overrides(flags)
     ck = str(flags.checkpoint) if flags.checkpoint else None
     rig = str(flags.rig) if flags.rig else None

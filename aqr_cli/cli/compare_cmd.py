@@ -81,7 +81,7 @@ def _run(paths: list, flags: _options.SourceFlags, scales: tuple, width: str) ->
     # not set_grad_enabled(False): that would leak into the caller
     with torch.no_grad(), sink.progress(n_total * 2, "comparing") as advance, \
             output_dir(flags.out, command="compare-modes") as stage:
-        loaded = _sources.load_sources(files, flags, advance)
+        loaded = _sources.load_sources(files, flags, sink, advance)
         _sources.report_unused_flags(sink, [s for s, _ in loaded], flags)
         names = _sources.subfolder_names([s for s, _ in loaded]) if len(loaded) > 1 else [""]
         for (src, quirks), sub in zip(loaded, names):

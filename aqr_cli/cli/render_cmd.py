@@ -77,7 +77,7 @@ def _run(paths: list, flags: _options.SourceFlags, save_arrays: bool) -> None:
     # not set_grad_enabled(False): that would leak into the caller
     with torch.no_grad(), sink.progress(n_total * 2, "rendering") as advance, \
             output_dir(flags.out, command="render-weights") as stage:
-        loaded = _sources.load_sources(files, flags, advance)
+        loaded = _sources.load_sources(files, flags, sink, advance)
         _sources.report_unused_flags(sink, [src for src, _ in loaded], flags)
         names = _sources.subfolder_names([src for src, _ in loaded]) if len(loaded) > 1 else [""]
         with FigureSaver() if len(loaded) > 1 else nullcontext() as saver:

@@ -8,6 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Each xdist worker already has a core of its own: one torch thread and no figure-saving
+    # processes per worker (two workers each using two threads and forking two savers on two
+    # cores made the suite 1.6x slower). The worker code is tested with explicit counts
+    # (test_atomic.py) and through a command (test_render_cmd.py::test_same_input_same_bytes).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("AQR_FIGURE_WORKERS", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get("AQR_FIXTURES", ROOT.parent / "shared" / "fixtures"))
 GOLDEN = FIXTURES / "golden_800x320.npz"

@@ -109,7 +109,10 @@ def test_arrays_npz(synthetic_out):
         assert hb.min() < 0 < hb.max() and np.abs(hb).max() <= 2.5 + 1e-6
 
 
-def test_same_input_same_bytes(synthetic_out, tmp_path):
+def test_same_input_same_bytes(synthetic_out, tmp_path, monkeypatch):
+    """Again, with the figures saved by two forked workers (the suite's own runs use one, see
+    conftest.py): the same bytes."""
+    monkeypatch.setenv("AQR_FIGURE_WORKERS", "2")
     out2 = tmp_path / "again"
     res = invoke("render-weights", "--synthetic", "--weights", "scene", "--method", "all",
                  "--save-arrays", "--out", out2)

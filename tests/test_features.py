@@ -11,7 +11,7 @@ import torch
 
 from aqr_cli.analysis.features import (
     apply_multiplicative, bias_coverage, change_stats, compare_features, energy_in_boxes, gain_stats,
-    rasterize_boxes_bev, rasterize_boxes_camera, value_histograms, weight_coverage,
+    quantiles, rasterize_boxes_bev, rasterize_boxes_camera, value_histograms, weight_coverage,
 )
 from aqr_cli.analysis.attention import WindowBias
 from aqr_cli.core.configs import CLASS_NAMES
@@ -211,3 +211,14 @@ def test_bias_coverage_counts_window_mass_in_boxes():
     vals = torch.tensor([[[2.0, -2.0, 5.0]]])
     cov = bias_coverage(WindowBias(idx, vals, torch.ones(1, 1, 3, dtype=torch.bool)), masks)
     assert cov["coverage"] == pytest.approx(0.5) and cov["total_abs_bias"] == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 999, 1000, 2_000_001])
+def test_quantiles_are_torch_quantile_bit_for_bit(n):
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(n, generator=g, dtype=torch.float64) * 7
+    for data in (x, x.round(), torch.zeros(n, dtype=torch.float64)):          # ties too
+        for qs in ((0.001, 0.999), (0.0, 0.5, 1.0), (0.25,)):
+            assert torch.equal(quantiles(data, qs), torch.quantile(data, torch.tensor(qs, dtype=torch.float64)))
+    x[n // 2] = float("nan")
+    assert torch.isnan(quantiles(x, (0.001, 0.999))).all()

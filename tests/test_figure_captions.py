@@ -20,7 +20,8 @@ import aqr_cli.cli.commands  # noqa: F401  (registers the commands)
 from aqr_cli.analysis.caption import describe_run
 from aqr_cli.analysis.stats import preference_shares
 from aqr_cli.cli.app import app
-from aqr_cli.core.configs import reference_config
+from aqr_cli.core.configs import CAMERA_NAMES, reference_config
+from aqr_cli.plots.style import camera_label
 from aqr_cli.plots.weights import (
     bev_weight_figure, bias_heatmap_figure, camera_weight_figure, methods_figure, query_panel_figure,
 )
@@ -111,10 +112,15 @@ def test_camera_figure_keys_markers_and_says_unknown():
     assert "camera maps all zero" in _suptitle(fig) and "Q25" in _suptitle(fig)   # flagged
     bar = next(ax for ax in fig.axes if ax.get_ylabel().startswith("rendered camera"))
     assert bar.get_ylim()[1] == pytest.approx(1.5)          # not a 1e-6 range on an empty map
-    titles = [ax.get_title() for ax in fig.axes]
-    assert any("1 queries" in t for t in titles)
+    (mosaic,) = [ax for ax in fig.axes if ax.texts]          # the six views are tiles of one axes
+    origins = {t.get_text().split()[0]: (t.xy[0] - 2.0, t.xy[1] + 0.5) for t in mosaic.texts}
+    assert len(origins) == 6 and any("1 queries" in t.get_text() for t in mosaic.texts)
+    # each marker sits on its cell (view, h, w) of its view's tile
+    marks = np.asarray(mosaic.collections[-1].get_offsets())
+    want = [np.add(origins[camera_label(CAMERA_NAMES[int(v)])], (w, h)) for v, h, w in pts]
+    np.testing.assert_allclose(marks, want)
     unknown = camera_weight_figure(np.ones((6, 4, 5)), np.array([0.2, 0.5, 0.9]), None)
-    titles = [ax.get_title() for ax in unknown.axes if ax.get_title()]
+    titles = [t.get_text() for ax in unknown.axes for t in ax.texts]
     assert len(titles) == 6 and all("queries unknown" in t for t in titles)
     assert not any(" 0 queries" in t for t in titles)
     assert not any(lab.startswith("markers") for lab in _colorbar_labels(unknown))

@@ -333,8 +333,16 @@ def test_camera_figures_draw_projected_boxes(scene_run):
     pers = np.zeros(src.cfg.pers_shape)
     fig = camera_weight_figure(pers, src.camera_weights[0].numpy(), src.pts_pers[0].numpy(),
                                boxes=src.boxes[0], rig=rig)
-    lines = sum(isinstance(c, LineCollection) for ax in fig.axes for c in ax.collections)
-    assert lines >= 2
+    lines = [c for ax in fig.axes if ax.texts for c in ax.collections if isinstance(c, LineCollection)]
+    assert len(lines) >= 2        # (colour bars hold line collections too: only the camera tiles)
+    # the views are tiles of one axes: each view's edges are clipped to its own tile (an edge
+    # leaving one view must not be drawn over the next)
+    h, w = src.cfg.pers_shape[1:]
+    for c in lines:
+        (x0, y0), (x1, y1) = c.axes.transData.inverted().transform(c.get_clip_box().get_points())
+        assert (abs(x1 - x0), abs(y1 - y0)) == pytest.approx((w, h))    # a tile, not the axes
+        edges = np.concatenate(c.get_segments())
+        assert ((edges[:, 0] > min(x0, x1)) & (edges[:, 0] < max(x0, x1))).any()   # in its tile
     fig = bias_heatmap_figure(np.zeros(src.cfg.bev_shape), pers, src.cfg.pc_range, 2.5,
                               boxes=src.boxes[0], rig=rig)
     assert sum(isinstance(c, LineCollection) for ax in fig.axes for c in ax.collections) >= 2

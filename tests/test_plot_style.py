@@ -60,3 +60,31 @@ def test_a_users_global_style_does_not_reach_the_png_bytes(tmp_path):
         write_outputs(Outputs(files=_figures()), tmp_path / "user")
     for name in ("query_weights.png", "evolution.png"):
         assert (tmp_path / "default" / name).read_bytes() == (tmp_path / "user" / name).read_bytes()
+
+
+def test_camera_slots_place_every_view_once():
+    from aqr_cli.core.configs import CAMERA_NAMES
+    from aqr_cli.plots.style import camera_slots
+
+    std = camera_slots(CAMERA_NAMES)
+    assert {CAMERA_NAMES[v]: rc for v, rc in std.items()} == {
+        "CAM_FRONT_LEFT": (0, 0), "CAM_FRONT": (0, 1), "CAM_FRONT_RIGHT": (0, 2),
+        "CAM_BACK_LEFT": (1, 0), "CAM_BACK": (1, 1), "CAM_BACK_RIGHT": (1, 2)}
+    # a rig with other names (or a dump without metas) keeps all its views, in data order
+    assert camera_slots([f"cam{i}" for i in range(6)]) == {i: divmod(i, 3) for i in range(6)}
+    mixed = camera_slots(["CAM_BACK", "side", *[f"x{i}" for i in range(6)]])
+    assert mixed[0] == (1, 1) and len(set(mixed.values())) == 8 == len(mixed)
+    assert mixed[1] == (0, 0) and max(r for r, _ in mixed.values()) == 2
+
+
+def test_camera_mosaic_draws_views_with_other_names():
+    import numpy as np
+
+    from aqr_cli.plots.style import camera_mosaic, new_figure
+
+    fig = new_figure(6, 3)
+    ax = fig.add_subplot()
+    names = [f"cam{i}" for i in range(6)]
+    origins = camera_mosaic(ax, np.zeros((6, 4, 5)), names, cmap="viridis", norm=None, camera_names=names)
+    assert sorted(origins) == list(range(6)) and len(ax.get_images()) == 6
+    assert [t.get_text() for t in ax.texts] == names

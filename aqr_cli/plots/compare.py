@@ -17,8 +17,8 @@ from matplotlib.patches import Patch
 
 from aqr_cli.core.configs import CAMERA_NAMES
 from aqr_cli.plots.style import (
-    SIGNED_CMAP, bev_extent, camera_axes, camera_label, camera_mosaic, caption_title, draw_boxes_bev,
-    new_figure, outer_labels, signed_norm, styled,
+    SIGNED_CMAP, bev_extent, camera_label, camera_mosaic, caption_title, draw_boxes_bev,
+    new_figure, signed_norm, styled,
 )
 
 PATH_COLORS = {"baseline": "0.35", "multiplicative": "tab:orange", "additive": "tab:blue"}
@@ -51,16 +51,6 @@ def _bev_axis(ax, pc_range, title: str) -> None:
     ax.set_xlim(pc_range[0], pc_range[3])
     ax.set_ylim(pc_range[1], pc_range[4])
     ax.set_aspect("equal")
-
-
-def _cam_axis(ax, name: str, title_extra: str = "") -> None:
-    ax.set_title(camera_label(name) + title_extra, fontsize=8)
-    ax.tick_params(labelsize=6)
-
-
-def _cam_labels(axes: dict) -> None:
-    """Cell axis labels on the outer panels of one 2x3 camera grid."""
-    outer_labels(axes.values(), "w (cells)", "h (cells)", fontsize=7)
 
 
 @styled
@@ -133,11 +123,9 @@ def gain_map_figure(bev_gain: np.ndarray, pers_gain: np.ndarray, pc_range, *,
     _bev_axis(ax_bev, pc_range, f"BEV gain [{bev_gain.shape[0]}x{bev_gain.shape[1]} cells]")
     if boxes is not None and len(boxes):
         draw_boxes_bev(ax_bev, boxes, box_labels, color="black")
-    axes = camera_axes(fig, outer[1], camera_names=camera_names)
-    for v, ax in axes.items():
-        ax.imshow(pers_gain[v], cmap=SIGNED_CMAP, norm=norm, interpolation="nearest")
-        _cam_axis(ax, camera_names[v], f" (max {float(np.max(pers_gain[v])):.2f})")
-    _cam_labels(axes)
+    camera_mosaic(fig.add_subplot(outer[1]), pers_gain,
+                  [f"{camera_label(n)} (max {float(np.max(g)):.2f})" for n, g in zip(camera_names, pers_gain)],
+                  cmap=SIGNED_CMAP, norm=norm, camera_names=camera_names, gap=(0.2, 0.6))
     fig.colorbar(im, cax=fig.add_subplot(outer[2]), label=GAIN_LABEL)
     if gain_stats:
         ax_h = fig.add_subplot(outer[4])

@@ -86,48 +86,45 @@ def symmetric_limit(*arrays: Iterable, floor: float = 1e-6) -> float:
     return max(m, floor)
 
 
+def camera_slots(camera_names: Sequence[str]) -> dict[int, tuple[int, int]]:
+    """View index -> (row, column) in a 3-column grid: the standard names where they sit on the
+    car, [[FL, F, FR], [BL, B, BR]]; any other view (a rig with other names or more views) in
+    the free slots after them, in data order, adding rows as needed."""
+    names = list(camera_names)
+    slots = {names.index(name): (r, c) for r, row in enumerate(CAMERA_GRID)
+             for c, name in enumerate(row) if name in names}
+    taken = set(slots.values())
+    free = (divmod(i, 3) for i in range(3 * (len(names) + 2)))
+    for v in range(len(names)):
+        if v not in slots:
+            slot = next(p for p in free if p not in taken)
+            slots[v] = slot
+            taken.add(slot)
+    return slots
+
+
 def camera_axes(fig: Figure, grid=None, camera_names: Sequence[str] = CAMERA_NAMES,
                 **gridspec_kw) -> dict[int, Axes]:
-    """Axes for the six views laid out as [[FL, F, FR], [BL, B, BR]], keyed by data index.
+    """Axes for the views laid out by :func:`camera_slots`, keyed by data index.
 
-    ``grid`` is an optional subplot spec to nest the 2x3 grid in. Views whose name is not in the
-    standard layout are appended in data order.
+    ``grid`` is an optional subplot spec to nest the grid (two rows for six views) in.
     """
-    spec = (grid.subgridspec(2, 3, **gridspec_kw) if grid is not None
-            else fig.add_gridspec(2, 3, **gridspec_kw))
-    axes: dict[int, Axes] = {}
-    names = list(camera_names)
-    for r, row in enumerate(CAMERA_GRID):
-        for c, name in enumerate(row):
-            if name in names:
-                axes[names.index(name)] = fig.add_subplot(spec[r, c])
-    return axes
-
-
-def outer_labels(axes: Iterable[Axes], xlabel: str = "", ylabel: str = "", nbins: int = 3,
-                 fontsize: float | None = None) -> None:
-    """Label a grid of image panels that share their cell scale on its outer panels only:
-    x label and tick labels on the bottom row, y label and tick labels on the left column, at
-    most ``nbins`` integer ticks per axis. Every tick label is a text layout at save time
-    (thousands of them made the camera grids the slowest part of a report); inner panels
-    keep their tick marks, so cells still read across the row."""
-    for ax in axes:
-        spec = ax.get_subplotspec()
-        bottom, left = spec.is_last_row(), spec.is_first_col()
-        ax.xaxis.set_major_locator(MaxNLocator(nbins, integer=True))
-        ax.yaxis.set_major_locator(MaxNLocator(nbins, integer=True))
-        ax.tick_params(labelbottom=bottom, labelleft=left)
-        ax.set_xlabel(xlabel if bottom else "", fontsize=fontsize)
-        ax.set_ylabel(ylabel if left else "", fontsize=fontsize)
+    slots = camera_slots(camera_names)
+    rows = max((r for r, _ in slots.values()), default=0) + 1
+    spec = (grid.subgridspec(rows, 3, **gridspec_kw) if grid is not None
+            else fig.add_gridspec(rows, 3, **gridspec_kw))
+    return {v: fig.add_subplot(spec[r, c]) for v, (r, c) in sorted(slots.items())}
 
 
 def camera_mosaic(ax: Axes, pers: np.ndarray, titles: Sequence[str], *, cmap, norm,
                   camera_names: Sequence[str] = CAMERA_NAMES, gap: tuple[float, float] = (0.25, 0.55),
-                  title_size: float = 8, label_size: float = 7) -> dict[int, tuple[float, float]]:
-    """The six views ``pers [V, h, w]`` as tiles of ONE axes, laid out as [[FL, F, FR], [BL, B,
-    BR]] with gaps of ``gap`` = (x, y) tile sizes (the spacing of a 2x3 grid of axes), each tile
-    framed and titled (``titles[v]``), cell ticks under the bottom row and left of the left
-    column. One axes instead of six: axes are the costliest artists to build and draw.
+                  title_size: float = 8, label_size: float = 7, xlabel: str = "w (cells)",
+                  ylabel: str = "h (cells)") -> dict[int, tuple[float, float]]:
+    """The views ``pers [V, h, w]`` as tiles of ONE axes, laid out by :func:`camera_slots`
+    ([[FL, F, FR], [BL, B, BR]] for the standard six) with gaps of ``gap`` = (x, y) tile sizes (the spacing of a 2x3 grid of axes), each tile
+    framed and titled (``titles[v]``, font size ``title_size``), cell ticks under the bottom row
+    and left of the left column (tick labels ``label_size - 1``, axis labels ``label_size``).
+    One axes instead of six: axes are the costliest artists to build and draw.
 
     Returns the data origin (x0, y0) of each view's tile: cell (row i, column j) of view v is
     at ``(x0 + j, y0 + i)``."""
@@ -135,33 +132,64 @@ def camera_mosaic(ax: Axes, pers: np.ndarray, titles: Sequence[str], *, cmap, no
 
     _, h, w = pers.shape
     gx, gy = gap[0] * w, gap[1] * h
-    names = list(camera_names)
+    slots = camera_slots(list(camera_names)[: len(pers)])
+    rows = max((r for r, _ in slots.values()), default=0) + 1
     origins: dict[int, tuple[float, float]] = {}
-    for r, row in enumerate(CAMERA_GRID):
-        for c, name in enumerate(row):
-            if name not in names:
-                continue
-            v = names.index(name)
-            x0, y0 = c * (w + gx), r * (h + gy)
-            origins[v] = (x0, y0)
-            ax.imshow(pers[v], cmap=cmap, norm=norm, interpolation="nearest",
-                      extent=(x0 - 0.5, x0 + w - 0.5, y0 + h - 0.5, y0 - 0.5))
-            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), w, h, fill=False, lw=0.8, ec="black", clip_on=False))
-            ax.annotate(titles[v], (x0 + w / 2 - 0.5, y0 - 0.5), xytext=(0, 3),
-                        textcoords="offset points", ha="center", va="bottom", fontsize=title_size)
-    ax.set_xlim(-0.5, 3 * w + 2 * gx - 0.5)
-    ax.set_ylim(2 * h + gy - 0.5, -0.5)
+    for v, (r, c) in sorted(slots.items()):
+        x0, y0 = c * (w + gx), r * (h + gy)
+        origins[v] = (x0, y0)
+        ax.imshow(pers[v], cmap=cmap, norm=norm, interpolation="nearest",
+                  extent=(x0 - 0.5, x0 + w - 0.5, y0 + h - 0.5, y0 - 0.5))
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), w, h, fill=False, lw=0.8, ec="black", clip_on=False))
+    data_w, data_h = 3 * w + 2 * gx, rows * h + (rows - 1) * gy
+    room = (w + 0.9 * gx) * _points_per_cell(ax, data_w, data_h)
+    for v, (x0, y0) in origins.items():
+        text, size = _fit_title(titles[v], room, title_size)
+        ax.annotate(text, (x0 + w / 2 - 0.5, y0 - 0.5), xytext=(0, 3), textcoords="offset points",
+                    ha="center", va="bottom", fontsize=size)
+    ax.set_xlim(-0.5, data_w - 0.5)
+    ax.set_ylim(data_h - 0.5, -0.5)
     ax.set_aspect("equal")
     ax.set_frame_on(False)
     steps = MaxNLocator(3, integer=True)
     xs = [float(t) for t in steps.tick_values(0, w - 1) if 0 <= t <= w - 1]
     ys = [float(t) for t in steps.tick_values(0, h - 1) if 0 <= t <= h - 1]
     ax.set_xticks([c * (w + gx) + t for c in range(3) for t in xs], [f"{t:g}" for _ in range(3) for t in xs])
-    ax.set_yticks([r * (h + gy) + t for r in range(2) for t in ys], [f"{t:g}" for _ in range(2) for t in ys])
+    ax.set_yticks([r * (h + gy) + t for r in range(rows) for t in ys], [f"{t:g}" for _ in range(rows) for t in ys])
     ax.tick_params(labelsize=label_size - 1)
-    ax.set_xlabel("w (cells)", fontsize=label_size)
-    ax.set_ylabel("h (cells)", fontsize=label_size)
+    ax.set_xlabel(xlabel, fontsize=label_size)
+    ax.set_ylabel(ylabel, fontsize=label_size)
     return origins
+
+
+def _points_per_cell(ax: Axes, data_w: float, data_h: float) -> float:
+    """Points per data unit of an equal-aspect axes showing ``data_w`` x ``data_h`` units in its
+    subplot box (the box shrinks to the data's aspect when drawn)."""
+    pos, fig = ax.get_position(), ax.get_figure()
+    box_w, box_h = pos.width * fig.get_figwidth(), pos.height * fig.get_figheight()
+    return 72.0 * min(box_w / data_w, box_h / data_h)
+
+
+def _fit_title(title: str, room: float, size: float, em: float = 0.6) -> tuple[str, float]:
+    """A tile title that fits ``room`` points: as is; else broken before its first ``" ("``;
+    else smaller (down to 5 pt). Widths are estimated at ``em`` font sizes per character."""
+    lines = [title]
+    if len(title) * em * size > room and " (" in title:
+        head, _, tail = title.partition(" (")
+        lines = [head.strip(), "(" + tail]
+    longest = max(len(line) for line in lines)
+    return "\n".join(lines), min(size, max(5.0, room / (em * longest)))
+
+
+def tile_cells(origins: dict[int, tuple[float, float]], views, rows, cols) -> tuple[np.ndarray, np.ndarray]:
+    """Data coordinates (x, y) in a :func:`camera_mosaic` of cells (view, row h, column w);
+    cells of views without a tile give NaN (not drawn)."""
+    lookup = np.full((max(origins, default=-1) + 2, 2), np.nan)   # the last row: no tile
+    for v, xy in origins.items():
+        lookup[v] = xy
+    views = np.asarray(views, dtype=np.int64)
+    o = lookup[np.where((views >= 0) & (views < len(lookup) - 1), views, -1)]
+    return o[:, 0] + np.asarray(cols, dtype=float), o[:, 1] + np.asarray(rows, dtype=float)
 
 
 def camera_label(name: str) -> str:
@@ -290,19 +318,21 @@ def box_edges_in_view(boxes, lidar2img: np.ndarray, img_hw: Sequence[float], fea
     return cells[inside]
 
 
-def draw_boxes_camera(axes: dict, boxes, lidar2img: np.ndarray, img_hw: Sequence[float],
-                      feat_hw: Sequence[int], color: str = "black") -> None:
-    """Draw GT boxes projected into each camera axis (keys = view index), in feature cells."""
+def draw_boxes_mosaic(ax: Axes, origins: dict[int, tuple[float, float]], boxes, lidar2img: np.ndarray,
+                      img_hw: Sequence[float], feat_hw: Sequence[int], color: str = "black") -> None:
+    """Draw GT boxes projected into each tile of a :func:`camera_mosaic` (``origins`` as it
+    returned them), in feature cells, each view's edges clipped to its own tile."""
     from matplotlib.collections import LineCollection
+    from matplotlib.patches import Rectangle
 
     if boxes is None or not len(boxes) or lidar2img is None:
         return
-    for v, ax in axes.items():
+    h, w = int(feat_hw[0]), int(feat_hw[1])
+    for v, (x0, y0) in origins.items():
         if v >= len(lidar2img):
             continue
         edges = box_edges_in_view(boxes, lidar2img[v], img_hw, feat_hw)
         if len(edges):
-            xlim, ylim = ax.get_xlim(), ax.get_ylim()
-            ax.add_collection(LineCollection(edges, colors=color, linewidths=0.7))
-            ax.set_xlim(xlim)
-            ax.set_ylim(ylim)
+            lines = LineCollection(edges + np.array([x0, y0]), colors=color, linewidths=0.7)
+            ax.add_collection(lines, autolim=False)
+            lines.set_clip_path(Rectangle((x0 - 0.5, y0 - 0.5), w, h, transform=ax.transData))

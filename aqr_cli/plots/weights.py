@@ -15,8 +15,8 @@ from aqr_cli.core.configs import CAMERA_NAMES
 from aqr_cli.core.geometry import bev_cell_centres
 from aqr_cli.analysis.stats import map_condition
 from aqr_cli.plots.style import (
-    SIGNED_CMAP, bev_extent, camera_axes, camera_label, caption_title, draw_boxes_bev,
-    draw_boxes_camera, new_figure, outer_labels, signed_norm, styled, symmetric_limit, unsigned_norm,
+    SIGNED_CMAP, bev_extent, camera_label, camera_mosaic, caption_title, draw_boxes_bev,
+    draw_boxes_mosaic, new_figure, signed_norm, styled, symmetric_limit, tile_cells, unsigned_norm,
     weight_scale,
 )
 
@@ -134,32 +134,30 @@ def camera_weight_figure(pers_map: np.ndarray, camera_weights: np.ndarray, pts_p
         notes.append(f"red x at FRONT (0, 0): {int(unseen.sum())} queries no camera sees are drawn "
                      "there by upstream's sentinel (Q3); they are not marked as queries")
     top = caption_title(fig, title or "Camera weight maps", subtitle, notes)
-    axes = camera_axes(fig, camera_names=camera_names, left=0.05, right=0.8, bottom=0.09,
-                       top=top, wspace=0.22, hspace=0.42)
+    ax = fig.add_axes((0.05, 0.09, 0.75, top - 0.09))
     cmap, norm = _map_norm([pers_map], clamp)
     w_cmap, w_norm, _, w_label = weight_scale(activation)
-    im, sc = None, None
-    for v, ax in axes.items():
-        im = ax.imshow(pers_map[v], cmap=cmap, norm=norm, interpolation="nearest", aspect="equal")
-        name = camera_label(camera_names[v])
-        if pts_pers is not None:
-            sel = pts_pers[:, 0] == v
-            if unseen is not None:
-                sel &= ~unseen
-            sc = ax.scatter(pts_pers[sel, 2], pts_pers[sel, 1], c=camera_weights[sel], cmap=w_cmap,
-                            norm=w_norm, s=10, edgecolors="white", linewidths=0.3)
-            count = f"{int(sel.sum())} queries"
-        else:
-            count = "queries unknown"
-        ax.set_title(f"{name}  ({count}, max {pers_map[v].max():.2f})")
-    outer_labels(axes.values(), "feature column w (cells)", "row h (cells)")
+    seen = None
+    if pts_pers is not None:
+        seen = np.ones(len(pts_pers), dtype=bool) if unseen is None else ~np.asarray(unseen, dtype=bool)
+    titles = []
+    for v, name in enumerate(camera_names):
+        count = (f"{int((seen & (pts_pers[:, 0] == v)).sum())} queries" if seen is not None
+                 else "queries unknown")
+        titles.append(f"{camera_label(name)}  ({count}, max {pers_map[v].max():.2f})")
+    origins = camera_mosaic(ax, pers_map, titles, cmap=cmap, norm=norm, camera_names=camera_names,
+                            gap=(0.2, 0.6), title_size=10, label_size=9,
+                            xlabel="feature column w (cells)", ylabel="row h (cells)")
+    im, sc = ax.images[-1], None
+    if seen is not None:
+        x, y = tile_cells(origins, pts_pers[seen, 0], pts_pers[seen, 1], pts_pers[seen, 2])
+        sc = ax.scatter(x, y, c=camera_weights[seen], cmap=w_cmap, norm=w_norm, s=10,
+                        edgecolors="white", linewidths=0.3)
     if rig is not None:  # cyan reads on the dark end of the map's colour scale
-        draw_boxes_camera(axes, boxes, rig.lidar2img, rig.img_shape, pers_map.shape[-2:],
+        draw_boxes_mosaic(ax, origins, boxes, rig.lidar2img, rig.img_shape, pers_map.shape[-2:],
                           color="#00e5ff")
-    if pts_pers is not None and unseen is not None and unseen.any():
-        ax0 = axes.get(0)
-        if ax0 is not None:
-            ax0.scatter([0], [0], marker="x", c="red", s=40, zorder=5)
+    if seen is not None and not seen.all() and 0 in origins:
+        ax.scatter([origins[0][0]], [origins[0][1]], marker="x", c="red", s=40, zorder=5)
     fig.colorbar(im, cax=fig.add_axes((0.83, 0.12, 0.012, top - 0.2)),
                  label="rendered camera weight map (unitless" + _clamp_text(clamp))
     if sc is not None:
@@ -201,13 +199,12 @@ def bias_heatmap_figure(bev: np.ndarray, pers: np.ndarray, pc_range, scale: floa
     _bev_axis(ax_bev, pc_range, f"BEV bias [{bev.shape[0]}x{bev.shape[1]}]")
     if boxes is not None and len(boxes):
         draw_boxes_bev(ax_bev, boxes, box_labels, color="black")
-    axes = camera_axes(fig, outer[1], camera_names=camera_names, wspace=0.25, hspace=0.1)
-    for v, ax in axes.items():
-        ax.imshow(pers[v], cmap=SIGNED_CMAP, norm=norm, interpolation="nearest")
-        ax.set_title(camera_label(camera_names[v]))
-    outer_labels(axes.values(), "w (cells)", "h (cells)")
+    ax_cam = fig.add_subplot(outer[1])
+    origins = camera_mosaic(ax_cam, pers, [camera_label(n) for n in camera_names], cmap=SIGNED_CMAP,
+                            norm=norm, camera_names=camera_names, gap=(0.2, 0.6), title_size=10,
+                            label_size=9)
     if rig is not None:
-        draw_boxes_camera(axes, boxes, rig.lidar2img, rig.img_shape, pers.shape[-2:])
+        draw_boxes_mosaic(ax_cam, origins, boxes, rig.lidar2img, rig.img_shape, pers.shape[-2:])
     cax = fig.add_axes((0.045, 0.15, 0.01, top - 0.25))
     rng = ("fixed: final clamp" if range_mode == "fixed" else "auto: max |b|")
     cbar = fig.colorbar(im, cax=cax, location="left",

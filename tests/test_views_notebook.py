@@ -40,6 +40,8 @@ def test_render_two_calls_write_the_command_bytes(tmp_path):
     src, quirks = _dump_source()
     result = render_source(src, RenderOptions(checkpoint=str(CHECKPOINT), save_arrays=True), quirks)
     outputs = render_outputs(result)
+    fig = outputs.files["bev_weights.png"].build()      # a figure of its own, for the notebook
+    assert type(fig).__name__ == "Figure" and fig.axes and fig._suptitle.get_text()
     write_outputs(outputs, tmp_path / "notebook")
     mine = _files(tmp_path / "notebook")
     cli = _files(_cli(tmp_path, "render-weights", DUMP_TRAIN, "--checkpoint", CHECKPOINT, "--save-arrays"))

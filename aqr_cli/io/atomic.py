@@ -13,6 +13,7 @@ import io
 import json
 import os
 import shutil
+import struct
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -111,12 +112,16 @@ PNG_COMPRESS_LEVEL = 3
 def atomic_save_figure(fig: Any, path: str | os.PathLike, *, dpi: float | None = None) -> Path:
     """Save a matplotlib Figure as PNG atomically, with byte-identical output for identical input.
 
-    ``metadata={"Software": None}`` drops the version string matplotlib would write; the zlib
-    level is :data:`PNG_COMPRESS_LEVEL`. Only ``.png`` paths are accepted.
+    ``fig`` may also be a deferred figure (an object with ``build()`` returning the Figure, such
+    as :class:`aqr_cli.views.outputs.LazyFigure`): it is built here, in the process that saves
+    it. ``metadata={"Software": None}`` drops the version string matplotlib would write; the
+    zlib level is :data:`PNG_COMPRESS_LEVEL`. Only ``.png`` paths are accepted.
     """
     target = Path(path)
     if target.suffix.lower() != ".png":
         raise ValueError(f"atomic_save_figure writes PNG only; got {target.name!r}")
+    if not hasattr(fig, "savefig"):
+        fig = fig.build()
     buf = io.BytesIO()
     kwargs: dict[str, Any] = dict(format="png", metadata={"Software": None},
                                   pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
@@ -142,19 +147,38 @@ def figure_workers() -> int:
     return max(1, min(2, cpus))
 
 
-def _shares(items: list, n: int) -> list[list]:
-    """``items`` split into ``n`` shares balanced by the figures' axes counts, largest first."""
-    shares: list[list] = [[] for _ in range(n)]
-    loads = [0] * n
-    for fig, path in sorted(items, key=lambda it: -len(it[0].axes)):
-        i = loads.index(min(loads))
-        shares[i].append((fig, path))
-        loads[i] += max(1, len(fig.axes))
-    return [s for s in shares if s]
+_CLAIM = struct.Struct("<I")
+_MAX_CLAIMS = 8192  # 32 KiB of indices: under a pipe's 64 KiB, so filling it never blocks
 
 
-def _fork_saver(share: list) -> tuple[int, int]:
-    """Fork a child that saves ``share`` and exits; returns (pid, read end of its error pipe).
+def _claims(n: int) -> int:
+    """A pipe holding the indices ``0 .. n-1`` (``n <= _MAX_CLAIMS``); returns its read end.
+
+    Every process that saves figures of one call takes the next one by reading an index: a
+    pipe read of four bytes is atomic, so no figure is taken twice, and a process that drew
+    cheap figures takes more (figures differ several-fold in cost; static shares left one
+    process idle while the other drew two attention pages)."""
+    read_fd, write_fd = os.pipe()
+    try:
+        data = b"".join(_CLAIM.pack(i) for i in range(n))
+        while data:
+            data = data[os.write(write_fd, data):]
+    finally:
+        os.close(write_fd)
+    return read_fd
+
+
+def _save_claimed(items: list, claims: int) -> None:
+    """Save (and build, if deferred) the figures of ``items`` whose indices this process reads
+    from ``claims``, until none is left."""
+    while len(data := os.read(claims, _CLAIM.size)) == _CLAIM.size:
+        fig, path = items[_CLAIM.unpack(data)[0]]
+        atomic_save_figure(fig, path)
+
+
+def _fork_saver(items: list, claims: int) -> tuple[int, int]:
+    """Fork a child that saves the figures of ``items`` it claims (:func:`_claims`) and exits;
+    returns (pid, read end of its error pipe).
 
     The caller freezes the collector around the fork: a child's collections would otherwise
     write to (and so copy) every page that holds a tracked object.
@@ -168,8 +192,7 @@ def _fork_saver(share: list) -> tuple[int, int]:
 
             gc.disable()
             os.close(read_fd)
-            for fig, path in share:
-                atomic_save_figure(fig, path)
+            _save_claimed(items, claims)
         except BaseException as e:  # noqa: BLE001 - reported to the parent
             code = 1
             try:
@@ -220,12 +243,12 @@ class FigureSaver:
     """Save figures in forked worker processes while this process goes on (e.g. with the next
     dump of a batch): at most ``workers`` children at a time (default :func:`figure_workers`).
 
-    ``submit([(figure, path), ...])`` splits the figures into up to ``workers`` shares and forks
-    a child per share (waiting for running children first when the limit is reached); the
-    figures may be dropped afterwards. ``close()`` waits for all children and raises
-    ``RuntimeError`` with their messages if any failed; use it before the output is committed.
-    With one worker (or no ``fork``) ``submit`` saves in this process. Bytes are those of
-    :func:`atomic_save_figure`.
+    ``submit([(figure, path), ...])`` forks up to ``workers`` children (waiting for running
+    children first when the limit is reached) that take the figures one by one (:func:`_claims`)
+    and build deferred ones themselves; the figures may be dropped afterwards. ``close()``
+    waits for all children and raises ``RuntimeError`` with their messages if any failed; use
+    it before the output is committed. With one worker (or no ``fork``) ``submit`` saves in
+    this process. Bytes are those of :func:`atomic_save_figure`.
     """
 
     def __init__(self, workers: int | None = None):
@@ -237,20 +260,24 @@ class FigureSaver:
         import gc
 
         items = list(items)
-        if not items:
-            return
         if self.workers <= 1 or not hasattr(os, "fork"):
             for fig, path in items:
                 atomic_save_figure(fig, path)
             return
-        for share in _shares(items, min(self.workers, len(items))):
-            while len(self._children) >= self.workers:
-                self._wait_one()
-            gc.freeze()
+        for start in range(0, len(items), _MAX_CLAIMS):
+            chunk = items[start:start + _MAX_CLAIMS]
+            claims = _claims(len(chunk))
             try:
-                self._children.append(_fork_saver(share))
+                for _ in range(min(self.workers, len(chunk))):
+                    while len(self._children) >= self.workers:
+                        self._wait_one()
+                    gc.freeze()
+                    try:
+                        self._children.append(_fork_saver(chunk, claims))
+                    finally:
+                        gc.unfreeze()
             finally:
-                gc.unfreeze()
+                os.close(claims)
 
     def _wait_one(self) -> None:
         message = _reap(*self._children[0])
@@ -281,26 +308,35 @@ def atomic_save_figures(items: list, workers: int | None = None) -> list[Path]:
     """Save ``[(figure, path), ...]`` like :func:`atomic_save_figure`, in up to ``workers``
     processes (default :func:`figure_workers`); returns the paths in input order.
 
-    The figures are built in this process; forked children inherit them and save their shares
-    while this process saves the largest one (bytes are those of a serial save: drawing does
-    not depend on the process). A child's failure is raised here as ``RuntimeError``.
+    Forked children and this process take the figures one by one (:func:`_claims`), building
+    deferred ones where they are saved (bytes are those of a serial save: drawing does not
+    depend on the process). A child's failure is raised here as ``RuntimeError``.
     """
-    import gc
-
     items = list(items)
     workers = figure_workers() if workers is None else max(1, int(workers))
-    workers = min(workers, len(items))
-    if workers <= 1 or not hasattr(os, "fork"):
+    if min(workers, len(items)) <= 1 or not hasattr(os, "fork"):
         return [atomic_save_figure(fig, path) for fig, path in items]
-    shares = _shares(items, workers)
-    gc.freeze()
+    for start in range(0, len(items), _MAX_CLAIMS):
+        chunk = items[start:start + _MAX_CLAIMS]
+        _save_shared(chunk, min(workers, len(chunk)))
+    return [Path(path) for _, path in items]
+
+
+def _save_shared(items: list, workers: int) -> None:
+    """:func:`atomic_save_figures` of at most ``_MAX_CLAIMS`` items: ``workers - 1`` children
+    and this process; no child outlives the call."""
+    import gc
+
+    claims = _claims(len(items))
+    children: list[tuple[int, int]] = []
     try:
-        children = [_fork_saver(share) for share in shares[1:]]
-    finally:
-        gc.unfreeze()
-    try:
-        for fig, path in shares[0]:
-            atomic_save_figure(fig, path)
+        for _ in range(workers - 1):
+            gc.freeze()
+            try:
+                children.append(_fork_saver(items, claims))
+            finally:
+                gc.unfreeze()
+        _save_claimed(items, claims)
         failures = []
         while children:
             message = _reap(*children[0])
@@ -310,9 +346,10 @@ def atomic_save_figures(items: list, workers: int | None = None) -> list[Path]:
     except BaseException:  # a failure or Ctrl-C: no child may outlive this call
         _stop(children)
         raise
+    finally:
+        os.close(claims)
     if failures:
         raise RuntimeError("saving figures failed: " + "; ".join(failures))
-    return [Path(path) for _, path in items]
 
 
 def atomic_save_npz(path: str | os.PathLike, *, compressed: bool = True, **arrays: Any) -> Path:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from aqr_cli.views.outputs import Outputs
+from aqr_cli.views.outputs import Outputs, lazy
 from aqr_cli.views.terminal import Report
 
 FILES = {
@@ -68,14 +68,17 @@ def figures(res, b: int, caption, bias_range: str = "fixed") -> dict:
     hb, hp = res.bias.heatmaps("maxabs")
     hb, hp = hb[b].numpy(), hp[b].numpy()
     figs = {
-        FILES["histograms"]: compare.feature_histogram_figure(
+        FILES["histograms"]: lazy(
+            compare.feature_histogram_figure,
             res.features, title="Feature values before and after AQR (batch-wide)", subtitle=batch_sub),
-        FILES["gain"]: compare.gain_map_figure(
+        FILES["gain"]: lazy(
+            compare.gain_map_figure,
             res.gains[0][b].numpy(), res.gains[1][b].numpy(), src.cfg.pc_range,
             camera_names=src.camera_names, boxes=boxes, box_labels=labels,
             gain_stats={m: res.features["multiplicative"][m]["gain"] for m in ("bev", "camera")},
             title="Multiplicative path, per-cell gain g = m + r (histogram batch-wide)", subtitle=sub),
-        FILES["bias"]: bias_heatmap_figure(
+        FILES["bias"]: lazy(
+            bias_heatmap_figure,
             hb, hp, src.cfg.pc_range, res.bias_scale,
             limit=bias_limit(res.max_scale, bias_range, hb, hp), range_mode=bias_range,
             camera_names=src.camera_names, boxes=boxes, box_labels=labels,
@@ -86,10 +89,12 @@ def figures(res, b: int, caption, bias_range: str = "fixed") -> dict:
     if res.attention.status == "ok":
         figs.update(_attention_figures(res, b, sub, boxes, labels))
     if res.sweep is not None:
-        figs[FILES["sweep"]] = compare.sweep_figure(
+        figs[FILES["sweep"]] = lazy(
+            compare.sweep_figure,
             res.sweep, title="Bias-scale sweep of the additive path (all queries of the batch)",
             subtitle=batch_sub, notes=_warnings(res))
-    figs[FILES["summary_png"]] = compare.summary_figure(
+    figs[FILES["summary_png"]] = lazy(
+        compare.summary_figure,
         res.summary, title="Multiplicative vs additive (batch-wide)", subtitle=batch_sub,
         notes=_notes(res), warnings=_warnings(res))
     return figs
@@ -109,7 +114,8 @@ def _attention_figures(res, b: int, sub: str, boxes, labels) -> dict:
         stats = {p: {m: float(v[b, q]) for m, v in att.per_query[p].items()} for p in att.per_query}
         cell = None if (src.unseen is not None and bool(src.unseen[b, q])) else src.pts_pers[b, q].tolist()
         flag = " - SENTINEL: no camera sees it (Q3), camera cell is CAM_FRONT (0, 0)" if pick["sentinel"] else ""
-        figs[FILES["attention"].format(role=pick["slug"], q=q)] = attention_heatmap_figure(
+        figs[FILES["attention"].format(role=pick["slug"], q=q)] = lazy(
+            attention_heatmap_figure,
             rows, src.cfg.bev_shape, src.cfg.pers_shape, src.cfg.pc_range,
             query_xy=xy[q].tolist(), query_cell=cell, query_index=q,
             stats=stats, boxes=boxes, box_labels=labels, camera_names=src.camera_names,

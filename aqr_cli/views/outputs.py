@@ -1,19 +1,40 @@
 """The files a view produces, by name, and the one writer that saves them into a folder.
 
-A view returns :class:`Outputs`: an ordered mapping of file name -> Figure (PNG), JSON document
-(dict or list), :class:`Arrays` (NPZ) or text (CSV). :func:`write_outputs` saves them with the
-atomic writers of :mod:`aqr_cli.io.atomic`, the figures in worker processes.
+A view returns :class:`Outputs`: an ordered mapping of file name -> :class:`LazyFigure` (or a
+Figure; PNG), JSON document (dict or list), :class:`Arrays` (NPZ) or text (CSV).
+:func:`write_outputs` saves them with the atomic writers of :mod:`aqr_cli.io.atomic`, the
+figures built and drawn in worker processes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 class Arrays(dict):
     """Named arrays written as one ``.npz`` file."""
+
+
+@dataclass(frozen=True)
+class LazyFigure:
+    """A figure built where it is saved: ``build()`` calls ``builder(*args, **kwargs)`` (a
+    :mod:`aqr_cli.plots` builder). A view hands these to :func:`write_outputs`, whose worker
+    processes build and draw them side by side (building a report page costs about half as
+    much as drawing it); a notebook calls ``build()`` for the Figure."""
+
+    builder: Callable[..., Any]
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+
+    def build(self) -> Any:
+        return self.builder(*self.args, **self.kwargs)
+
+
+def lazy(builder: Callable[..., Any], *args: Any, **kwargs: Any) -> LazyFigure:
+    """``builder(*args, **kwargs)``, deferred to the process that saves it."""
+    return LazyFigure(builder, args, kwargs)
 
 
 @dataclass
@@ -26,7 +47,7 @@ class Outputs:
 
 
 def _is_figure(value: Any) -> bool:
-    return hasattr(value, "savefig")
+    return isinstance(value, LazyFigure) or hasattr(value, "savefig")
 
 
 def write_outputs(outputs: Outputs, folder: Path, saver: Any = None) -> list[Path]:

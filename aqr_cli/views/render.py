@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from aqr_cli.views import readings
-from aqr_cli.views.outputs import Arrays, Outputs
+from aqr_cli.views.outputs import Arrays, Outputs, lazy
 from aqr_cli.views.terminal import Report
 
 # Output files of one source (documented in the README).
@@ -115,14 +115,16 @@ def weight_figures(res, b: int, caption, bias_range: str = "fixed",
     lim = weights.bias_limit(bias["max_scale"], bias_range, res.bias_bev[b].numpy(),
                              res.bias_pers[b].numpy())
     figs = {
-        "bev": weights.bev_weight_figure(res.bev_map[b].numpy(), lw, src.pts_bev[b, rows].numpy(), pc,
+        "bev": lazy(weights.bev_weight_figure, res.bev_map[b].numpy(), lw, src.pts_bev[b, rows].numpy(), pc,
                                          boxes=boxes, box_labels=labels, clamp=clamp, activation=act,
                                          method=method, title=f"LiDAR weights, {method} render",
                                          subtitle=sub),
-        "queries": weights.query_panel_figure(
+        "queries": lazy(
+            weights.query_panel_figure,
             lw, cw, preference_shares(torch.from_numpy(lw), torch.from_numpy(cw)), activation=act,
             title="Per-query AQR weights", subtitle=sub),
-        "bias": weights.bias_heatmap_figure(
+        "bias": lazy(
+            weights.bias_heatmap_figure,
             res.bias_bev[b].numpy(), res.bias_pers[b].numpy(), pc, res.bias_scale, limit=lim,
             range_mode=bias_range, camera_names=src.camera_names, boxes=boxes, box_labels=labels,
             rig=rig, title=f"AQR attention bias (window {bias['window_size']}, effective scale "
@@ -132,18 +134,21 @@ def weight_figures(res, b: int, caption, bias_range: str = "fixed",
             ["camera cells unknown (pass --checkpoint): camera bias not computed"]),
     }
     if src.pts_pers is not None:
-        figs["camera"] = weights.camera_weight_figure(
+        figs["camera"] = lazy(
+            weights.camera_weight_figure,
             res.pers_map[b].numpy(), cw, src.pts_pers[b, rows].numpy(), camera_names=src.camera_names,
             unseen=None if src.unseen is None else src.unseen[b, rows].numpy(), clamp=clamp,
             activation=act, method=method, boxes=boxes, rig=rig,
             title=f"Camera weight maps, {method} render", subtitle=sub)
     elif src.stored_maps is not None:
-        figs["camera"] = weights.camera_weight_figure(
+        figs["camera"] = lazy(
+            weights.camera_weight_figure,
             src.stored_maps[1][b].numpy(), cw, None, camera_names=src.camera_names, clamp=clamp,
             activation=act, boxes=boxes, rig=rig, title="Camera weight maps as stored in the dump",
             subtitle=sub)
     if res.methods:
-        figs["methods"] = weights.methods_figure(
+        figs["methods"] = lazy(
+            weights.methods_figure,
             {m: (bb[b].numpy(), pp[b].numpy()) for m, (bb, pp) in res.methods.items()}, pc,
             camera_names=src.camera_names, clamp=clamp, title="Renderer methods", subtitle=sub)
     return figs
@@ -169,7 +174,7 @@ def evolution_outputs(docs: list, names: list) -> Outputs:
         return Outputs()
     rows = [_evolution_row(d, n) for d, n in pairs]
     act = {d.get("caption", {}).get("activation", "tanh") for d, _ in pairs}
-    fig = evolution_figure(rows, activation=act.pop() if len(act) == 1 else "mixed")
+    fig = lazy(evolution_figure, rows, activation=act.pop() if len(act) == 1 else "mixed")
     return Outputs(files={EVOLUTION_JSON: rows, EVOLUTION_PNG: fig})
 
 

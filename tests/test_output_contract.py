@@ -342,3 +342,30 @@ def test_killed_run_staging_is_removed_by_the_next_run(tmp_path):
     res = invoke([*COMMANDS["inspect-checkpoint"], "-o", out])
     assert res.exit_code == 0, res.stderr
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(STAGING_PREFIX)]
+
+
+def test_process_ends_with_its_output_whole_and_its_exit_code(tmp_path):
+    """A command run as a process (which skips the interpreter's teardown once torch is loaded)
+    ends with everything flushed: a whole --json document on stdout and exit 0; a corrupt
+    file: exit 1 and one line on stderr."""
+    ok = _start(["inspect-checkpoint", CHECKPOINT, "--json"], tmp_path)
+    out, err = ok.communicate(timeout=120)
+    assert ok.returncode == 0, err
+    assert json.loads(out)["kind"] == "checkpoint"
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"PK\x03\x04 not a zip" * 100)
+    fail = _start(["render-weights", bad, "-o", tmp_path / "o"], tmp_path)
+    out, err = fail.communicate(timeout=120)
+    assert fail.returncode == 1 and out == ""
+    assert len(err.splitlines()) == 1 and err.startswith("aqr: error: ")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_closed_stdout_pipe_ends_the_run_quietly(tmp_path):
+    """``aqr ... | head`` when head has gone: no error line, exit 141 (as after SIGPIPE)."""
+    proc = _start(["inspect-checkpoint", CHECKPOINT], tmp_path)
+    proc.stdout.close()                      # the reader is gone before anything is printed
+    err = proc.stderr.read()
+    proc.wait(timeout=120)
+    proc.stderr.close()
+    assert (proc.returncode, err) == (141, "")

@@ -59,6 +59,19 @@ def input_error_line(e: Exception) -> str:
     return text
 
 
+def _reader_gone() -> None:
+    """stdout's reader closed the pipe (``aqr ... | head``): stop quietly with 141, the code of
+    a process ended by SIGPIPE, as ``ls`` or ``git`` would; stdout goes to /dev/null so the
+    final flush cannot fail again. Files already written stay (each is whole)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    raise typer.Exit(code=141)
+
+
 def run_guarded(fn: Callable[[], Any]) -> Any:
     """Run a command body; expected failures become one stderr line and exit code 1."""
     if os.environ.get("AQR_DEBUG"):
@@ -72,6 +85,8 @@ def run_guarded(fn: Callable[[], Any]) -> Any:
     except KeyboardInterrupt:
         sys.stderr.write("aqr: error: interrupted\n")
         raise typer.Exit(code=130)
+    except BrokenPipeError:
+        _reader_gone()
     except Exception as e:  # noqa: BLE001 - the contract is: never a traceback for a user
         from aqr_cli.core.errors import AQRInputError
         from aqr_cli.io.errors import LoadError, OutputError

@@ -213,7 +213,7 @@ def test_bias_coverage_counts_window_mass_in_boxes():
     assert cov["coverage"] == pytest.approx(0.5) and cov["total_abs_bias"] == pytest.approx(4.0)
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 999, 1000, 2_000_001])
+@pytest.mark.parametrize("n", [1, 2, 3, 999, 1000, 300_001])
 def test_quantiles_are_torch_quantile_bit_for_bit(n):
     g = torch.Generator().manual_seed(n)
     x = torch.randn(n, generator=g, dtype=torch.float64) * 7

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import pytest
 import torch
@@ -48,10 +47,10 @@ def one_error(res, *needles):
     ("x = " + "[" * 300 + "]" * 300 + "\n", "too many nested parentheses"),
 ])
 def test_config_bombs_stop_fast_with_one_line(text, reason):
-    t0 = time.perf_counter()
+    # refused by the parser's work and size budgets, before the work is done (a bomb that got
+    # through would hang the suite: timings are never asserted here)
     with pytest.raises(ConfigParseError) as e:
         parse_config_text(text, label="bomb.py")
-    assert time.perf_counter() - t0 < 3.0
     assert reason in str(e.value) and "\n" not in str(e.value)
 
 
@@ -64,10 +63,8 @@ def test_config_nesting_built_through_names_is_refused():
 def test_config_text_size_is_bounded(tmp_path):
     p = tmp_path / "huge.py"
     p.write_text("x = 1\n" * 2_000_000)
-    t0 = time.perf_counter()
     with pytest.raises(ConfigParseError, match="too large for a config file"):
         parse_config_file(p)
-    assert time.perf_counter() - t0 < 1.0
 
 
 def test_real_config_fits_the_budget():
@@ -99,16 +96,14 @@ def test_special_files_are_refused_without_blocking(tmp_path, where):
 # ---------------------------------------------------------------- tensors and memory
 
 
-def test_stride0_view_is_refused_in_well_under_a_second(tmp_path):
+def test_stride0_view_is_refused_before_it_is_read(tmp_path):
     d = torch.load(DUMP, weights_only=False)
     d["weight_map_bev"] = torch.zeros(1, 1, 1).expand(1, 2**22, 2**22)
     p = tmp_path / "stride0.pth"
     torch.save(d, p)
-    assert p.stat().st_size < 4_000_000
-    t0 = time.perf_counter()
+    assert p.stat().st_size < 4_000_000      # a 2**44-element view of one stored float
     with pytest.raises(LoadError, match="stride-0 \\(expanded\\) or overlapping view"):
         load_file(p)
-    assert time.perf_counter() - t0 < 1.0
     for cmd in (["inspect-checkpoint", p], ["render-weights", p, "--out", tmp_path / "o"]):
         one_error(cli(*cmd), "stride-0")
 
@@ -131,13 +126,17 @@ def test_storage_declaring_more_bytes_than_the_file(tmp_path):
 
 
 def test_memory_budget_refuses_before_allocating(tmp_path, monkeypatch):
+    import aqr_cli.analysis.sources as sources
+
+    def built(*args, **kwargs):
+        raise AssertionError("the scene was built before the budget refused it")
+
     monkeypatch.setenv("AQR_MEMORY_BUDGET", "256M")
-    t0 = time.perf_counter()
+    monkeypatch.setattr(sources, "from_scene", built)
     res = cli("render-weights", "--synthetic", "--reference", "1600x640", "--batch-size", "4",
               "--out", tmp_path / "o")
     line = one_error(res, "more than the memory budget of 256.0 MiB")
     assert "AQR_MEMORY_BUDGET" in line
-    assert time.perf_counter() - t0 < 5.0
     assert not (tmp_path / "o").exists()
 
 
@@ -154,16 +153,16 @@ def test_memory_budget_estimate_and_override(monkeypatch):
     assert apply_overrides(reference_config("1600x640"), Overrides(batch_size=4)) is not None
 
 
-def test_million_keys_finish_in_seconds(tmp_path):
+def test_million_keys_are_counted(tmp_path):
+    """A state_dict of a million entries is read and counted (no per-key work that grows faster
+    than the keys: such a file would hang the suite; timings are never asserted)."""
     t = torch.zeros(1)
     obj = {"meta": {"epoch": 1}, "state_dict": {f"layer{i}.weight": t for i in range(1_000_000)}}
     p = tmp_path / "million.pth"
     torch.save(obj, p)
-    t0 = time.perf_counter()
     res = cli("inspect-checkpoint", p, "--json")
     assert res.exit_code == 0, res.stderr
     assert json.loads(res.stdout)["num_tensors"] == 1_000_000
-    assert time.perf_counter() - t0 < 30.0
 
 
 # ---------------------------------------------------------------- unreadable and multi-file

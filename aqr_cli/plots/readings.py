@@ -41,16 +41,19 @@ def class_preference_figure(by_class: dict, by_size: dict, *, title: str, subtit
     fig.subplots_adjust(left=0.2, right=0.98, top=top, bottom=1.15 / height, wspace=0.12)
     ax, ax2 = fig.subplots(1, 2, sharey=True)
     y = np.arange(len(rows))[::-1]
-    for yi, (name, d, colour) in zip(y, rows):
-        share, ci = d["prefer_lidar"], d.get("prefer_lidar_ci95")
-        ax.barh(yi, share, color=colour, height=0.7)
-        if ci is not None:
-            ax.errorbar(share, yi, xerr=[[share - ci[0]], [ci[1] - share]], fmt="none",
-                        ecolor="black", capsize=3, linewidth=1)
-        for val, std, marker, off, col in ((d["lidar_mean"], d.get("lidar_std"), "o", 0.15, "#1b7837"),
-                                           (d["camera_mean"], d.get("camera_std"), "s", -0.15, "#762a83")):
-            ax2.errorbar(val, yi + off, xerr=std or 0, fmt=marker, color=col, markersize=4,
-                         capsize=2, linewidth=0.9)
+    # one call per kind of mark, not per row: each errorbar call builds a container of artists
+    share = np.array([d["prefer_lidar"] for _, d, _ in rows], dtype=float)
+    ax.barh(y, share, color=[colour for _, _, colour in rows], height=0.7)
+    cis = [(yi, s, d["prefer_lidar_ci95"]) for yi, s, (_, d, _) in zip(y, share, rows)
+           if d.get("prefer_lidar_ci95") is not None]
+    if cis:
+        ax.errorbar([s for _, s, _ in cis], [yi for yi, _, _ in cis],
+                    xerr=[[s - ci[0] for _, s, ci in cis], [ci[1] - s for _, s, ci in cis]],
+                    fmt="none", ecolor="black", capsize=3, linewidth=1)
+    for key, marker, off, col in (("lidar", "o", 0.15, "#1b7837"), ("camera", "s", -0.15, "#762a83")):
+        ax2.errorbar([d[f"{key}_mean"] for _, d, _ in rows], y + off,
+                     xerr=[d.get(f"{key}_std") or 0 for _, d, _ in rows], fmt=marker, color=col,
+                     markersize=4, capsize=2, linewidth=0.9)
     ax.axvline(0.5, color="black", linewidth=0.6, linestyle=":")
     ax.set_xlim(0, 1.0)
     ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0])

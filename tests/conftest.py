@@ -82,6 +82,18 @@ def _run_once_per_session(tmp_path_factory, name: str, args: list, prepare=None)
     return SimpleNamespace(**json.loads(record.read_text())), out
 
 
+RENDER_SCENE_ARGS = ["render-weights", "--synthetic", "--weights", "scene", "--method", "all",
+                     "--save-arrays"]
+
+
+@pytest.fixture(scope="session")
+def render_scene_run(tmp_path_factory):
+    """``render-weights`` on the synthetic scene with scene-model weights, all four render
+    methods and arrays, run once per session at 80 columns: ``(result, folder)``. Read by the
+    render-weights and the readings tests."""
+    return _run_once_per_session(tmp_path_factory, "render_scene", RENDER_SCENE_ARGS)
+
+
 COMPARE_DUMP_ARGS = ["compare-modes", str(DUMP), "--checkpoint", str(CHECKPOINT), "--scales", ""]
 
 

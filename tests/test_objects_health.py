@@ -162,9 +162,9 @@ def _render(*args):
 
 
 @pytest.fixture(scope="module")
-def scene_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("scene") / "o"
-    res = _render("--synthetic", "--weights", "scene", "-o", out)
+def scene_run(render_scene_run):
+    """The session's render-weights run on the synthetic scene (conftest.RENDER_SCENE_ARGS)."""
+    res, out = render_scene_run
     assert res.exit_code == 0, res.stderr
     return res, out
 

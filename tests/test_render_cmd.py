@@ -28,19 +28,11 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def synthetic_run(tmp_path_factory):
-    """One in-process run on the synthetic scene: (folder, grad mode before, grad mode after)."""
-    out = tmp_path_factory.mktemp("synth") / "out"
-    grad_before = torch.is_grad_enabled()
-    res = invoke("render-weights", "--synthetic", "--weights", "scene", "--method", "all",
-                 "--save-arrays", "--out", out)
+def synthetic_out(render_scene_run):
+    """The session's render-weights run on the synthetic scene (conftest.RENDER_SCENE_ARGS)."""
+    res, out = render_scene_run
     assert res.exit_code == 0, res.output
-    return out, grad_before, torch.is_grad_enabled()
-
-
-@pytest.fixture(scope="module")
-def synthetic_out(synthetic_run):
-    return synthetic_run[0]
+    return out
 
 
 def test_dump_rerender_matches_stored_maps():
@@ -111,12 +103,16 @@ def test_arrays_npz(synthetic_out):
 
 def test_same_input_same_bytes(synthetic_out, tmp_path, monkeypatch):
     """Again, with the figures saved by two forked workers (the suite's own runs use one, see
-    conftest.py): the same bytes."""
+    conftest.py): the same bytes. In-process use (notebooks, CliRunner) leaves the caller's
+    autograd mode alone."""
+    from conftest import RENDER_SCENE_ARGS
+
     monkeypatch.setenv("AQR_FIGURE_WORKERS", "2")
     out2 = tmp_path / "again"
-    res = invoke("render-weights", "--synthetic", "--weights", "scene", "--method", "all",
-                 "--save-arrays", "--out", out2)
+    grad_before = torch.is_grad_enabled()
+    res = invoke(*RENDER_SCENE_ARGS, "--out", out2)
     assert res.exit_code == 0
+    assert grad_before and torch.is_grad_enabled()
     for name in ("bev_weights.png", "camera_weights.png", "bias_heatmaps.png", "query_weights.png",
                  "render_methods.png", "summary.json"):
         assert (synthetic_out / name).read_bytes() == (out2 / name).read_bytes(), name
@@ -247,10 +243,3 @@ def test_figures_use_zero_centred_signed_scales():
                             [-54, -54, -5, 54, 54, 3])
     scatter = [c for ax in fig.axes for c in ax.collections if c.get_array() is not None]
     assert any(c.norm.vmin == -1 and c.norm.vmax == 1 for c in scatter)
-
-
-def test_command_leaves_grad_mode_alone(synthetic_run):
-    """In-process use (notebooks, CliRunner) must not switch autograd off for the caller."""
-    _, grad_before, grad_after = synthetic_run
-    assert grad_before
-    assert grad_after

@@ -224,7 +224,7 @@ def compare_paths(src: WeightSource, *, method: str | None = None, bias_scale: f
     from aqr_cli.analysis.maps import build_renderer, sparse_bias
     from aqr_cli.analysis.render import warn_maps
     from aqr_cli.analysis.sweep import bias_scale_sweep, unit_bias
-    from aqr_cli.analysis.attention import align_width
+    from aqr_cli.analysis.attention import align_width, project_keys
     from aqr_cli.core.embeddings import build_memory
     from aqr_cli.core.modulator import FeatureModulator
 
@@ -250,9 +250,10 @@ def compare_paths(src: WeightSource, *, method: str | None = None, bias_scale: f
                              bev_gain=mult["bev_gain"], cam_gain=mult["pers_gain"],
                              bev_weight_map=mult["bev_map"], cam_weight_map=mult["pers_map"],
                              bev_masks=bev_masks, cam_masks=cam_masks, labels=labels)
+    del bev_add, cam_add
     sb, gen = sparse_bias(src, bias_scale)
     query_pos, key_pos = _embeddings_for(src)
-    modulated = build_memory(mult["bev"], mult["camera"]).transpose(0, 1)
+    modulated = build_memory(mult.pop("bev"), mult.pop("camera")).transpose(0, 1)
     key_pos = key_pos.transpose(0, 1)
     weights = CrossAttentionWeights.resolve(src.head_state or None, int(query_pos.shape[-1]))
     num_bev = src.cfg.bev_shape[0] * src.cfg.bev_shape[1]
@@ -261,15 +262,20 @@ def compare_paths(src: WeightSource, *, method: str | None = None, bias_scale: f
     groups = query_groups(src.lidar_weights, src.camera_weights, query_xy(src),
                           src.boxes, src.box_labels)
     with torch.no_grad():
+        # The baseline keys are projected once, for the comparison and the sweep.
+        mem, _ = align_width(memory, int(query_pos.shape[-1]), width_mode)
+        base_keys = None if mem is None else project_keys(mem, weights, add=key_pos)
+        del mem
         att = compare_attention(query_pos, memory, key_pos, num_bev=num_bev, bias=sb,
                                 modulated_memory=modulated, weights=weights, width_mode=width_mode,
-                                top_k=top_k, keep_rows=keep)
+                                top_k=top_k, keep_rows=keep, base_keys=base_keys)
+        del memory, modulated
         sweep = None
         if scales and att.status == "ok":
-            mem, _ = align_width(memory, int(query_pos.shape[-1]), width_mode)
             unit = unit_bias(sb)
-            sweep = bias_scale_sweep(query_pos.float(), mem + key_pos.float(), weights, unit, scales,
+            sweep = bias_scale_sweep(query_pos.float(), base_keys, weights, unit, scales,
                                      num_bev=num_bev, max_bias=gen.max_bias, groups=groups, top_k=top_k)
+        del base_keys
     res = CompareResult(source=src, features=feats, attention=att, sweep=sweep,
                         gains=(mult["bev_gain"], mult["pers_gain"]), selected=selected, bias=sb,
                         bias_scale=gen.effective_scale(), max_scale=float(gen.max_scale))

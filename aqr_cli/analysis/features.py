@@ -73,22 +73,30 @@ def change_stats(before: torch.Tensor, after: torch.Tensor, num_samples: int | N
     if n < 1 or before.shape[0] % n:
         raise AQRInputError(f"num_samples: {num_samples} does not divide the leading dimension "
                             f"{before.shape[0]}")
-    f0, f1 = before.detach().double(), after.detach().double()
-    d = f1 - f0
-    a0, a1 = f0.reshape(n, -1), f1.reshape(n, -1)
-    n0, n1, dot = (a0 * a0).sum(1), (a1 * a1).sum(1), (a0 * a1).sum(1)
+    # Two float64 copies at a time (before, then after turned into the difference in place):
+    # at 1600x640 each is 66 MB, and the whole-tensor reductions stay as they were (same bits).
+    f0 = before.detach().to(torch.float64, copy=True)   # own copies: changed in place below
+    a0 = f0.reshape(n, -1)
+    n0 = (a0 * a0).sum(1)
+    moments0 = _moments(f0)
+    d = after.detach().to(torch.float64, copy=True)
+    a1 = d.reshape(n, -1)
+    n1, dot = (a1 * a1).sum(1), (a0 * a1).sum(1)
+    del a0, a1   # copies when the features are a strided view (the additive path's read-back)
+    moments1 = _moments(d)
+    d.sub_(f0)
     ok = (n0 > 0) & (n1 > 0)
     # (dot / n0) * sqrt(n0 / n1) == dot / (|a0| |a1|), and exactly 1 for identical features
     cos = (dot[ok] / n0[ok]) * torch.sqrt(n0[ok] / n1[ok])
-    return dict(
-        numel=int(before.numel()), num_samples=n,
-        before=_moments(f0), after=_moments(f1),
-        mean_change=_f(d.mean()), std_change=_f(d.std()) if d.numel() > 1 else None,
-        max_change=_f(d.abs().max()) if d.numel() else None,
-        relative_change=_f((d.abs() / (f0.abs() + REL_EPS)).mean()) if d.numel() else None,
-        cosine_similarity=_f(cos.mean()) if cos.numel() else None,
-        identical=bool(torch.equal(before, after)),
-    )
+    out = dict(numel=int(before.numel()), num_samples=n, before=moments0, after=moments1,
+               mean_change=_f(d.mean()), std_change=_f(d.std()) if d.numel() > 1 else None)
+    d.abs_()
+    out["max_change"] = _f(d.max()) if d.numel() else None
+    d.div_(f0.abs_().add_(REL_EPS))
+    out["relative_change"] = _f(d.mean()) if d.numel() else None
+    out["cosine_similarity"] = _f(cos.mean()) if cos.numel() else None
+    out["identical"] = bool(torch.equal(before, after))
+    return out
 
 
 def quantiles(x: torch.Tensor, qs: Sequence[float]) -> torch.Tensor:
@@ -267,7 +275,7 @@ def _class_name(label) -> str:
 
 def _cell_energy(features: torch.Tensor, num_samples: int, cell_shape) -> torch.Tensor:
     """Sum of squares over channels per cell, as ``[B, *cell_shape]`` (``(H, W)`` or ``(V, h, w)``)."""
-    e = features.detach().double().pow(2).sum(1)
+    e = features.detach().to(torch.float64, copy=True).pow_(2).sum(1)
     if e.numel() != num_samples * math.prod(cell_shape):
         raise AQRInputError(f"masks: cell shape {list(cell_shape)} does not fit features "
                             f"{list(features.shape)} with {num_samples} samples")

@@ -15,7 +15,13 @@ import torch
 
 from aqr_cli.analysis.errors import MissingPartError
 from aqr_cli.analysis.placement import box_masks, query_xy
-from aqr_cli.analysis.sources import WeightSource, build_embeddings, metas_for_batch
+from aqr_cli.analysis.sources import (  # split_memory: also this module's API
+    WeightSource,
+    build_embeddings,
+    metas_for_batch,
+    release_free_memory,
+    split_memory,
+)
 from aqr_cli.core.errors import AQRInputError, warn_quirk
 
 DEFAULT_SCALES = (0.5, 1.0, 2.5, 5.0, 10.0)
@@ -241,7 +247,7 @@ def compare_paths(src: WeightSource, *, method: str | None = None, bias_scale: f
                                 src.pts_bev, pers, bev, cam)
     warn_maps(src, {renderer.render_method: (mult["bev_map"], mult["pers_map"])})
     bev_masks, cam_masks, labels = box_masks(src)
-    memory = build_memory(bev, cam).transpose(0, 1)
+    memory = (src.memory if src.memory is not None else build_memory(bev, cam)).transpose(0, 1)
     # The additive path's features are read back from the memory the decoder attends to, so
     # its (zero) change is measured on what the decoder reads, not on the input tensor itself.
     bev_add, cam_add = split_memory(memory, bev.shape, cam.shape)
@@ -266,6 +272,7 @@ def compare_paths(src: WeightSource, *, method: str | None = None, bias_scale: f
         mem, _ = align_width(memory, int(query_pos.shape[-1]), width_mode)
         base_keys = None if mem is None else project_keys(mem, weights, add=key_pos)
         del mem
+        release_free_memory()
         att = compare_attention(query_pos, memory, key_pos, num_bev=num_bev, bias=sb,
                                 modulated_memory=modulated, weights=weights, width_mode=width_mode,
                                 top_k=top_k, keep_rows=keep, base_keys=base_keys)
@@ -306,17 +313,6 @@ def compare_paths(src: WeightSource, *, method: str | None = None, bias_scale: f
         },
     }
     return res
-
-
-def split_memory(memory: torch.Tensor, bev_shape, cam_shape) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inverse of ``build_memory`` for batch-first memory ``[B, F, C]``: (bev [B, C, H, W],
-    cam [B*V, C, h, w])."""
-    b, c, h, w = bev_shape
-    bn, _, ph, pw = cam_shape
-    hw = h * w
-    bev = memory[:, :hw].transpose(1, 2).reshape(b, c, h, w)
-    cam = memory[:, hw:].reshape(b, bn // b, ph, pw, c).permute(0, 1, 4, 2, 3).reshape(bn, c, ph, pw)
-    return bev, cam
 
 
 def _readout_doc(att) -> dict | None:

@@ -224,6 +224,7 @@ def compare_paths(src: WeightSource, *, method: str | None = None, bias_scale: f
     ``summary['run']``) and whether the attention statistics are informative
     (``summary['attention']['information']``).
     """
+    release_free_memory()
     semantics = run_semantics(src, trust)
     from aqr_cli.analysis.attention import CrossAttentionWeights, compare_attention, query_groups
     from aqr_cli.analysis.features import apply_multiplicative, compare_features

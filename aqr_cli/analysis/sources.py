@@ -137,26 +137,39 @@ def split_memory(memory: torch.Tensor, bev_shape, cam_shape) -> tuple[torch.Tens
 
 
 def release_free_memory() -> None:
-    """Hand the C heap's free pages back to the system (glibc ``malloc_trim``; elsewhere nothing).
+    """Hand the C heap's free pages back to the system (glibc; elsewhere nothing).
 
-    Tensors below glibc's mmap threshold (which rises to 32 MB as large tensors are freed) come
-    from the heap, and their freed pages stay resident: at 1600x640 some 50-100 MB between the
-    phases of building a synthetic source and comparing it, counted again in every forked
-    figure worker. Called between phases, before the largest allocations."""
-    global _TRIM
-    if _TRIM is None:
-        import ctypes
-        import ctypes.util
-
-        try:
-            _TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _TRIM = False
-    if _TRIM:
-        _TRIM(0)
+    The first call also fixes glibc's mmap threshold at 16 MB: by default it rises (up to 32 MB)
+    each time a large tensor is freed, after which tensors of camera-feature size (25 MB at
+    1600x640) come from the heap and their pages stay resident once freed. At 1600x640 that
+    kept 50-100 MB of freed features resident between phases, counted again in every forked
+    figure worker. Every call then trims the heap (``malloc_trim``). Called between phases,
+    before the largest allocations."""
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = _glibc()
+        if _LIBC:
+            _LIBC.mallopt(_M_MMAP_THRESHOLD, 16 * 2 ** 20)
+    if _LIBC:
+        _LIBC.malloc_trim(0)
 
 
-_TRIM = None
+def _glibc():
+    """glibc through ctypes when this process uses it, else False."""
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else False
+    except OSError:
+        return False
+
+
+_M_MMAP_THRESHOLD = -3   # glibc malloc.h
+_LIBC = None
 
 
 def _bias_scale(head: dict | None) -> float | None:
@@ -176,6 +189,7 @@ def from_scene(cfg, rig, ov: Overrides, head: dict | None, label: str, kind: str
     from aqr_cli.analysis.scene import make_scene, scene_weights
     from aqr_cli.core.embeddings import build_memory
 
+    release_free_memory()
     scene = make_scene(cfg, rig.lidar2img, rig.img_shape, batch_size=ov.batch_size, seed=ov.seed,
                        channels=cfg.hidden_dim, num_query=cfg.num_query)
     if ref_points is not None:

@@ -29,11 +29,12 @@ from aqr_cli.analysis.attention.window_bias import (
 )
 from aqr_cli.core.errors import AQRInputError
 
-# Queries per chunk: 24 was fastest at both reference resolutions on a 2-core Xeon (logits of
-# 17 MB at 800x320 and 43 MB at 1600x640 stay cache-friendly); capped so one chunk's logits
-# never exceed MAX_CHUNK_BYTES for large batches.
+# Queries per chunk: 24 was fastest at both reference resolutions on a 2-core Xeon; fewer when
+# one chunk's logits [B, heads, n, F] would pass MAX_CHUNK_BYTES. The cap keeps 24 at 800x320
+# (17 MB) and gives 16 at 1600x640 (29 MB instead of 43 MB; with the copy for paths sharing keys
+# and the per-chunk rows, 38 MB less at peak for about 5% more attention time).
 DEFAULT_CHUNK_QUERIES = 24
-MAX_CHUNK_BYTES = 256 * 2 ** 20
+MAX_CHUNK_BYTES = 28 * 2 ** 20
 # log(p) is taken of max(p, TINY): p can underflow to 0 under strong biases, and 0 * log(0)
 # must count as 0 in the entropy. KL(p0 || p) is therefore finite (log p >= log(TINY) = -87.3).
 TINY = float(torch.finfo(torch.float32).tiny)
@@ -211,7 +212,7 @@ def compute_attention(query: torch.Tensor, keys: torch.Tensor | ProjectedKeys,
     (default: the first path bias found). ``reference``: the path the deltas, KL and top-k
     overlap compare with (default ``baseline`` if present, else the first path).
     ``chunk_size``: queries per chunk (default 24, fewer when one chunk's logits would pass
-    256 MiB). ``keep_rows``: query indices whose full head-averaged rows are returned.
+    28 MiB: 16 at 1600x640). ``keep_rows``: query indices whose full head-averaged rows are returned.
     ``values [B, F, C]``: value input shared by paths whose ``values`` is None; when given, the
     per-query attention output (what the decoder reads: per head ``p_h W_v v``, heads
     concatenated, before ``out_proj``) is compared with the reference path's in

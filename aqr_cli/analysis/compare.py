@@ -212,6 +212,7 @@ def compare_source(src: WeightSource, options: CompareOptions = CompareOptions()
             warn_scale_clamp(build_bias_generator(src, options.bias_scale), options.bias_scale)
     result.options = options
     result.quirks = merge_quirks(list(quirks), more)
+    release_free_memory()   # before the view forks figure workers, which inherit it
     return result
 
 

@@ -39,6 +39,7 @@ MAX_CHUNK_BYTES = 28 * 2 ** 20
 # must count as 0 in the entropy. KL(p0 || p) is therefore finite (log p >= log(TINY) = -87.3).
 TINY = float(torch.finfo(torch.float32).tiny)
 _TOPK_BLOCK = 64
+_KEY_BLOCK = 4096
 
 
 @dataclass
@@ -96,8 +97,14 @@ def project_keys(keys: torch.Tensor, weights: CrossAttentionWeights,
     for i in range(b):  # 2-D transposes, as in _heads_T
         if add is None:
             out[i].copy_(keys[i].t())
-        else:
-            torch.add(keys[i].float().t(), add[i].float().t(), out=out[i])
+            continue
+        # blocks of rows: contiguous adds into a small buffer, then a transposed copy (an add
+        # with transposed operands and output is 5x slower than both together)
+        blk = torch.empty(min(f, _KEY_BLOCK), c)
+        for f0 in range(0, f, _KEY_BLOCK):
+            n = min(f, f0 + _KEY_BLOCK) - f0
+            torch.add(keys[i, f0:f0 + n].float(), add[i, f0:f0 + n].float(), out=blk[:n])
+            out[i, :, f0:f0 + n].copy_(blk[:n].t())
     _check_tensor("keys", out)
     return ProjectedKeys(out.view(b, weights.num_heads, weights.head_dim, f), weights)
 

@@ -231,7 +231,7 @@ def compare_paths(src: WeightSource, *, method: str | None = None, bias_scale: f
     from aqr_cli.analysis.features import apply_multiplicative, compare_features
     from aqr_cli.analysis.maps import build_renderer, sparse_bias
     from aqr_cli.analysis.render import warn_maps
-    from aqr_cli.analysis.sweep import bias_scale_sweep, unit_bias
+    from aqr_cli.analysis.sweep import sweep_paths, sweep_result, unit_bias
     from aqr_cli.analysis.attention import align_width, project_keys
     from aqr_cli.core.embeddings import build_memory
     from aqr_cli.core.modulator import FeatureModulator
@@ -275,16 +275,18 @@ def compare_paths(src: WeightSource, *, method: str | None = None, bias_scale: f
         base_keys = None if mem is None else project_keys(mem, weights, add=key_pos)
         del mem
         release_free_memory()
+        # The sweep's scales run in the comparison's pass: they share its baseline (logits
+        # matmul, softmax and statistics of every chunk) instead of repeating it.
+        unit = unit_bias(sb)
+        swept, extra = sweep_paths(unit, scales, gen.max_bias) if scales else ([], [])
         att = compare_attention(query_pos, memory, key_pos, num_bev=num_bev, bias=sb,
                                 modulated_memory=modulated, weights=weights, width_mode=width_mode,
-                                top_k=top_k, keep_rows=keep, base_keys=base_keys)
-        del memory, modulated
+                                top_k=top_k, keep_rows=keep, base_keys=base_keys, extra_paths=extra)
+        del memory, modulated, base_keys
         sweep = None
         if scales and att.status == "ok":
-            unit = unit_bias(sb)
-            sweep = bias_scale_sweep(query_pos.float(), base_keys, weights, unit, scales,
-                                     num_bev=num_bev, max_bias=gen.max_bias, groups=groups, top_k=top_k)
-        del base_keys
+            sweep = sweep_result(att, unit, swept, gen.max_bias, groups=groups)
+        att = att.select([p for p in att.paths if p not in {x.name for x in extra}])
     res = CompareResult(source=src, features=feats, attention=att, sweep=sweep,
                         gains=(mult["bev_gain"], mult["pers_gain"]), selected=selected, bias=sb,
                         bias_scale=gen.effective_scale(), max_scale=float(gen.max_scale))

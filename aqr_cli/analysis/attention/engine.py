@@ -50,6 +50,7 @@ class AttentionPath:
     keys: torch.Tensor | ProjectedKeys | None = None
     bias: WindowBias | None = None
     values: torch.Tensor | None = None   # [B, F, C] value input (None = the engine's values)
+    readout: bool = True                 # compute its attention output when there are values
 
 
 @dataclass(frozen=True)
@@ -226,7 +227,7 @@ def compute_attention(query: torch.Tensor, keys: torch.Tensor | ProjectedKeys,
     :attr:`AttentionResult.readout`.
     """
     paths = list(paths or [AttentionPath("baseline")])
-    paths = [AttentionPath(p.name, p.keys, as_window_bias(p.bias), p.values) for p in paths]
+    paths = [AttentionPath(p.name, p.keys, as_window_bias(p.bias), p.values, p.readout) for p in paths]
     _check_inputs(query, keys, weights, num_bev, paths)
     window = _window(window, paths, query)
     reference = _reference(reference, paths)
@@ -242,7 +243,7 @@ def compute_attention(query: torch.Tensor, keys: torch.Tensor | ProjectedKeys,
         per_query={p.name: run.stats[p.name] for p in paths}, rows=run.rows, row_queries=keep_rows,
         reference=reference, num_keys=f, num_bev=num_bev, num_queries=q, batch_size=b,
         top_k=top_k, chunk_size=n_chunk, weights=weights.describe(), projection=projection,
-        readout=readout_change(run.readouts, reference) if run.readouts else {})
+        readout=readout_change(run.readouts, reference) if reference in run.readouts else {})
 
 
 def _key_groups(paths: list[AttentionPath], keys: torch.Tensor, reference: str):
@@ -272,7 +273,7 @@ class _Run:
         self.groups, key_sets = _key_groups(paths, keys, reference)
         self.k_t = [s.heads if isinstance(s, ProjectedKeys) else _heads_T(s, weights) for s in key_sets]
         self.v_heads = _value_heads(paths, values, weights) if values is not None else {}
-        self.readouts = {p.name: torch.empty(b, q, h * d) for p in paths} if self.v_heads else {}
+        self.readouts = {p.name: torch.empty(b, q, h * d) for p in paths if p.name in self.v_heads}
         self.qh = (weights.project_query(query) * (1.0 / math.sqrt(d))).view(b, q, h, d).transpose(1, 2)
         self.buf = _Chunk(b, h, n_chunk, f, any(len(g) > 1 for g in self.groups.values()))
         self.stats = {p.name: {m: torch.empty(b, q) for m in METRICS} for p in paths}
@@ -306,7 +307,7 @@ class _Run:
         """The readout and the kept rows of one path's chunk (``logits`` now hold per-head
         probabilities)."""
         n = c1 - c0
-        if self.v_heads:
+        if name in self.v_heads:
             b, h, _, _ = logits.shape
             r = torch.matmul(logits, self.v_heads[name])                     # [B, h, n, d]
             self.readouts[name][:, c0:c1] = r.transpose(1, 2).reshape(b, n, h * r.shape[-1])
@@ -373,11 +374,14 @@ class _Chunk:
 
 
 def _value_heads(paths, values: torch.Tensor, weights: CrossAttentionWeights) -> dict:
-    """Projected values ``[B, h, F, d]`` per path (paths sharing a value tensor share it)."""
+    """Projected values ``[B, h, F, d]`` per path with a readout (paths sharing a value tensor
+    share it)."""
     b, f, _ = values.shape
     cache: list[tuple[torch.Tensor, torch.Tensor]] = []
     out = {}
     for p in paths:
+        if not p.readout:
+            continue
         src = values if p.values is None else p.values
         hit = next((v for s, v in cache if s is src), None)
         if hit is None:

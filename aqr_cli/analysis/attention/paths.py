@@ -20,7 +20,8 @@ def compare_attention(query_pos: torch.Tensor, memory: torch.Tensor, key_pos: to
                       width_seed: int = 0, top_k: int = DEFAULT_TOPK,
                       chunk_size: int | None = None, keep_rows: Sequence[int] = (),
                       with_readout: bool = True,
-                      base_keys: ProjectedKeys | None = None) -> AttentionResult:
+                      base_keys: ProjectedKeys | None = None,
+                      extra_paths: Sequence[AttentionPath] = ()) -> AttentionResult:
     """Baseline, multiplicative and additive attention of one decoder cross-attention.
 
     ``query_pos [B, Q, C]`` query position embedding; ``memory [B, F, c]`` memory tokens
@@ -36,7 +37,9 @@ def compare_attention(query_pos: torch.Tensor, memory: torch.Tensor, key_pos: to
     (values = memory, the modulated memory for ``multiplicative``) with the baseline's.
     ``base_keys``: the baseline keys (width-aligned memory + ``key_pos``) already projected by
     ``weights`` (:func:`~aqr_cli.analysis.attention.engine.project_keys`), e.g. to share them
-    with a bias-scale sweep; default: projected here.
+    with a bias-scale sweep; default: projected here. ``extra_paths``: more paths run in the
+    same pass after the three (e.g. the scales of a sweep: they share the baseline's logits
+    matmul); the result then holds them too (:meth:`AttentionResult.select` splits it).
 
     Each key input is projected as soon as it is formed and only the projections are kept
     (at 1600x640 every ``[B, F, C]`` tensor is 58 MB).
@@ -68,6 +71,7 @@ def compare_attention(query_pos: torch.Tensor, memory: torch.Tensor, key_pos: to
                                    values=mod.float()))
     if bias is not None:
         paths.append(AttentionPath("additive", bias=as_window_bias(bias)))
+    paths += list(extra_paths)
     query = query_pos.float() if query_content is None else query_pos.float() + query_content.float()
     return compute_attention(query, base_keys, weights, num_bev=num_bev, paths=paths, window=bias,
                              reference="baseline", top_k=top_k, chunk_size=chunk_size,

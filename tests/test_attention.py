@@ -368,3 +368,52 @@ def test_sweep_matches_fixed_scale_generator():
     assert sw.bias[2]["max_abs"] == 5.0 and sw.bias[2]["share_clamped"] > 0
     assert sw.bias[1]["share_clamped"] == 0.0
     json.dumps(sw.to_dict())
+
+
+def test_projected_keys_give_the_same_run_as_raw_keys():
+    from aqr_cli.analysis.attention import ProjectedKeys, project_keys
+
+    for w, q, k, bias in (small_case(20), small_case(21, b=2)):
+        pos = 0.5 * k.flip(1)
+        raw = run(w, q, k + pos, bias)
+        proj = project_keys(k, w, add=pos)
+        assert isinstance(proj, ProjectedKeys) and proj.shape == tuple(k.shape)
+        shared = run(w, q, proj, bias)
+        for p in raw.per_query:
+            for m in METRICS:
+                assert torch.equal(raw.per_query[p][m], shared.per_query[p][m]), (p, m)
+            assert torch.equal(raw.rows[p], shared.rows[p])
+    # identity weights: the sum is written straight into the [B, h, d, F] layout
+    eye = CrossAttentionWeights.identity(C, H)
+    k = torch.randn(2, 5000, C)
+    pos = torch.randn(2, 5000, C)
+    heads = project_keys(k, eye, add=pos).heads
+    assert heads.is_contiguous() and torch.equal(heads.reshape(2, C, 5000), (k + pos).transpose(1, 2))
+    with pytest.raises(AQRInputError, match="other attention weights"):
+        run(small_case(22)[0], q, proj)
+    with pytest.raises(AQRInputError, match="NaN or Inf"):
+        project_keys(k, eye, add=torch.full_like(pos, float("inf")) - torch.full_like(pos, float("inf")))
+
+
+def test_sweep_in_the_comparison_pass_equals_a_separate_sweep():
+    from aqr_cli.analysis.sweep import sweep_paths, sweep_result
+
+    gen = torch.Generator().manual_seed(23)
+    qpos = torch.randn(1, Q, C, generator=gen)
+    mem, kpos = torch.randn(1, F, C, generator=gen), torch.randn(1, F, C, generator=gen)
+    w, _, _, bias = small_case(23)
+    scales = [0.5, 2.5, 10.0]
+    args = dict(num_bev=NB, bias=bias, modulated_memory=0.5 * mem, weights=w, keep_rows=[1, 4],
+                chunk_size=3)
+    alone = compare_attention(qpos, mem, kpos, **args)
+    swept, extra = sweep_paths(bias, scales)
+    both = compare_attention(qpos, mem, kpos, extra_paths=extra, **args)
+    main = both.select(["baseline", "multiplicative", "additive"])
+    assert main.paths == alone.paths and main.readout == alone.readout
+    assert json.dumps(main.to_dict()) == json.dumps(alone.to_dict())
+    for p in alone.paths:
+        assert torch.equal(main.rows[p], alone.rows[p])
+    assert set(both.readout) == {"baseline", "multiplicative", "additive"}   # none for the scales
+    separate = bias_scale_sweep(qpos, mem + kpos, w, bias, scales, num_bev=NB, chunk_size=3)
+    merged = sweep_result(both, bias, swept)
+    assert json.dumps(merged.to_dict()) == json.dumps(separate.to_dict())

@@ -217,3 +217,24 @@ def test_human_output_at_200_columns(human_80, monkeypatch, capsys):
     assert any(line.startswith("additive ") and "e-0" in line for line in text.splitlines())
     for number in _numbers(doc):
         assert number in text, number
+
+
+@pytest.mark.filterwarnings("ignore::aqr_cli.core.errors.QuirkWarning")
+def test_synthetic_features_are_views_of_one_memory_and_compare_the_same():
+    import dataclasses
+
+    import torch
+
+    from aqr_cli.analysis.compare import CompareOptions, compare_source
+    from aqr_cli.analysis.sources import synthetic
+    from aqr_cli.core.embeddings import build_memory
+    from aqr_cli.inputs.settings import Overrides
+
+    src = synthetic(Overrides(weights="scene"), None, None)
+    bev, cam = src.features
+    assert bev.data_ptr() == src.memory.data_ptr()                    # one copy of the features
+    assert torch.equal(build_memory(bev, cam), src.memory)
+    options = CompareOptions(scales=(0.5, 5.0))
+    shared = compare_source(src, options).summary
+    copied = dataclasses.replace(src, features=(bev.contiguous(), cam.contiguous()), memory=None)
+    assert json.dumps(compare_source(copied, options).summary) == json.dumps(shared)

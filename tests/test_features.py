@@ -222,3 +222,15 @@ def test_quantiles_are_torch_quantile_bit_for_bit(n):
             assert torch.equal(quantiles(data, qs), torch.quantile(data, torch.tensor(qs, dtype=torch.float64)))
     x[n // 2] = float("nan")
     assert torch.isnan(quantiles(x, (0.001, 0.999))).all()
+
+
+def test_change_stats_leave_inputs_alone_and_ignore_layout():
+    gen = torch.Generator().manual_seed(5)
+    before = torch.randn(2, 6, 5, 4, generator=gen, dtype=torch.float64)
+    after = before * 1.5 + 0.1
+    keep0, keep1 = before.clone(), after.clone()
+    stats = change_stats(before, after, 2)
+    assert torch.equal(before, keep0) and torch.equal(after, keep1)   # float64: no copy made by .double()
+    strided = after.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    assert not strided.is_contiguous()
+    assert json.dumps(change_stats(before, strided, 2)) == json.dumps(stats)

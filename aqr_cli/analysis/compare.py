@@ -15,7 +15,13 @@ import torch
 
 from aqr_cli.analysis.errors import MissingPartError
 from aqr_cli.analysis.placement import box_masks, query_xy
-from aqr_cli.analysis.sources import WeightSource, build_embeddings, metas_for_batch
+from aqr_cli.analysis.sources import (  # split_memory: also this module's API
+    WeightSource,
+    build_embeddings,
+    metas_for_batch,
+    release_free_memory,
+    split_memory,
+)
 from aqr_cli.core.errors import AQRInputError, warn_quirk
 
 DEFAULT_SCALES = (0.5, 1.0, 2.5, 5.0, 10.0)
@@ -206,6 +212,7 @@ def compare_source(src: WeightSource, options: CompareOptions = CompareOptions()
             warn_scale_clamp(build_bias_generator(src, options.bias_scale), options.bias_scale)
     result.options = options
     result.quirks = merge_quirks(list(quirks), more)
+    release_free_memory()   # before the view forks figure workers, which inherit it
     return result
 
 
@@ -218,13 +225,14 @@ def compare_paths(src: WeightSource, *, method: str | None = None, bias_scale: f
     ``summary['run']``) and whether the attention statistics are informative
     (``summary['attention']['information']``).
     """
+    release_free_memory()
     semantics = run_semantics(src, trust)
     from aqr_cli.analysis.attention import CrossAttentionWeights, compare_attention, query_groups
     from aqr_cli.analysis.features import apply_multiplicative, compare_features
     from aqr_cli.analysis.maps import build_renderer, sparse_bias
     from aqr_cli.analysis.render import warn_maps
-    from aqr_cli.analysis.sweep import bias_scale_sweep, unit_bias
-    from aqr_cli.analysis.attention import align_width
+    from aqr_cli.analysis.sweep import sweep_paths, sweep_result, unit_bias
+    from aqr_cli.analysis.attention import align_width, project_keys
     from aqr_cli.core.embeddings import build_memory
     from aqr_cli.core.modulator import FeatureModulator
 
@@ -241,7 +249,7 @@ def compare_paths(src: WeightSource, *, method: str | None = None, bias_scale: f
                                 src.pts_bev, pers, bev, cam)
     warn_maps(src, {renderer.render_method: (mult["bev_map"], mult["pers_map"])})
     bev_masks, cam_masks, labels = box_masks(src)
-    memory = build_memory(bev, cam).transpose(0, 1)
+    memory = (src.memory if src.memory is not None else build_memory(bev, cam)).transpose(0, 1)
     # The additive path's features are read back from the memory the decoder attends to, so
     # its (zero) change is measured on what the decoder reads, not on the input tensor itself.
     bev_add, cam_add = split_memory(memory, bev.shape, cam.shape)
@@ -250,9 +258,10 @@ def compare_paths(src: WeightSource, *, method: str | None = None, bias_scale: f
                              bev_gain=mult["bev_gain"], cam_gain=mult["pers_gain"],
                              bev_weight_map=mult["bev_map"], cam_weight_map=mult["pers_map"],
                              bev_masks=bev_masks, cam_masks=cam_masks, labels=labels)
+    del bev_add, cam_add
     sb, gen = sparse_bias(src, bias_scale)
     query_pos, key_pos = _embeddings_for(src)
-    modulated = build_memory(mult["bev"], mult["camera"]).transpose(0, 1)
+    modulated = build_memory(mult.pop("bev"), mult.pop("camera")).transpose(0, 1)
     key_pos = key_pos.transpose(0, 1)
     weights = CrossAttentionWeights.resolve(src.head_state or None, int(query_pos.shape[-1]))
     num_bev = src.cfg.bev_shape[0] * src.cfg.bev_shape[1]
@@ -261,15 +270,23 @@ def compare_paths(src: WeightSource, *, method: str | None = None, bias_scale: f
     groups = query_groups(src.lidar_weights, src.camera_weights, query_xy(src),
                           src.boxes, src.box_labels)
     with torch.no_grad():
+        # The baseline keys are projected once, for the comparison and the sweep.
+        mem, _ = align_width(memory, int(query_pos.shape[-1]), width_mode)
+        base_keys = None if mem is None else project_keys(mem, weights, add=key_pos)
+        del mem
+        release_free_memory()
+        # The sweep's scales run in the comparison's pass: they share its baseline (logits
+        # matmul, softmax and statistics of every chunk) instead of repeating it.
+        unit = unit_bias(sb)
+        swept, extra = sweep_paths(unit, scales, gen.max_bias) if scales else ([], [])
         att = compare_attention(query_pos, memory, key_pos, num_bev=num_bev, bias=sb,
                                 modulated_memory=modulated, weights=weights, width_mode=width_mode,
-                                top_k=top_k, keep_rows=keep)
+                                top_k=top_k, keep_rows=keep, base_keys=base_keys, extra_paths=extra)
+        del memory, modulated, base_keys
         sweep = None
         if scales and att.status == "ok":
-            mem, _ = align_width(memory, int(query_pos.shape[-1]), width_mode)
-            unit = unit_bias(sb)
-            sweep = bias_scale_sweep(query_pos.float(), mem + key_pos.float(), weights, unit, scales,
-                                     num_bev=num_bev, max_bias=gen.max_bias, groups=groups, top_k=top_k)
+            sweep = sweep_result(att, unit, swept, gen.max_bias, groups=groups)
+        att = att.select([p for p in att.paths if p not in {x.name for x in extra}])
     res = CompareResult(source=src, features=feats, attention=att, sweep=sweep,
                         gains=(mult["bev_gain"], mult["pers_gain"]), selected=selected, bias=sb,
                         bias_scale=gen.effective_scale(), max_scale=float(gen.max_scale))
@@ -300,17 +317,6 @@ def compare_paths(src: WeightSource, *, method: str | None = None, bias_scale: f
         },
     }
     return res
-
-
-def split_memory(memory: torch.Tensor, bev_shape, cam_shape) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inverse of ``build_memory`` for batch-first memory ``[B, F, C]``: (bev [B, C, H, W],
-    cam [B*V, C, h, w])."""
-    b, c, h, w = bev_shape
-    bn, _, ph, pw = cam_shape
-    hw = h * w
-    bev = memory[:, :hw].transpose(1, 2).reshape(b, c, h, w)
-    cam = memory[:, hw:].reshape(b, bn // b, ph, pw, c).permute(0, 1, 4, 2, 3).reshape(bn, c, ph, pw)
-    return bev, cam
 
 
 def _readout_doc(att) -> dict | None:

@@ -141,15 +141,35 @@ def bias_scale_sweep(query: torch.Tensor, keys: torch.Tensor, weights: CrossAtte
     ``bias_dtype``: ``torch.float16`` to round like upstream's fp16 bias; ``groups``: query
     groups for the summaries (:func:`~aqr_cli.analysis.attention.query_groups`).
     """
+    scales, paths = sweep_paths(unit, scales, max_bias, bias_dtype)
+    result = compute_attention(query, keys, weights, num_bev=num_bev,
+                               paths=[AttentionPath("baseline"), *paths], window=unit_bias(unit),
+                               reference="baseline", top_k=top_k, chunk_size=chunk_size)
+    return sweep_result(result, unit, scales, max_bias, bias_dtype, groups)
+
+
+def sweep_paths(unit, scales: Sequence[float], max_bias: float = FINAL_CLAMP,
+                bias_dtype: torch.dtype = torch.float32) -> tuple[list[float], list[AttentionPath]]:
+    """(scales, paths) of a sweep: one additive path ``additive@<scale>`` per distinct scale,
+    with the scaled, clamped bias and no readout, to run against a ``baseline`` path (the
+    reference) whose window cells are ``unit``'s; :func:`sweep_result` reads the run."""
     scales = _check_scales(scales)
     if not (isinstance(max_bias, (int, float)) and max_bias > 0 and math.isfinite(max_bias)):
         raise AQRInputError(f"max_bias: expected a positive number, got {max_bias!r}")
     unit = unit_bias(unit)
-    biased = [scaled_bias(unit, s, max_bias, bias_dtype) for s in scales]
+    return scales, [AttentionPath(f"additive@{s:g}", bias=scaled_bias(unit, s, max_bias, bias_dtype),
+                                  readout=False) for s in scales]
+
+
+def sweep_result(result, unit, scales: list[float], max_bias: float = FINAL_CLAMP,
+                 bias_dtype: torch.dtype = torch.float32,
+                 groups: Mapping[str, Mapping[str, torch.Tensor]] | None = None) -> SweepResult:
+    """The :class:`SweepResult` of a run holding ``baseline`` and the :func:`sweep_paths` of
+    ``scales`` (other paths are ignored; its settings are those of the run as a sweep's own)."""
+    unit = unit_bias(unit)
     names = [f"additive@{s:g}" for s in scales]
-    paths = [AttentionPath("baseline")] + [AttentionPath(n, bias=b) for n, b in zip(names, biased)]
-    result = compute_attention(query, keys, weights, num_bev=num_bev, paths=paths, window=unit,
-                               reference="baseline", top_k=top_k, chunk_size=chunk_size)
+    result = result.select(["baseline", *names], projection=None, readout={})
+    biased = [scaled_bias(unit, s, max_bias, bias_dtype) for s in scales]
     summary = result.summary(groups)
     settings = dict(result.settings(), bias_dtype=str(bias_dtype).replace("torch.", ""),
                     scale_semantics=("scale used as given (fixed-scale semantics, no [min_scale, "

@@ -22,7 +22,13 @@ baseline / multiplicative / additive comparison), :mod:`.groups` (query groups) 
 :mod:`.result` (the result and its summaries). This module is its public interface.
 """
 
-from aqr_cli.analysis.attention.engine import AttentionPath, compute_attention, readout_change
+from aqr_cli.analysis.attention.engine import (
+    AttentionPath,
+    ProjectedKeys,
+    compute_attention,
+    project_keys,
+    readout_change,
+)
 from aqr_cli.analysis.attention.groups import (
     NEAREST_OBJECT_RADIUS,
     distance_to_boxes,
@@ -43,7 +49,7 @@ from aqr_cli.analysis.attention.window_bias import WindowBias
 
 __all__ = [
     "DEFAULT_TOPK", "METRICS", "NEAREST_OBJECT_RADIUS", "AttentionPath", "AttentionResult",
-    "CrossAttentionWeights", "WindowBias", "align_width", "compare_attention", "compute_attention",
-    "distance_to_boxes", "is_small_label", "preference_groups", "query_groups", "readout_change",
-    "size_groups", "summarize_metrics",
+    "CrossAttentionWeights", "ProjectedKeys", "WindowBias", "align_width", "compare_attention",
+    "compute_attention", "distance_to_boxes", "is_small_label", "preference_groups", "project_keys",
+    "query_groups", "readout_change", "size_groups", "summarize_metrics",
 ]

@@ -29,15 +29,17 @@ from aqr_cli.analysis.attention.window_bias import (
 )
 from aqr_cli.core.errors import AQRInputError
 
-# Queries per chunk: 24 was fastest at both reference resolutions on a 2-core Xeon (logits of
-# 17 MB at 800x320 and 43 MB at 1600x640 stay cache-friendly); capped so one chunk's logits
-# never exceed MAX_CHUNK_BYTES for large batches.
+# Queries per chunk: 24 was fastest at both reference resolutions on a 2-core Xeon; fewer when
+# one chunk's logits [B, heads, n, F] would pass MAX_CHUNK_BYTES. The cap keeps 24 at 800x320
+# (17 MB) and gives 16 at 1600x640 (29 MB instead of 43 MB; with the copy for paths sharing keys
+# and the per-chunk rows, 38 MB less at peak for about 5% more attention time).
 DEFAULT_CHUNK_QUERIES = 24
-MAX_CHUNK_BYTES = 256 * 2 ** 20
+MAX_CHUNK_BYTES = 28 * 2 ** 20
 # log(p) is taken of max(p, TINY): p can underflow to 0 under strong biases, and 0 * log(0)
 # must count as 0 in the entropy. KL(p0 || p) is therefore finite (log p >= log(TINY) = -87.3).
 TINY = float(torch.finfo(torch.float32).tiny)
 _TOPK_BLOCK = 64
+_KEY_BLOCK = 4096
 
 
 @dataclass
@@ -45,9 +47,67 @@ class AttentionPath:
     """One way of attending: its key input ``[B, F, C]`` (None = the engine's keys) and bias."""
 
     name: str
-    keys: torch.Tensor | None = None
+    keys: torch.Tensor | ProjectedKeys | None = None
     bias: WindowBias | None = None
     values: torch.Tensor | None = None   # [B, F, C] value input (None = the engine's values)
+    readout: bool = True                 # compute its attention output when there are values
+
+
+@dataclass(frozen=True)
+class ProjectedKeys:
+    """Keys projected by one :class:`CrossAttentionWeights`, as ``heads [B, h, d, F]``
+    contiguous (the right operand of the logits matmul), made by :func:`project_keys`.
+
+    Accepted wherever :func:`compute_attention` takes a key input, so that runs over the same
+    keys (a comparison and its bias-scale sweep) project them once and hold them once.
+    """
+
+    heads: torch.Tensor
+    weights: CrossAttentionWeights
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(B, F, C)``: the shape of the key input it was projected from."""
+        b, h, d, f = self.heads.shape
+        return (b, f, h * d)
+
+
+def project_keys(keys: torch.Tensor, weights: CrossAttentionWeights,
+                 add: torch.Tensor | None = None) -> ProjectedKeys:
+    """``W_k (keys + add) + b_k`` of ``keys [B, F, C]`` (``add``: e.g. the key position
+    embedding, same shape), in the engine's ``[B, h, d, F]`` layout.
+
+    With identity weights the sum is written straight into that layout (no ``[B, F, C]``
+    intermediate: 58 MB at 1600x640); the values are the same floats either way.
+    """
+    for name, t in (("keys", keys), ("add", add)):
+        if t is not None and (not isinstance(t, torch.Tensor) or t.dim() != 3):
+            got = list(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise AQRInputError(f"{name}: expected shape [B, N, C], got {got}")
+    if add is not None and add.shape != keys.shape:
+        raise AQRInputError(f"add: expected shape {list(keys.shape)} like keys, got {list(add.shape)}")
+    b, f, c = keys.shape
+    if c != weights.embed_dims:
+        raise AQRInputError(f"keys: width {c} does not match the attention weights' embedding "
+                            f"width {weights.embed_dims}")
+    if not weights.is_identity:
+        total = keys if add is None else keys.float() + add.float()
+        _check_tensor("keys", total)
+        return ProjectedKeys(_heads_T(total, weights), weights)
+    out = torch.empty(b, c, f)
+    for i in range(b):  # 2-D transposes, as in _heads_T
+        if add is None:
+            out[i].copy_(keys[i].t())
+            continue
+        # blocks of rows: contiguous adds into a small buffer, then a transposed copy (an add
+        # with transposed operands and output is 5x slower than both together)
+        blk = torch.empty(min(f, _KEY_BLOCK), c)
+        for f0 in range(0, f, _KEY_BLOCK):
+            n = min(f, f0 + _KEY_BLOCK) - f0
+            torch.add(keys[i, f0:f0 + n].float(), add[i, f0:f0 + n].float(), out=blk[:n])
+            out[i, :, f0:f0 + n].copy_(blk[:n].t())
+    _check_tensor("keys", out)
+    return ProjectedKeys(out.view(b, weights.num_heads, weights.head_dim, f), weights)
 
 
 def auto_chunk_size(batch: int, heads: int, num_keys: int) -> int:
@@ -79,9 +139,18 @@ def _check_path(p: AttentionPath, keys: torch.Tensor, b: int, q: int, f: int) ->
             raise AQRInputError(f"paths[{p.name!r}].bias: window columns outside [0, {f})")
 
 
+def _check_projected(name: str, keys, weights: CrossAttentionWeights) -> None:
+    """Projected keys must come from these weights (raw key inputs are checked as tensors)."""
+    if isinstance(keys, ProjectedKeys) and keys.weights is not weights:
+        raise AQRInputError(f"{name}: projected with other attention weights than this run's")
+
+
 def _check_inputs(query, keys, weights, num_bev, paths) -> None:
-    for name, t in (("query", query), ("keys", keys)):
-        _check_tensor(name, t)
+    _check_tensor("query", query)
+    if isinstance(keys, ProjectedKeys):
+        _check_projected("keys", keys, weights)
+    else:
+        _check_tensor("keys", keys)
     b, q, c = query.shape
     _, f, _ = keys.shape
     if keys.shape[0] != b or keys.shape[2] != c:
@@ -96,6 +165,7 @@ def _check_inputs(query, keys, weights, num_bev, paths) -> None:
     if len(set(names)) != len(names):
         raise AQRInputError(f"paths: names must be unique, got {names}")
     for p in paths:
+        _check_projected(f"paths[{p.name!r}].keys", p.keys, weights)
         _check_path(p, keys, b, q, f)
 
 
@@ -134,7 +204,8 @@ def _check_counts(top_k, keep_rows: Sequence[int], q: int, f: int) -> list[int]:
     return keep_rows
 
 
-def compute_attention(query: torch.Tensor, keys: torch.Tensor, weights: CrossAttentionWeights, *,
+def compute_attention(query: torch.Tensor, keys: torch.Tensor | ProjectedKeys,
+                      weights: CrossAttentionWeights, *,
                       num_bev: int, paths: Sequence[AttentionPath] | None = None,
                       window=None, reference: str | None = None, top_k: int = DEFAULT_TOPK,
                       chunk_size: int | None = None, keep_rows: Sequence[int] = (),
@@ -143,19 +214,20 @@ def compute_attention(query: torch.Tensor, keys: torch.Tensor, weights: CrossAtt
 
     ``query [B, Q, C]``: the cross-attention query input (decoder target + query position
     embedding). ``keys [B, F, C]``: key input (memory + key position embedding) shared by paths
-    whose ``keys`` is None. ``num_bev``: H*W, the number of leading BEV tokens. ``paths``:
+    whose ``keys`` is None, or those keys already projected (:func:`project_keys`; a path's
+    ``keys`` may be either too). ``num_bev``: H*W, the number of leading BEV tokens. ``paths``:
     default one path ``baseline``. ``window``: bias whose window cells define ``window_mass``
     (default: the first path bias found). ``reference``: the path the deltas, KL and top-k
     overlap compare with (default ``baseline`` if present, else the first path).
     ``chunk_size``: queries per chunk (default 24, fewer when one chunk's logits would pass
-    256 MiB). ``keep_rows``: query indices whose full head-averaged rows are returned.
+    28 MiB: 16 at 1600x640). ``keep_rows``: query indices whose full head-averaged rows are returned.
     ``values [B, F, C]``: value input shared by paths whose ``values`` is None; when given, the
     per-query attention output (what the decoder reads: per head ``p_h W_v v``, heads
     concatenated, before ``out_proj``) is compared with the reference path's in
     :attr:`AttentionResult.readout`.
     """
     paths = list(paths or [AttentionPath("baseline")])
-    paths = [AttentionPath(p.name, p.keys, as_window_bias(p.bias), p.values) for p in paths]
+    paths = [AttentionPath(p.name, p.keys, as_window_bias(p.bias), p.values, p.readout) for p in paths]
     _check_inputs(query, keys, weights, num_bev, paths)
     window = _window(window, paths, query)
     reference = _reference(reference, paths)
@@ -171,7 +243,7 @@ def compute_attention(query: torch.Tensor, keys: torch.Tensor, weights: CrossAtt
         per_query={p.name: run.stats[p.name] for p in paths}, rows=run.rows, row_queries=keep_rows,
         reference=reference, num_keys=f, num_bev=num_bev, num_queries=q, batch_size=b,
         top_k=top_k, chunk_size=n_chunk, weights=weights.describe(), projection=projection,
-        readout=readout_change(run.readouts, reference) if run.readouts else {})
+        readout=readout_change(run.readouts, reference) if reference in run.readouts else {})
 
 
 def _key_groups(paths: list[AttentionPath], keys: torch.Tensor, reference: str):
@@ -199,9 +271,9 @@ class _Run:
         h, d = weights.num_heads, weights.head_dim
         self.reference = reference
         self.groups, key_sets = _key_groups(paths, keys, reference)
-        self.k_t = [_heads_T(s, weights) for s in key_sets]
+        self.k_t = [s.heads if isinstance(s, ProjectedKeys) else _heads_T(s, weights) for s in key_sets]
         self.v_heads = _value_heads(paths, values, weights) if values is not None else {}
-        self.readouts = {p.name: torch.empty(b, q, h * d) for p in paths} if self.v_heads else {}
+        self.readouts = {p.name: torch.empty(b, q, h * d) for p in paths if p.name in self.v_heads}
         self.qh = (weights.project_query(query) * (1.0 / math.sqrt(d))).view(b, q, h, d).transpose(1, 2)
         self.buf = _Chunk(b, h, n_chunk, f, any(len(g) > 1 for g in self.groups.values()))
         self.stats = {p.name: {m: torch.empty(b, q) for m in METRICS} for p in paths}
@@ -235,7 +307,7 @@ class _Run:
         """The readout and the kept rows of one path's chunk (``logits`` now hold per-head
         probabilities)."""
         n = c1 - c0
-        if self.v_heads:
+        if name in self.v_heads:
             b, h, _, _ = logits.shape
             r = torch.matmul(logits, self.v_heads[name])                     # [B, h, n, d]
             self.readouts[name][:, c0:c1] = r.transpose(1, 2).reshape(b, n, h * r.shape[-1])
@@ -302,16 +374,21 @@ class _Chunk:
 
 
 def _value_heads(paths, values: torch.Tensor, weights: CrossAttentionWeights) -> dict:
-    """Projected values ``[B, h, F, d]`` per path (paths sharing a value tensor share it)."""
+    """Projected values ``[B, h, F, d]`` per path with a readout (paths sharing a value tensor
+    share it)."""
     b, f, _ = values.shape
     cache: list[tuple[torch.Tensor, torch.Tensor]] = []
     out = {}
     for p in paths:
+        if not p.readout:
+            continue
         src = values if p.values is None else p.values
         hit = next((v for s, v in cache if s is src), None)
         if hit is None:
+            # A strided view, not a copy: the readout matmul takes it as it is (same result,
+            # same speed) and with identity weights it is the value input itself.
             hit = weights.project_value(src.float()).view(b, f, weights.num_heads,
-                                                          weights.head_dim).transpose(1, 2).contiguous()
+                                                          weights.head_dim).transpose(1, 2)
             cache.append((src, hit))
         out[p.name] = hit
     return out

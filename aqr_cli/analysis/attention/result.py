@@ -4,7 +4,7 @@ path, selected rows, settings) and :func:`summarize_metrics` (means, medians, sa
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 import torch
@@ -52,6 +52,12 @@ class AttentionResult:
     @property
     def paths(self) -> list[str]:
         return list(self.per_query)
+
+    def select(self, paths, **changes) -> "AttentionResult":
+        """The same run restricted to ``paths`` (in that order), with ``changes`` to other fields
+        (e.g. ``projection``, ``readout``): one pass computing several comparisons, split."""
+        return replace(self, per_query={p: self.per_query[p] for p in paths},
+                       rows={p: self.rows[p] for p in paths if p in self.rows}, **changes)
 
     def summary(self, groups: Mapping[str, Mapping[str, torch.Tensor]] | None = None) -> dict:
         """``{path: {'overall': ..., <family>: {<group>: ...}}}`` of :func:`summarize_metrics`."""

@@ -8,6 +8,7 @@ per query for all three paths, and an optional bias-scale sweep of the additive 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,7 +41,7 @@ ROLES = {
 
 @dataclass
 class CompareResult:
-    source: WeightSource
+    source: WeightSource                 # without its feature, memory and embedding tensors
     features: dict                       # compare_features output
     attention: object                    # AttentionResult
     sweep: object | None                 # SweepResult or None
@@ -287,7 +288,7 @@ def compare_paths(src: WeightSource, *, method: str | None = None, bias_scale: f
         if scales and att.status == "ok":
             sweep = sweep_result(att, unit, swept, gen.max_bias, groups=groups)
         att = att.select([p for p in att.paths if p not in {x.name for x in extra}])
-    res = CompareResult(source=src, features=feats, attention=att, sweep=sweep,
+    res = CompareResult(source=_without_tensors(src), features=feats, attention=att, sweep=sweep,
                         gains=(mult["bev_gain"], mult["pers_gain"]), selected=selected, bias=sb,
                         bias_scale=gen.effective_scale(), max_scale=float(gen.max_scale))
     att_doc = _attention_doc(att, groups)
@@ -317,6 +318,13 @@ def compare_paths(src: WeightSource, *, method: str | None = None, bias_scale: f
         },
     }
     return res
+
+
+def _without_tensors(src: WeightSource) -> WeightSource:
+    """The source as the views need it: without features, memory and embeddings (116 MB at
+    1600x640), which figure workers forked from a process holding the result would inherit."""
+    return dataclasses.replace(src, features=None, memory=None, modulated=None, query_embed=None,
+                               pos_embed=None)
 
 
 def _readout_doc(att) -> dict | None:

@@ -221,12 +221,10 @@ def test_human_output_at_200_columns(human_80, monkeypatch, capsys):
 
 @pytest.mark.filterwarnings("ignore::aqr_cli.core.errors.QuirkWarning")
 def test_synthetic_features_are_views_of_one_memory_and_compare_the_same():
-    import dataclasses
-
     import torch
 
-    from aqr_cli.analysis.compare import CompareOptions, compare_source
-    from aqr_cli.analysis.sources import synthetic
+    from aqr_cli.analysis.features import compare_features
+    from aqr_cli.analysis.sources import split_memory, synthetic
     from aqr_cli.core.embeddings import build_memory
     from aqr_cli.inputs.settings import Overrides
 
@@ -234,7 +232,26 @@ def test_synthetic_features_are_views_of_one_memory_and_compare_the_same():
     bev, cam = src.features
     assert bev.data_ptr() == src.memory.data_ptr()                    # one copy of the features
     assert torch.equal(build_memory(bev, cam), src.memory)
-    options = CompareOptions(scales=(0.5, 5.0))
-    shared = compare_source(src, options).summary
-    copied = dataclasses.replace(src, features=(bev.contiguous(), cam.contiguous()), memory=None)
-    assert json.dumps(compare_source(copied, options).summary) == json.dumps(shared)
+    # attention reads the memory (equal above); the feature statistics read the features: on
+    # such views they must give the numbers of contiguous copies (small maps, same layouts)
+    g = torch.Generator().manual_seed(0)
+    b, c, (h, w), v, (ph, pw) = 2, 8, (6, 7), 6, (3, 5)
+    memory = torch.randn(h * w + v * ph * pw, b, c, generator=g)
+    views = split_memory(memory.transpose(0, 1), (b, c, h, w), (b * v, c, ph, pw))
+    assert not views[0].is_contiguous() and views[0].data_ptr() == memory.data_ptr()
+    gains = (torch.rand(b, h, w, generator=g) + 0.5, torch.rand(b * v, ph, pw, generator=g) + 0.5)
+    bev_masks = [torch.rand(2, h, w, generator=g) > 0.6 for _ in range(b)]     # two boxes each
+    cam_masks = [torch.rand(2, v, ph, pw, generator=g) > 0.6 for _ in range(b)]
+    labels = [["car", "pedestrian"]] * b
+
+    def stats(bev_f, cam_f):
+        add = split_memory(build_memory(bev_f, cam_f).transpose(0, 1), bev_f.shape, cam_f.shape)
+        return compare_features(bev_f, cam_f, bev_multiplicative=bev_f * gains[0][:, None],
+                                cam_multiplicative=cam_f * gains[1][:, None], bev_additive=add[0],
+                                cam_additive=add[1], bev_gain=gains[0], cam_gain=gains[1],
+                                bev_masks=bev_masks, cam_masks=cam_masks, labels=labels)
+
+    copies = tuple(t.contiguous() for t in views)
+    shared = stats(*views)
+    assert shared["additive"]["bev"]["energy"]["objects"]["retained"] == 1.0
+    assert json.dumps(shared) == json.dumps(stats(*copies))

@@ -16,11 +16,11 @@ import torch
 
 from aqr_cli.analysis.errors import MissingPartError
 from aqr_cli.analysis.placement import box_masks, query_xy
+from aqr_cli.analysis.memory import release_free_memory
 from aqr_cli.analysis.sources import (  # split_memory: also this module's API
     WeightSource,
     build_embeddings,
     metas_for_batch,
-    release_free_memory,
     split_memory,
 )
 from aqr_cli.core.errors import AQRInputError, warn_quirk

@@ -17,6 +17,7 @@ import torch
 from aqr_cli.core.configs import CLASS_NAMES, ReferenceConfig
 from aqr_cli.core.errors import AQRInputError, warn_quirk
 from aqr_cli.inputs.opened import OpenedCheckpoint, OpenedDump, Source, open_checkpoint, open_dump
+from aqr_cli.analysis.memory import release_free_memory
 from aqr_cli.inputs.settings import Overrides, SettingsError, dump_settings, reference_settings
 from aqr_cli.io.errors import LoadError
 
@@ -134,42 +135,6 @@ def split_memory(memory: torch.Tensor, bev_shape, cam_shape) -> tuple[torch.Tens
     bev = memory[:, :hw].transpose(1, 2).reshape(b, c, h, w)
     cam = memory[:, hw:].reshape(b, bn // b, ph, pw, c).permute(0, 1, 4, 2, 3).reshape(bn, c, ph, pw)
     return bev, cam
-
-
-def release_free_memory() -> None:
-    """Hand the C heap's free pages back to the system (glibc; elsewhere nothing).
-
-    The first call also fixes glibc's mmap threshold at 16 MB: by default it rises (up to 32 MB)
-    each time a large tensor is freed, after which tensors of camera-feature size (25 MB at
-    1600x640) come from the heap and their pages stay resident once freed. At 1600x640 that
-    kept 50-100 MB of freed features resident between phases, counted again in every forked
-    figure worker. Every call then trims the heap (``malloc_trim``). Called between phases,
-    before the largest allocations."""
-    global _LIBC
-    if _LIBC is None:
-        _LIBC = _glibc()
-        if _LIBC:
-            _LIBC.mallopt(_M_MMAP_THRESHOLD, 16 * 2 ** 20)
-    if _LIBC:
-        _LIBC.malloc_trim(0)
-
-
-def _glibc():
-    """glibc through ctypes when this process uses it, else False."""
-    import ctypes
-    import platform
-
-    if platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else False
-    except OSError:
-        return False
-
-
-_M_MMAP_THRESHOLD = -3   # glibc malloc.h
-_LIBC = None
 
 
 def _bias_scale(head: dict | None) -> float | None:

@@ -16,7 +16,7 @@ import torch
 
 from aqr_cli.analysis.errors import MissingPartError
 from aqr_cli.analysis.placement import box_masks, query_xy
-from aqr_cli.analysis.memory import release_free_memory
+from aqr_cli.analysis.memory import memory_bytes, release_free_memory
 from aqr_cli.analysis.sources import (  # split_memory: also this module's API
     WeightSource,
     build_embeddings,
@@ -213,7 +213,8 @@ def compare_source(src: WeightSource, options: CompareOptions = CompareOptions()
             warn_scale_clamp(build_bias_generator(src, options.bias_scale), options.bias_scale)
     result.options = options
     result.quirks = merge_quirks(list(quirks), more)
-    release_free_memory()   # before the view forks figure workers, which inherit it
+    # before the view forks figure workers, which inherit every resident page
+    release_free_memory(memory_bytes(src.cfg, src.lidar_weights.shape[0]))
     return result
 
 
@@ -226,7 +227,8 @@ def compare_paths(src: WeightSource, *, method: str | None = None, bias_scale: f
     ``summary['run']``) and whether the attention statistics are informative
     (``summary['attention']['information']``).
     """
-    release_free_memory()
+    size = memory_bytes(src.cfg, src.lidar_weights.shape[0])
+    release_free_memory(size)
     semantics = run_semantics(src, trust)
     from aqr_cli.analysis.attention import CrossAttentionWeights, compare_attention, query_groups
     from aqr_cli.analysis.features import apply_multiplicative, compare_features
@@ -275,7 +277,7 @@ def compare_paths(src: WeightSource, *, method: str | None = None, bias_scale: f
         mem, _ = align_width(memory, int(query_pos.shape[-1]), width_mode)
         base_keys = None if mem is None else project_keys(mem, weights, add=key_pos)
         del mem
-        release_free_memory()
+        release_free_memory(size)
         # The sweep's scales run in the comparison's pass: they share its baseline (logits
         # matmul, softmax and statistics of every chunk) instead of repeating it.
         unit = unit_bias(sb)

@@ -5,8 +5,22 @@ resident page)."""
 from __future__ import annotations
 
 
-def release_free_memory() -> None:
-    """Hand the C heap's free pages back to the system (glibc; elsewhere nothing).
+LARGE = 32 * 2 ** 20   # bytes of decoder memory from which releasing pays (1600x640: 58 MB)
+
+
+def memory_bytes(cfg, batch_size: int) -> int:
+    """Bytes of the float32 decoder memory ``[F, B, C]`` of a configuration: the size of the
+    largest tensors of every phase (features, keys, values)."""
+    h, w = cfg.bev_shape
+    v, ph, pw = cfg.pers_shape
+    return 4 * int(batch_size) * (h * w + v * ph * pw) * int(cfg.hidden_dim)
+
+
+def release_free_memory(size: int) -> None:
+    """Hand the C heap's free pages back to the system (glibc; elsewhere nothing), for a
+    workload whose decoder memory takes ``size`` bytes (:func:`memory_bytes`): from
+    :data:`LARGE` on. Below it (800x320: 23 MB) the freed pages are few, and trimming them and
+    serving tensors from fresh pages cost more time than they keep.
 
     The first call also fixes glibc's mmap threshold at 16 MB: by default it rises (up to 32 MB)
     each time a large tensor is freed, after which tensors of camera-feature size (25 MB at
@@ -15,6 +29,8 @@ def release_free_memory() -> None:
     figure worker. Every call then trims the heap (``malloc_trim``). Called between phases,
     before the largest allocations."""
     global _LIBC
+    if size < LARGE:
+        return
     if _LIBC is None:
         _LIBC = _glibc()
         if _LIBC:

@@ -17,7 +17,7 @@ import torch
 from aqr_cli.core.configs import CLASS_NAMES, ReferenceConfig
 from aqr_cli.core.errors import AQRInputError, warn_quirk
 from aqr_cli.inputs.opened import OpenedCheckpoint, OpenedDump, Source, open_checkpoint, open_dump
-from aqr_cli.analysis.memory import release_free_memory
+from aqr_cli.analysis.memory import memory_bytes, release_free_memory
 from aqr_cli.inputs.settings import Overrides, SettingsError, dump_settings, reference_settings
 from aqr_cli.io.errors import LoadError
 
@@ -121,7 +121,7 @@ def run_generator(gen, emb, ref_points, features, img_metas, cfg,
         pos = emb.pos_embed(cfg.bev_shape, cfg.pers_shape, img_metas)
         if memory is None:
             memory = build_memory(bev, cam)
-        release_free_memory()
+        release_free_memory(memory.numel() * memory.element_size())
         lw, cw, _, info = gen(query.transpose(0, 1), memory, pos, ref_points, img_metas)
     return lw, cw, info, query, pos
 
@@ -154,7 +154,7 @@ def from_scene(cfg, rig, ov: Overrides, head: dict | None, label: str, kind: str
     from aqr_cli.analysis.scene import make_scene, scene_weights
     from aqr_cli.core.embeddings import build_memory
 
-    release_free_memory()
+    release_free_memory(memory_bytes(cfg, ov.batch_size))
     scene = make_scene(cfg, rig.lidar2img, rig.img_shape, batch_size=ov.batch_size, seed=ov.seed,
                        channels=cfg.hidden_dim, num_query=cfg.num_query)
     if ref_points is not None:

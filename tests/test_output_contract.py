@@ -394,3 +394,30 @@ def test_a_closed_stdout_pipe_ends_the_run_quietly(tmp_path):
     proc.wait(timeout=120)
     proc.stderr.close()
     assert (proc.returncode, err) == (141, "")
+
+
+def test_output_that_cannot_be_flushed_at_exit_is_an_error(monkeypatch, capsys):
+    """The last buffered output fails to reach a full disk: one error line and exit 1, not a
+    silent success."""
+    import os
+    import sys
+
+    from aqr_cli.cli import app as entry
+
+    class Full:
+        def flush(self):
+            raise OSError(28, "No space left on device")
+
+    class Ended(Exception):
+        pass
+
+    def record(code):
+        raise Ended(code)
+
+    monkeypatch.setitem(sys.modules, "torch", sys.modules.get("torch") or __import__("types").ModuleType("torch"))
+    monkeypatch.setattr(os, "_exit", record)
+    monkeypatch.setattr(sys, "stdout", Full())
+    with pytest.raises(Ended) as e:
+        entry._leave(0)
+    assert e.value.args == (1,)
+    assert capsys.readouterr().err == "aqr: error: cannot write the output: [Errno 28] No space left on device\n"

@@ -45,9 +45,15 @@ def _leave(code) -> None:
     code = 0 if code is None else int(code) if isinstance(code, int) else 1
     if not ({"torch", "matplotlib"} & set(sys.modules)):
         sys.exit(code)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe (``aqr ... | head``): nothing more to say
-            pass
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader is gone (``aqr ... | head``): nothing more to say
+        pass
+    except (OSError, ValueError) as e:  # a full disk, a closed stream: the output is not whole
+        sys.stderr.write(f"aqr: error: cannot write the output: {e}\n")
+        code = code or 1
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
     os._exit(code)

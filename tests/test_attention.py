@@ -415,5 +415,5 @@ def test_sweep_in_the_comparison_pass_equals_a_separate_sweep():
         assert torch.equal(main.rows[p], alone.rows[p])
     assert set(both.readout) == {"baseline", "multiplicative", "additive"}   # none for the scales
     separate = bias_scale_sweep(qpos, mem + kpos, w, bias, scales, num_bev=NB, chunk_size=3)
-    merged = sweep_result(both, bias, swept)
+    merged = sweep_result(both, bias, swept, extra)
     assert json.dumps(merged.to_dict()) == json.dumps(separate.to_dict())

@@ -151,7 +151,7 @@ def test_usage_errors(tmp_path, args):
 def test_split_memory_inverts_build_memory():
     import torch
 
-    from aqr_cli.analysis.compare import split_memory
+    from aqr_cli.analysis.sources import split_memory
     from aqr_cli.core.embeddings import build_memory
 
     bev, cam = torch.randn(2, 5, 4, 6), torch.randn(12, 5, 3, 7)

@@ -17,12 +17,7 @@ import torch
 from aqr_cli.analysis.errors import MissingPartError
 from aqr_cli.analysis.placement import box_masks, query_xy
 from aqr_cli.analysis.memory import memory_bytes, release_free_memory
-from aqr_cli.analysis.sources import (  # split_memory: also this module's API
-    WeightSource,
-    build_embeddings,
-    metas_for_batch,
-    split_memory,
-)
+from aqr_cli.analysis.sources import WeightSource, build_embeddings, metas_for_batch, split_memory
 from aqr_cli.core.errors import AQRInputError, warn_quirk
 
 DEFAULT_SCALES = (0.5, 1.0, 2.5, 5.0, 10.0)
@@ -288,7 +283,7 @@ def compare_paths(src: WeightSource, *, method: str | None = None, bias_scale: f
         del memory, modulated, base_keys
         sweep = None
         if scales and att.status == "ok":
-            sweep = sweep_result(att, unit, swept, gen.max_bias, groups=groups)
+            sweep = sweep_result(att, unit, swept, extra, gen.max_bias, groups=groups)
         att = att.select([p for p in att.paths if p not in {x.name for x in extra}])
     res = CompareResult(source=_without_tensors(src), features=feats, attention=att, sweep=sweep,
                         gains=(mult["bev_gain"], mult["pers_gain"]), selected=selected, bias=sb,

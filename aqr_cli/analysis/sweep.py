@@ -145,7 +145,7 @@ def bias_scale_sweep(query: torch.Tensor, keys: torch.Tensor, weights: CrossAtte
     result = compute_attention(query, keys, weights, num_bev=num_bev,
                                paths=[AttentionPath("baseline"), *paths], window=unit_bias(unit),
                                reference="baseline", top_k=top_k, chunk_size=chunk_size)
-    return sweep_result(result, unit, scales, max_bias, bias_dtype, groups)
+    return sweep_result(result, unit, scales, paths, max_bias, bias_dtype, groups)
 
 
 def sweep_paths(unit, scales: Sequence[float], max_bias: float = FINAL_CLAMP,
@@ -161,15 +161,16 @@ def sweep_paths(unit, scales: Sequence[float], max_bias: float = FINAL_CLAMP,
                                   readout=False) for s in scales]
 
 
-def sweep_result(result, unit, scales: list[float], max_bias: float = FINAL_CLAMP,
-                 bias_dtype: torch.dtype = torch.float32,
+def sweep_result(result, unit, scales: list[float], paths: Sequence[AttentionPath],
+                 max_bias: float = FINAL_CLAMP, bias_dtype: torch.dtype = torch.float32,
                  groups: Mapping[str, Mapping[str, torch.Tensor]] | None = None) -> SweepResult:
-    """The :class:`SweepResult` of a run holding ``baseline`` and the :func:`sweep_paths` of
-    ``scales`` (other paths are ignored; its settings are those of the run as a sweep's own)."""
+    """The :class:`SweepResult` of a run holding ``baseline`` and ``(scales, paths)``, what
+    :func:`sweep_paths` returned (other paths are ignored; its settings are those of the run as
+    a sweep's own); ``max_bias`` and ``bias_dtype`` as given to :func:`sweep_paths`."""
     unit = unit_bias(unit)
-    names = [f"additive@{s:g}" for s in scales]
+    names = [p.name for p in paths]
     result = result.select(["baseline", *names], projection=None, readout={})
-    biased = [scaled_bias(unit, s, max_bias, bias_dtype) for s in scales]
+    biased = [p.bias for p in paths]   # built once, by sweep_paths
     summary = result.summary(groups)
     settings = dict(result.settings(), bias_dtype=str(bias_dtype).replace("torch.", ""),
                     scale_semantics=("scale used as given (fixed-scale semantics, no [min_scale, "

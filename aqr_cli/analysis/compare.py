@@ -17,7 +17,9 @@ import torch
 from aqr_cli.analysis.errors import MissingPartError
 from aqr_cli.analysis.placement import box_masks, query_xy
 from aqr_cli.analysis.memory import memory_bytes, release_free_memory
-from aqr_cli.analysis.sources import WeightSource, build_embeddings, metas_for_batch, split_memory
+from aqr_cli.analysis.sources import (
+    SourceOptions, WeightSource, build_embeddings, metas_for_batch, split_memory,
+)
 from aqr_cli.core.errors import AQRInputError, warn_quirk
 
 DEFAULT_SCALES = (0.5, 1.0, 2.5, 5.0, 10.0)
@@ -169,25 +171,13 @@ def attention_information(att_doc: dict, weights, projection: dict | None,
 
 
 @dataclass(frozen=True)
-class CompareOptions:
-    """What ``compare-modes`` computes and draws of a loaded source, and the settings the source
-    was loaded with (named in the figures' captions). The defaults are the command's."""
+class CompareOptions(SourceOptions):
+    """What ``compare-modes`` computes and draws of a loaded source (:class:`SourceOptions`,
+    plus these)."""
 
-    method: str | None = None          # renderer method; None: the config's
-    bias_scale: float | None = None    # raw bias scale instead of the checkpoint's (clamped)
     scales: tuple = DEFAULT_SCALES     # bias scales of the sweep; empty: no sweep
     width_mode: str = "zero_pad"       # features narrower than the embeddings: zero_pad, orthogonal, skip
-    sample: int = 0                    # the sample the maps draw
-    bias_range: str = "fixed"          # colour range of the bias heatmaps: fixed or auto
     trust: bool = False
-    activation: str | None = None
-    lam: str | None = None
-    sigma: float | None = None
-    bias_window: int | None = None
-    rig: str | None = None
-    checkpoint: str | None = None
-    seed: int = 0
-    weights: str = "generator"
 
 
 def compare_source(src: WeightSource, options: CompareOptions = CompareOptions(),

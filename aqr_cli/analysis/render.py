@@ -8,7 +8,7 @@ import torch
 
 from aqr_cli.analysis.maps import render_maps, sparse_bias
 from aqr_cli.analysis.readings import add_readings
-from aqr_cli.analysis.sources import WeightSource
+from aqr_cli.analysis.sources import SourceOptions, WeightSource
 from aqr_cli.analysis.stats import map_condition, map_stats, preference_shares, split_dn, weight_stats
 from aqr_cli.core.errors import warn_quirk
 
@@ -16,24 +16,11 @@ METHODS = ("gaussian", "bilinear", "direct", "distance_weighted")
 
 
 @dataclass(frozen=True)
-class RenderOptions:
-    """What ``render-weights`` draws of a loaded source, and the settings the source was loaded
-    with (named in the figures' captions). The defaults are the command's."""
+class RenderOptions(SourceOptions):
+    """What ``render-weights`` draws of a loaded source (:class:`SourceOptions`, plus these)."""
 
-    method: str | None = None          # renderer method or 'all'; None: the config's
-    bias_scale: float | None = None    # raw bias scale instead of the checkpoint's (clamped)
-    sample: int = 0                    # the sample the figures draw
     queries: str = "matching"          # query rows of the per-query panels: matching, dn, all
-    bias_range: str = "fixed"          # colour range of the bias heatmaps: fixed or auto
     save_arrays: bool = False          # also write arrays.npz
-    activation: str | None = None
-    lam: str | None = None
-    sigma: float | None = None
-    bias_window: int | None = None
-    rig: str | None = None
-    checkpoint: str | None = None
-    seed: int = 0
-    weights: str = "generator"
 
 
 @dataclass

@@ -22,6 +22,25 @@ from aqr_cli.inputs.settings import Overrides, SettingsError, dump_settings, ref
 from aqr_cli.io.errors import LoadError
 
 
+@dataclass(frozen=True)
+class SourceOptions:
+    """What the source commands share of their options: the drawing choices and the settings a
+    source was loaded with (named in the figures' captions). The defaults are the commands'."""
+
+    method: str | None = None          # renderer method ('all': render-weights' four); None: the config's
+    bias_scale: float | None = None    # raw bias scale instead of the checkpoint's (clamped)
+    sample: int = 0                    # the sample the figures draw
+    bias_range: str = "fixed"          # colour range of the bias heatmaps: fixed or auto
+    activation: str | None = None
+    lam: str | None = None
+    sigma: float | None = None
+    bias_window: int | None = None
+    rig: str | None = None
+    checkpoint: str | None = None
+    seed: int = 0
+    weights: str = "generator"
+
+
 @dataclass
 class WeightSource:
     """Per-query AQR weights of one source, ready to render, bias and compare."""

@@ -33,14 +33,10 @@ class NoGeneratorError(LoadError):
 
 
 @dataclass
-class OpenedCheckpoint:
-    """A checkpoint loaded and checked against its settings (``settings``: config over defaults)."""
+class _Opened:
+    """A file opened once: its path and name are the loaded file's."""
 
     file: LoadedFile
-    settings: Settings
-    prefix: str | None                   # what precedes the AQR submodule names, e.g. 'pts_bbox_head.'
-    shapes: ShapesReport                 # feature shapes from the settings and what the tensors say
-    checks: list[Check] = field(default_factory=list)
 
     @property
     def path(self) -> Path:
@@ -49,6 +45,16 @@ class OpenedCheckpoint:
     @property
     def name(self) -> str:
         return self.file.name
+
+
+@dataclass
+class OpenedCheckpoint(_Opened):
+    """A checkpoint loaded and checked against its settings (``settings``: config over defaults)."""
+
+    settings: Settings
+    prefix: str | None                   # what precedes the AQR submodule names, e.g. 'pts_bbox_head.'
+    shapes: ShapesReport                 # feature shapes from the settings and what the tensors say
+    checks: list[Check] = field(default_factory=list)
 
     @property
     def state_dict(self) -> dict[str, Any]:
@@ -71,18 +77,8 @@ class OpenedCheckpoint:
 
 
 @dataclass
-class OpenedDump:
+class OpenedDump(_Opened):
     """An upstream debug dump (spec 6.2), loaded and checked for content every command uses."""
-
-    file: LoadedFile
-
-    @property
-    def path(self) -> Path:
-        return self.file.path
-
-    @property
-    def name(self) -> str:
-        return self.file.name
 
     @property
     def dump(self) -> DebugDump:

@@ -209,3 +209,26 @@ def test_malformed_dump_same_error_everywhere(tmp_path):
         assert res.exit_code == 1 and len(errors) == 1, res.stderr
         lines.add(errors[0])
     assert lines == {f"aqr: error: {err.value}"}
+
+
+def test_parameters_present_exactly_when_the_config_says():
+    """Type embeddings and learnable modulation parameters are checked against the config's
+    flags: the fixture agrees (type embeddings present, use_type_embed=True; no modulation
+    scale, learnable_modulation=False); flipping what the tensors hold makes both mismatches."""
+    from aqr_cli.inputs.checks import shapes_and_checks
+
+    ck = open_checkpoint(CHECKPOINT)
+    before = {c.name: c for c in ck.checks}
+    assert before["type embeddings"].message == "type embeddings present, use_type_embed=True"
+    assert before["modulator parameters"].message == ("feature_modulator parameters absent, "
+                                                      "learnable_modulation=False")
+    assert all(before[n].status == "ok" for n in ("type embeddings", "modulator parameters"))
+    pre = ck.prefix or ""
+    sd = {k: v for k, v in ck.state_dict.items() if not k.endswith("type_embed")}
+    sd[pre + "feature_modulator.modulation_scale"] = torch.ones(1)
+    _, checks = shapes_and_checks(sd, pre, ck.settings.config)
+    after = {c.name: c for c in checks}
+    assert (after["type embeddings"].status, after["type embeddings"].message) == (
+        "mismatch", "type embeddings absent, use_type_embed=True")
+    assert (after["modulator parameters"].status, after["modulator parameters"].message) == (
+        "mismatch", "feature_modulator parameters present, learnable_modulation=False")

@@ -208,12 +208,17 @@ def _check_generator(sd, pre, cfg, shapes, chk: CheckList) -> None:
             chk.add("encoder FFN", list(ffn.shape) == [ff, c], f"encoder FFN weight is "
                     f"{list(ffn.shape)}, config feedforward_channels={ff} needs [{ff}, {c}]",
                     fatal=True)
-    use_type = sourced(cfg, "aqr_config", "use_type_embed")
-    has_type = g + "bev_type_embed" in sd
-    if decisive(use_type):
-        chk.add("type embeddings", bool(use_type.value) == has_type,
-                f"type embeddings {'present' if has_type else 'absent'}, use_type_embed="
-                f"{use_type.value}")
+    _presence(chk, "type embeddings", "type embeddings", g + "bev_type_embed" in sd,
+              sourced(cfg, "aqr_config", "use_type_embed"), "use_type_embed")
+
+
+def _presence(chk: CheckList, name: str, what: str, present: bool, flag: Sourced | None,
+              setting: str) -> None:
+    """Parameters ``what`` are in the state dict exactly when the config's boolean ``setting``
+    (``flag``, a sourced value) says so; checked only when the setting is decisive."""
+    if decisive(flag):
+        chk.add(name, bool(flag.value) == present,
+                f"{what} {'present' if present else 'absent'}, {setting}={flag.value}")
 
 
 def _check_renderer(sd, pre, cfg, shapes, chk: CheckList) -> None:
@@ -327,11 +332,9 @@ def _check_bias_widths(bufs: dict, y, x, cfg, shapes, chk: CheckList) -> None:
 
 def _check_modulator(sd, pre, cfg, chk: CheckList) -> None:
     has = pre + "feature_modulator.modulation_scale" in sd
-    learn = sourced(cfg, "modulator_config", "learnable_modulation")
-    if (has or any(k.startswith(pre + "aqr_weight_generator.") for k in sd)) and decisive(learn):
-        chk.add("modulator parameters", bool(learn.value) == has,
-                f"feature_modulator parameters {'present' if has else 'absent'}, "
-                f"learnable_modulation={learn.value}")
+    if has or any(k.startswith(pre + "aqr_weight_generator.") for k in sd):
+        _presence(chk, "modulator parameters", "feature_modulator parameters", has,
+                  sourced(cfg, "modulator_config", "learnable_modulation"), "learnable_modulation")
 
 
 def _check_reference_points(sd, pre, cfg, shapes, chk: CheckList) -> None:

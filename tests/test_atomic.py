@@ -252,31 +252,6 @@ def test_figure_workers_setting(monkeypatch):
     assert 1 <= figure_workers() <= 2
 
 
-def test_a_failing_run_stops_its_figure_workers(tmp_path):
-    """A run that fails (or is interrupted) while workers save its figures kills and reaps them:
-    none goes on writing into a staging folder that is being removed."""
-    from matplotlib.figure import Figure
-
-    from aqr_cli.io.atomic import FigureSaver
-
-    figs = []
-    for _ in range(2):
-        fig = Figure(figsize=(8, 8))
-        for k in range(16):
-            fig.add_subplot(4, 4, k + 1).imshow(np.random.default_rng(k).random((64, 64)))
-        figs.append(fig)
-    with pytest.raises(KeyboardInterrupt):
-        with FigureSaver(workers=2) as saver:
-            saver.submit([(figs[0], tmp_path / "a.png"), (figs[1], tmp_path / "b.png")])
-            pids = [pid for pid, _ in saver._children]
-            assert len(pids) == 2
-            raise KeyboardInterrupt
-    assert saver._children == []
-    for pid in pids:  # reaped: not a child of this process any more
-        with pytest.raises(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-
-
 def test_an_interrupted_save_leaves_no_worker_running(tmp_path, monkeypatch):
     """Ctrl-C while atomic_save_figures waits for its workers: every worker is killed and
     reaped before the interrupt goes on (the staging folder is removed right after)."""

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -11,7 +15,7 @@ from aqr_cli.analysis.quirks import collect_quirks
 from aqr_cli.analysis.sources import from_dump
 from aqr_cli.inputs.settings import Overrides
 from aqr_cli.cli.app import app
-from aqr_cli.views.outputs import write_outputs
+from aqr_cli.views.outputs import LazyFigure, write_outputs
 
 from conftest import CHECKPOINT, DUMP, DUMP_TRAIN
 
@@ -27,6 +31,42 @@ def _cli(tmp_path: Path, *args) -> Path:
     return out
 
 
+class _Recorder(pickle.Unpickler):
+    """Unpickles and records the modules the pickle names."""
+
+    def __init__(self, data: bytes):
+        super().__init__(io.BytesIO(data))
+        self.modules: set[str] = set()
+
+    def find_class(self, module, name):
+        self.modules.add(module)
+        return super().find_class(module, name)
+
+
+def _figures_pickle_without_torch(outputs) -> bytes:
+    """Every figure of ``outputs`` is deferred and pickles naming neither torch nor matplotlib:
+    a command's figure workers start before torch is imported and must never need it (1 s
+    each). Returns the figures pickled."""
+    figures = {n: v for n, v in outputs.files.items() if n.endswith(".png")}
+    assert figures and all(isinstance(v, LazyFigure) and isinstance(v.builder, str) for v in figures.values())
+    data = pickle.dumps(figures)
+    rec = _Recorder(data)
+    rec.load()
+    heavy = sorted(m for m in rec.modules if m.split(".")[0] in ("torch", "matplotlib"))
+    assert not heavy, heavy
+    return data
+
+
+# Draws pickled figures the way a worker does; says which heavy modules that imported.
+_WORKER = """
+import pickle, sys
+from aqr_cli.views.outputs import save_figure
+for name, fig in pickle.load(open(sys.argv[1], "rb")).items():
+    save_figure(fig, sys.argv[2] + "/" + name)
+print(sorted(m for m in ("torch", "matplotlib") if m in sys.modules))
+"""
+
+
 def _dump_source():
     with collect_quirks() as quirks:
         src = from_dump(str(DUMP_TRAIN), Overrides(), checkpoint=str(CHECKPOINT))
@@ -40,6 +80,12 @@ def test_render_two_calls_write_the_command_bytes(tmp_path):
     src, quirks = _dump_source()
     result = render_source(src, RenderOptions(checkpoint=str(CHECKPOINT), save_arrays=True), quirks)
     outputs = render_outputs(result)
+    figures = tmp_path / "figures.pickle"
+    figures.write_bytes(_figures_pickle_without_torch(outputs))
+    (tmp_path / "worker").mkdir()
+    ran = subprocess.run([sys.executable, "-c", _WORKER, str(figures), str(tmp_path / "worker")],
+                         capture_output=True, text=True, check=True)
+    assert ran.stdout.split("\n")[0] == "['matplotlib']", ran.stdout   # drawn without torch
     fig = outputs.files["bev_weights.png"].build()      # a figure of its own, for the notebook
     assert type(fig).__name__ == "Figure" and fig.axes and fig._suptitle.get_text()
     write_outputs(outputs, tmp_path / "notebook")
@@ -49,6 +95,8 @@ def test_render_two_calls_write_the_command_bytes(tmp_path):
     for name in cli:
         if name.endswith((".json", ".png")):
             assert mine[name] == cli[name], name
+    worker = _files(tmp_path / "worker")
+    assert worker == {n: b for n, b in mine.items() if n.endswith(".png")}
 
 
 def test_compare_two_calls_write_the_command_bytes(tmp_path, compare_dump_run):
@@ -61,7 +109,9 @@ def test_compare_two_calls_write_the_command_bytes(tmp_path, compare_dump_run):
     with collect_quirks() as quirks:
         src = from_dump(str(DUMP), Overrides(), checkpoint=str(CHECKPOINT))
     options = CompareOptions(checkpoint=str(CHECKPOINT), scales=())
-    write_outputs(compare_outputs(compare_source(src, options, quirks)), tmp_path / "notebook")
+    outputs = compare_outputs(compare_source(src, options, quirks))
+    _figures_pickle_without_torch(outputs)
+    write_outputs(outputs, tmp_path / "notebook")
     mine = _files(tmp_path / "notebook")
     cli = _files(cli_out)
     assert sorted(mine) == sorted(cli) and "summary.json" in mine and "summary.png" in mine

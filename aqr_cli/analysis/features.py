@@ -37,6 +37,7 @@ import torch
 from aqr_cli.analysis.attention import WindowBias, is_small_label
 from aqr_cli.core.configs import CLASS_NAMES
 from aqr_cli.core.errors import AQRInputError
+from aqr_cli.core.geometry import box_corners_3d, boxes_array
 
 REL_EPS = 1e-8
 DEFAULT_BINS = 60
@@ -166,17 +167,6 @@ def gain_stats(gain: torch.Tensor, bins: int = DEFAULT_BINS) -> dict:
                 median=float(torch.quantile(g[:: max(1, g.numel() // (1 << 22))], 0.5)))
 
 
-def _boxes_np(boxes) -> np.ndarray:
-    b = np.asarray(boxes.detach().cpu().numpy() if isinstance(boxes, torch.Tensor) else boxes,
-                   dtype=np.float64)
-    if b.size == 0:
-        return np.zeros((0, 9))
-    if b.ndim != 2 or b.shape[1] < 7:
-        raise AQRInputError(f"boxes: expected shape [N, >=7] (x, y, z, dx, dy, dz, yaw, ...), "
-                            f"got {list(b.shape)}")
-    return b
-
-
 def rasterize_boxes_bev(boxes, bev_shape: Sequence[int], pc_range: Sequence[float],
                         min_one_cell: bool = True) -> torch.Tensor:
     """Cells of each rotated box footprint on the BEV grid: ``[N, H, W]`` bool.
@@ -186,7 +176,7 @@ def rasterize_boxes_bev(boxes, bev_shape: Sequence[int], pc_range: Sequence[floa
     ``pc_range[1]``. With ``min_one_cell`` a box covering no cell centre gets the cell holding
     its centre (when that is on the grid).
     """
-    b = _boxes_np(boxes)
+    b = boxes_array(boxes)
     h, w = (int(v) for v in bev_shape)
     x0, y0, x1, y1 = float(pc_range[0]), float(pc_range[1]), float(pc_range[3]), float(pc_range[4])
     xs = x0 + (np.arange(w) + 0.5) * (x1 - x0) / w
@@ -204,20 +194,6 @@ def rasterize_boxes_bev(boxes, bev_shape: Sequence[int], pc_range: Sequence[floa
             if 0 <= row[i] < h and 0 <= col[i] < w:
                 inside[i, row[i], col[i]] = True
     return torch.from_numpy(np.ascontiguousarray(inside))
-
-
-def box_corners_3d(boxes) -> np.ndarray:
-    """The 8 corners ``[N, 8, 3]`` (metres) of LiDAR boxes (x, y, z_bottom, dx, dy, dz, yaw)."""
-    b = _boxes_np(boxes)
-    sx = np.array([1, 1, -1, -1, 1, 1, -1, -1]) / 2.0
-    sy = np.array([1, -1, -1, 1, 1, -1, -1, 1]) / 2.0
-    sz = np.array([0, 0, 0, 0, 1, 1, 1, 1], dtype=float)
-    lx, ly = sx[None] * b[:, 3:4], sy[None] * b[:, 4:5]
-    cos, sin = np.cos(b[:, 6:7]), np.sin(b[:, 6:7])
-    x = b[:, 0:1] + lx * cos - ly * sin
-    y = b[:, 1:2] + lx * sin + ly * cos
-    z = b[:, 2:3] + sz[None] * b[:, 5:6]
-    return np.stack([x, y, z], axis=-1)
 
 
 def rasterize_boxes_camera(boxes, lidar2img, img_hw: Sequence[int], pers_shape: Sequence[int],

@@ -9,7 +9,8 @@ import torch
 from aqr_cli.analysis.maps import render_maps, sparse_bias
 from aqr_cli.analysis.readings import add_readings
 from aqr_cli.analysis.sources import SourceOptions, WeightSource
-from aqr_cli.analysis.stats import map_condition, map_stats, preference_shares, split_dn, weight_stats
+from aqr_cli.analysis.conditions import map_condition
+from aqr_cli.analysis.stats import map_stats, preference_shares, split_dn, weight_stats
 from aqr_cli.core.errors import warn_quirk
 
 METHODS = ("gaussian", "bilinear", "direct", "distance_weighted")

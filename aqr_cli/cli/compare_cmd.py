@@ -66,6 +66,15 @@ def compare_modes_command(
 
 def _run(paths: list, flags: _options.SourceFlags, scales: tuple, width: str) -> None:
     """Open the sources, compare the two paths on each, write its files and report."""
+    from aqr_cli.io.workers import call_pool
+    from aqr_cli.views import compare as view
+
+    # started before torch is imported: the figure workers load matplotlib meanwhile
+    with call_pool(preload=view.FIGURE_MODULES) as pool:
+        _compare(paths, flags, scales, width, pool)
+
+
+def _compare(paths: list, flags: _options.SourceFlags, scales: tuple, width: str, pool) -> None:
     import torch
 
     from aqr_cli.analysis.compare import CompareOptions, compare_source
@@ -85,17 +94,18 @@ def _run(paths: list, flags: _options.SourceFlags, scales: tuple, width: str) ->
         _sources.report_unused_flags(sink, [s for s, _ in loaded], flags)
         names = _sources.subfolder_names([s for s, _ in loaded]) if len(loaded) > 1 else [""]
         for i, sub in enumerate(names):
-            # the result keeps what is drawn; the figure workers forked below need not inherit
-            # the source's features and embeddings (116 MB at 1600x640)
+            # the result keeps what is drawn; the source's features and embeddings (116 MB at
+            # 1600x640) go before the next source is computed
             src, quirks = loaded[i]
             loaded[i] = None
             _sources.check_sample(src, flags)
             result = compare_source(src, options, quirks)
             del src
             outputs = view.compare_outputs(result)
-            write_outputs(outputs, stage / sub if sub else stage)
+            write_outputs(outputs, stage / sub if sub else stage, pool)
             docs.append(outputs.document)
             advance()
+        pool.close()  # every figure drawn before the folder is committed
     if sink.json_mode:
         sink.json(docs[0] if len(docs) == 1 else docs)
     sink.show(view.report(docs, names, flags.out))

@@ -59,13 +59,19 @@ def render_weights_command(
 def _run(paths: list, flags: _options.SourceFlags, save_arrays: bool) -> None:
     """Open the sources, render each, write its files (the figures of one source are drawn by
     worker processes while the next is computed) and report."""
-    from contextlib import nullcontext
+    from aqr_cli.io.workers import call_pool
+    from aqr_cli.views import render as view
 
+    # started before torch is imported: the figure workers load matplotlib meanwhile
+    with call_pool(preload=view.FIGURE_MODULES) as pool:
+        _render(paths, flags, save_arrays, pool)
+
+
+def _render(paths: list, flags: _options.SourceFlags, save_arrays: bool, pool) -> None:
     import torch
 
     from aqr_cli.analysis.render import RenderOptions, render_source
     from aqr_cli.cli.output import Sink, output_dir
-    from aqr_cli.io.atomic import FigureSaver
     from aqr_cli.views import render as view
     from aqr_cli.views.outputs import write_outputs
 
@@ -80,16 +86,16 @@ def _run(paths: list, flags: _options.SourceFlags, save_arrays: bool) -> None:
         loaded = _sources.load_sources(files, flags, sink, advance)
         _sources.report_unused_flags(sink, [src for src, _ in loaded], flags)
         names = _sources.subfolder_names([src for src, _ in loaded]) if len(loaded) > 1 else [""]
-        with FigureSaver() if len(loaded) > 1 else nullcontext() as saver:
-            for (src, quirks), sub in zip(loaded, names):
-                _sources.check_sample(src, flags)
-                outputs = view.render_outputs(render_source(src, options, quirks))
-                write_outputs(outputs, stage / sub if sub else stage, saver)
-                docs.append(outputs.document)
-                n_files += len(outputs.files)
-                advance()
-            evolution = view.evolution_outputs(docs, names)
-            write_outputs(evolution, stage)
+        for (src, quirks), sub in zip(loaded, names):
+            _sources.check_sample(src, flags)
+            outputs = view.render_outputs(render_source(src, options, quirks))
+            write_outputs(outputs, stage / sub if sub else stage, pool)
+            docs.append(outputs.document)
+            n_files += len(outputs.files)
+            advance()
+        evolution = view.evolution_outputs(docs, names)
+        write_outputs(evolution, stage, pool)
+        pool.close()  # every figure drawn before the folder is committed
     if sink.json_mode:
         sink.json(docs[0] if len(docs) == 1 else docs)
     sink.show(view.report(docs, names, flags.out, n_files + len(evolution.files)))

@@ -268,3 +268,29 @@ def bev_cell_centres(rows, cols, bev_hw: Sequence[int], pc_range: Sequence[float
     x = (cols + 0.5) * (pc_range[3] - pc_range[0]) / w + pc_range[0]
     y = (rows + 0.5) * (pc_range[4] - pc_range[1]) / h + pc_range[1]
     return x, y
+
+
+def boxes_array(boxes) -> np.ndarray:
+    """LiDAR boxes ``[N, >=7]`` (a tensor or array) as float64 numpy; ``[0, 9]`` when empty."""
+    b = np.asarray(boxes.detach().cpu().numpy() if hasattr(boxes, "detach") else boxes,
+                   dtype=np.float64)
+    if b.size == 0:
+        return np.zeros((0, 9))
+    if b.ndim != 2 or b.shape[1] < 7:
+        raise AQRInputError(f"boxes: expected shape [N, >=7] (x, y, z, dx, dy, dz, yaw, ...), "
+                            f"got {list(b.shape)}")
+    return b
+
+
+def box_corners_3d(boxes) -> np.ndarray:
+    """The 8 corners ``[N, 8, 3]`` (metres) of LiDAR boxes (x, y, z_bottom, dx, dy, dz, yaw)."""
+    b = boxes_array(boxes)
+    sx = np.array([1, 1, -1, -1, 1, 1, -1, -1]) / 2.0
+    sy = np.array([1, -1, -1, 1, 1, -1, -1, 1]) / 2.0
+    sz = np.array([0, 0, 0, 0, 1, 1, 1, 1], dtype=float)
+    lx, ly = sx[None] * b[:, 3:4], sy[None] * b[:, 4:5]
+    cos, sin = np.cos(b[:, 6:7]), np.sin(b[:, 6:7])
+    x = b[:, 0:1] + lx * cos - ly * sin
+    y = b[:, 1:2] + lx * sin + ly * cos
+    z = b[:, 2:3] + sz[None] * b[:, 5:6]
+    return np.stack([x, y, z], axis=-1)

@@ -82,14 +82,14 @@ def measure(value: Any, limit_depth: int = _MAX_DEPTH,
         elif isinstance(v, (list, tuple, set, frozenset)):
             stack.extend((x, d + 1) for x in v)
     return size, depth
+
+
 _MAX_BASE_DEPTH = 16
 _DELETE_KEY = "_delete_"
 
 
 class _Unparsable(Exception):
     """One value the walker does not accept; the message says what and where."""
-
-
 
 
 _BINOPS = {

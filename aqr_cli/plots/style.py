@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -20,6 +20,7 @@ from matplotlib.patches import Polygon
 from matplotlib.ticker import MaxNLocator
 
 from aqr_cli.core.configs import CAMERA_GRID, CAMERA_NAMES
+from aqr_cli.core.geometry import box_corners_3d
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,6 +48,20 @@ def figure_style():
     import matplotlib.style
 
     return matplotlib.style.context(["default", RC])
+
+
+def warm_up() -> None:
+    """Draw a small throw-away figure in the house style: loads the fonts, the Agg renderer
+    and the PNG writer, so a worker's first real figure does not pay for them."""
+    import io
+
+    with figure_style():
+        fig = new_figure(2.0, 1.5, layout=None)
+        fig.suptitle("warm", fontweight="bold")
+        ax = fig.add_subplot()
+        fig.colorbar(ax.imshow(np.arange(12.0).reshape(3, 4), cmap="magma"), ax=ax, label="x")
+        ax.set(title="up", xlabel="x (m)", ylabel="y (m)")
+        fig.savefig(io.BytesIO(), format="png")
 
 
 def styled(builder: F) -> F:
@@ -78,12 +93,6 @@ def signed_norm(vmax: float) -> TwoSlopeNorm:
 def unsigned_norm(vmax: float, vmin: float = 0.0) -> Normalize:
     vmax = float(vmax) if vmax and math.isfinite(vmax) and vmax > vmin else vmin + 1.0
     return Normalize(vmin=vmin, vmax=vmax)
-
-
-def symmetric_limit(*arrays: Iterable, floor: float = 1e-6) -> float:
-    """max |x| over all arrays (at least ``floor``), for a shared signed colour range."""
-    m = max((float(np.nanmax(np.abs(a))) if np.size(a) else 0.0) for a in arrays)
-    return max(m, floor)
 
 
 def camera_slots(camera_names: Sequence[str]) -> dict[int, tuple[int, int]]:
@@ -294,8 +303,6 @@ def box_edges_in_view(boxes, lidar2img: np.ndarray, img_hw: Sequence[float], fea
     corner behind the camera are clipped at depth ``min_depth``; edges wholly behind it and
     edges wholly outside the image are dropped.
     """
-    from aqr_cli.analysis.features import box_corners_3d
-
     corners = box_corners_3d(boxes)                                   # [N, 8, 3]
     if corners.shape[0] == 0:
         return np.zeros((0, 2, 2))

@@ -13,10 +13,11 @@ from matplotlib.lines import Line2D
 
 from aqr_cli.core.configs import CAMERA_NAMES
 from aqr_cli.core.geometry import bev_cell_centres
-from aqr_cli.analysis.stats import map_condition
+from aqr_cli.analysis.conditions import map_condition
+from aqr_cli.plots.limits import symmetric_limit
 from aqr_cli.plots.style import (
     SIGNED_CMAP, bev_extent, camera_label, camera_mosaic, caption_title, draw_boxes_bev,
-    draw_boxes_mosaic, new_figure, signed_norm, styled, symmetric_limit, tile_cells, unsigned_norm,
+    draw_boxes_mosaic, new_figure, signed_norm, styled, tile_cells, unsigned_norm,
     weight_scale,
 )
 
@@ -164,14 +165,6 @@ def camera_weight_figure(pers_map: np.ndarray, camera_weights: np.ndarray, pts_p
         fig.colorbar(sc, cax=fig.add_axes((0.91, 0.12, 0.012, top - 0.2)),
                      label="markers: per-query camera " + w_label)
     return fig
-
-
-def bias_limit(max_scale: float | None, mode: str, *arrays) -> float:
-    """Colour range of bias heatmaps: ``fixed`` = the final clamp bound min(5, max_scale), so two
-    runs compare by eye; ``auto`` = max |b| of the arrays."""
-    if mode == "auto":
-        return symmetric_limit(*arrays)
-    return min(5.0, float(max_scale)) if max_scale else 5.0
 
 
 @styled

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from aqr_cli.views.outputs import Outputs, lazy
+from aqr_cli.views.outputs import PLOTS, Outputs, lazy
 from aqr_cli.views.terminal import Report
+
+# what a figure worker loads before the first figure of this view (aqr_cli.io.workers)
+FIGURE_MODULES = ("aqr_cli.views.outputs:warm_figures", "aqr_cli.plots.compare", "aqr_cli.plots.weights")
 
 FILES = {
     "histograms": "feature_histograms.png",
@@ -57,8 +60,7 @@ def figures(res, b: int, caption, bias_range: str = "fixed") -> dict:
     selected queries, sweep and the one-page summary, all of sample ``b`` and subtitled with
     ``caption``."""
     from aqr_cli.analysis.sources import sample_rig
-    from aqr_cli.plots import compare
-    from aqr_cli.plots.weights import bias_heatmap_figure, bias_limit
+    from aqr_cli.plots.limits import bias_limit
 
     src = res.source
     sub, batch_sub = caption.subtitle(), caption.subtitle(batch=True)
@@ -69,16 +71,16 @@ def figures(res, b: int, caption, bias_range: str = "fixed") -> dict:
     hb, hp = hb[b].numpy(), hp[b].numpy()
     figs = {
         FILES["histograms"]: lazy(
-            compare.feature_histogram_figure,
+            PLOTS + "compare:feature_histogram_figure",
             res.features, title="Feature values before and after AQR (batch-wide)", subtitle=batch_sub),
         FILES["gain"]: lazy(
-            compare.gain_map_figure,
+            PLOTS + "compare:gain_map_figure",
             res.gains[0][b].numpy(), res.gains[1][b].numpy(), src.cfg.pc_range,
             camera_names=src.camera_names, boxes=boxes, box_labels=labels,
             gain_stats={m: res.features["multiplicative"][m]["gain"] for m in ("bev", "camera")},
             title="Multiplicative path, per-cell gain g = m + r (histogram batch-wide)", subtitle=sub),
         FILES["bias"]: lazy(
-            bias_heatmap_figure,
+            PLOTS + "weights:bias_heatmap_figure",
             hb, hp, src.cfg.pc_range, res.bias_scale,
             limit=bias_limit(res.max_scale, bias_range, hb, hp), range_mode=bias_range,
             camera_names=src.camera_names, boxes=boxes, box_labels=labels,
@@ -90,11 +92,11 @@ def figures(res, b: int, caption, bias_range: str = "fixed") -> dict:
         figs.update(_attention_figures(res, b, sub, boxes, labels))
     if res.sweep is not None:
         figs[FILES["sweep"]] = lazy(
-            compare.sweep_figure,
-            res.sweep, title="Bias-scale sweep of the additive path (all queries of the batch)",
+            PLOTS + "compare:sweep_figure",
+            res.sweep.to_dict(), title="Bias-scale sweep of the additive path (all queries of the batch)",
             subtitle=batch_sub, notes=_warnings(res))
     figs[FILES["summary_png"]] = lazy(
-        compare.summary_figure,
+        PLOTS + "compare:summary_figure",
         res.summary, title="Multiplicative vs additive (batch-wide)", subtitle=batch_sub,
         notes=_notes(res), warnings=_warnings(res))
     return figs
@@ -103,7 +105,6 @@ def figures(res, b: int, caption, bias_range: str = "fixed") -> dict:
 def _attention_figures(res, b: int, sub: str, boxes, labels) -> dict:
     """The cross-attention page of each selected query of sample ``b``."""
     from aqr_cli.analysis.placement import query_xy
-    from aqr_cli.plots.compare import attention_heatmap_figure
 
     src, att = res.source, res.attention
     xy = query_xy(src)[b]
@@ -115,7 +116,7 @@ def _attention_figures(res, b: int, sub: str, boxes, labels) -> dict:
         cell = None if (src.unseen is not None and bool(src.unseen[b, q])) else src.pts_pers[b, q].tolist()
         flag = " - SENTINEL: no camera sees it (Q3), camera cell is CAM_FRONT (0, 0)" if pick["sentinel"] else ""
         figs[FILES["attention"].format(role=pick["slug"], q=q)] = lazy(
-            attention_heatmap_figure,
+            PLOTS + "compare:attention_heatmap_figure",
             rows, src.cfg.bev_shape, src.cfg.pers_shape, src.cfg.pc_range,
             query_xy=xy[q].tolist(), query_cell=cell, query_index=q,
             stats=stats, boxes=boxes, box_labels=labels, camera_names=src.camera_names,

@@ -4,7 +4,7 @@ objects, bias health) for ``render-weights``: figures by file name and terminal 
 from __future__ import annotations
 
 from aqr_cli.views.terminal import Report
-from aqr_cli.views.outputs import lazy
+from aqr_cli.views.outputs import PLOTS, lazy
 
 FILES = {"classes": "preference_by_class.png", "views": "camera_views.png"}
 SCOPE = ("matching queries of the whole batch; a query belongs to the nearest GT box footprint "
@@ -17,7 +17,6 @@ def readings_figures(res, caption, queries: str = "matching") -> dict:
     :class:`~aqr_cli.analysis.render.RenderResult`; ``caption``: the run's
     :class:`~aqr_cli.analysis.caption.RunCaption` (subtitle and weight activation)."""
     from aqr_cli.analysis.objects import query_rows
-    from aqr_cli.plots.readings import camera_views_figure, class_preference_figure
 
     src, doc = res.source, res.summary
     figs = {}
@@ -25,7 +24,7 @@ def readings_figures(res, caption, queries: str = "matching") -> dict:
     if pref.get("by_class") is not None:
         a = pref["object_assignment"]
         figs[FILES["classes"]] = lazy(
-            class_preference_figure,
+            PLOTS + "readings:class_preference_figure",
             pref["by_class"], pref["by_size"], title="Modality preference by class and size (whole batch)",
             subtitle=caption.subtitle(batch=True),
             scope=SCOPE.format(radius=a["radius_m"], n=a["bootstrap_samples"]))
@@ -35,7 +34,7 @@ def readings_figures(res, caption, queries: str = "matching") -> dict:
             views[src.unseen] = -1
         rows = query_rows(src.num_queries, src.cfg.num_query)[queries]
         figs[FILES["views"]] = lazy(
-            camera_views_figure,
+            PLOTS + "readings:camera_views_figure",
             src.camera_weights[:, rows].reshape(-1).numpy(), views[:, rows].reshape(-1).numpy(),
             camera_names=src.camera_names,
             title=f"Camera weights of the queries each view sees first ({queries} queries, whole batch)",

@@ -14,8 +14,12 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from aqr_cli.views import readings
-from aqr_cli.views.outputs import Arrays, Outputs, lazy
+from aqr_cli.views.outputs import PLOTS, Arrays, Outputs, lazy
 from aqr_cli.views.terminal import Report
+
+# what a figure worker loads before the first figure of this view (aqr_cli.io.workers)
+FIGURE_MODULES = ("aqr_cli.views.outputs:warm_figures", "aqr_cli.plots.weights",
+                  "aqr_cli.plots.readings", "aqr_cli.plots.evolution")
 
 # Output files of one source (documented in the README).
 FILES = {
@@ -97,7 +101,7 @@ def weight_figures(res, b: int, caption, bias_range: str = "fixed",
     from aqr_cli.analysis.render import final_clamp_value
     from aqr_cli.analysis.sources import sample_rig
     from aqr_cli.analysis.stats import preference_shares
-    from aqr_cli.plots import weights
+    from aqr_cli.plots.limits import bias_limit
 
     src = res.source
     pc = src.cfg.pc_range
@@ -112,19 +116,19 @@ def weight_figures(res, b: int, caption, bias_range: str = "fixed",
         if src.cfg.renderer_config.get("normalize_weights", True) else None
     method = res.method if res.method != "all" else src.cfg.renderer_config.get("render_method", "gaussian")
     bias = res.summary["bias"]
-    lim = weights.bias_limit(bias["max_scale"], bias_range, res.bias_bev[b].numpy(),
+    lim = bias_limit(bias["max_scale"], bias_range, res.bias_bev[b].numpy(),
                              res.bias_pers[b].numpy())
     figs = {
-        "bev": lazy(weights.bev_weight_figure, res.bev_map[b].numpy(), lw, src.pts_bev[b, rows].numpy(), pc,
+        "bev": lazy(PLOTS + "weights:bev_weight_figure", res.bev_map[b].numpy(), lw, src.pts_bev[b, rows].numpy(), pc,
                                          boxes=boxes, box_labels=labels, clamp=clamp, activation=act,
                                          method=method, title=f"LiDAR weights, {method} render",
                                          subtitle=sub),
         "queries": lazy(
-            weights.query_panel_figure,
+            PLOTS + "weights:query_panel_figure",
             lw, cw, preference_shares(torch.from_numpy(lw), torch.from_numpy(cw)), activation=act,
             title="Per-query AQR weights", subtitle=sub),
         "bias": lazy(
-            weights.bias_heatmap_figure,
+            PLOTS + "weights:bias_heatmap_figure",
             res.bias_bev[b].numpy(), res.bias_pers[b].numpy(), pc, res.bias_scale, limit=lim,
             range_mode=bias_range, camera_names=src.camera_names, boxes=boxes, box_labels=labels,
             rig=rig, title=f"AQR attention bias (window {bias['window_size']}, effective scale "
@@ -135,20 +139,20 @@ def weight_figures(res, b: int, caption, bias_range: str = "fixed",
     }
     if src.pts_pers is not None:
         figs["camera"] = lazy(
-            weights.camera_weight_figure,
+            PLOTS + "weights:camera_weight_figure",
             res.pers_map[b].numpy(), cw, src.pts_pers[b, rows].numpy(), camera_names=src.camera_names,
             unseen=None if src.unseen is None else src.unseen[b, rows].numpy(), clamp=clamp,
             activation=act, method=method, boxes=boxes, rig=rig,
             title=f"Camera weight maps, {method} render", subtitle=sub)
     elif src.stored_maps is not None:
         figs["camera"] = lazy(
-            weights.camera_weight_figure,
+            PLOTS + "weights:camera_weight_figure",
             src.stored_maps[1][b].numpy(), cw, None, camera_names=src.camera_names, clamp=clamp,
             activation=act, boxes=boxes, rig=rig, title="Camera weight maps as stored in the dump",
             subtitle=sub)
     if res.methods:
         figs["methods"] = lazy(
-            weights.methods_figure,
+            PLOTS + "weights:methods_figure",
             {m: (bb[b].numpy(), pp[b].numpy()) for m, (bb, pp) in res.methods.items()}, pc,
             camera_names=src.camera_names, clamp=clamp, title="Renderer methods", subtitle=sub)
     return figs
@@ -167,14 +171,12 @@ def evolution_docs(docs: list, names: list) -> list[tuple[dict, str]]:
 def evolution_outputs(docs: list, names: list) -> Outputs:
     """``evolution.json`` / ``evolution.png`` over the dumps (two or more), in iteration order;
     no files otherwise. ``docs``: the summary documents, ``names`` their subfolders."""
-    from aqr_cli.plots.evolution import evolution_figure
-
     pairs = evolution_docs(docs, names)
     if not pairs:
         return Outputs()
     rows = [_evolution_row(d, n) for d, n in pairs]
     act = {d.get("caption", {}).get("activation", "tanh") for d, _ in pairs}
-    fig = lazy(evolution_figure, rows, activation=act.pop() if len(act) == 1 else "mixed")
+    fig = lazy(PLOTS + "evolution:evolution_figure", rows, activation=act.pop() if len(act) == 1 else "mixed")
     return Outputs(files={EVOLUTION_JSON: rows, EVOLUTION_PNG: fig})
 
 

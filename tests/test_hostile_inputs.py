@@ -153,16 +153,18 @@ def test_memory_budget_estimate_and_override(monkeypatch):
     assert apply_overrides(reference_config("1600x640"), Overrides(batch_size=4)) is not None
 
 
-def test_million_keys_are_counted(tmp_path):
-    """A state_dict of a million entries is read and counted (no per-key work that grows faster
-    than the keys: such a file would hang the suite; timings are never asserted)."""
+def test_300k_keys_are_counted(tmp_path):
+    """A state_dict of 300,000 entries (a real head holds about a thousand) is read and counted:
+    no per-key work that grows faster than the keys (quadratic work would take hours and hang
+    the suite; timings are never asserted). 300k rather than a million: the same proof at a
+    third of the suite's time (about 1 s of reading and counting here)."""
     t = torch.zeros(1)
-    obj = {"meta": {"epoch": 1}, "state_dict": {f"layer{i}.weight": t for i in range(1_000_000)}}
-    p = tmp_path / "million.pth"
+    obj = {"meta": {"epoch": 1}, "state_dict": {f"layer{i}.weight": t for i in range(300_000)}}
+    p = tmp_path / "many.pth"
     torch.save(obj, p)
     res = cli("inspect-checkpoint", p, "--json")
     assert res.exit_code == 0, res.stderr
-    assert json.loads(res.stdout)["num_tensors"] == 1_000_000
+    assert json.loads(res.stdout)["num_tensors"] == 300_000
 
 
 # ---------------------------------------------------------------- unreadable and multi-file

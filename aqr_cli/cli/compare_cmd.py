@@ -88,8 +88,10 @@ def _compare(paths: list, flags: _options.SourceFlags, scales: tuple, width: str
     n_total = len(files) + int(flags.synthetic) + int(flags.features is not None)
     docs = []
     # not set_grad_enabled(False): that would leak into the caller
+    # the pool inside the folder: a failing run kills the workers before the folder is removed;
+    # a good one waits for every figure before the folder is committed
     with torch.no_grad(), sink.progress(n_total * 2, "comparing") as advance, \
-            output_dir(flags.out, command="compare-modes") as stage:
+            output_dir(flags.out, command="compare-modes") as stage, pool:
         loaded = _sources.load_sources(files, flags, sink, advance)
         _sources.report_unused_flags(sink, [s for s, _ in loaded], flags)
         names = _sources.subfolder_names([s for s, _ in loaded]) if len(loaded) > 1 else [""]
@@ -105,7 +107,6 @@ def _compare(paths: list, flags: _options.SourceFlags, scales: tuple, width: str
             write_outputs(outputs, stage / sub if sub else stage, pool)
             docs.append(outputs.document)
             advance()
-        pool.close()  # every figure drawn before the folder is committed
     if sink.json_mode:
         sink.json(docs[0] if len(docs) == 1 else docs)
     sink.show(view.report(docs, names, flags.out))

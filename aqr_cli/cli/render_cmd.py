@@ -81,8 +81,10 @@ def _render(paths: list, flags: _options.SourceFlags, save_arrays: bool, pool) -
     n_total = len(files) + int(flags.synthetic) + int(flags.features is not None)
     docs, n_files = [], 0
     # not set_grad_enabled(False): that would leak into the caller
+    # the pool inside the folder: a failing run kills the workers before the folder is removed;
+    # a good one waits for every figure before the folder is committed
     with torch.no_grad(), sink.progress(n_total * 2, "rendering") as advance, \
-            output_dir(flags.out, command="render-weights") as stage:
+            output_dir(flags.out, command="render-weights") as stage, pool:
         loaded = _sources.load_sources(files, flags, sink, advance)
         _sources.report_unused_flags(sink, [src for src, _ in loaded], flags)
         names = _sources.subfolder_names([src for src, _ in loaded]) if len(loaded) > 1 else [""]
@@ -95,7 +97,6 @@ def _render(paths: list, flags: _options.SourceFlags, save_arrays: bool, pool) -
             advance()
         evolution = view.evolution_outputs(docs, names)
         write_outputs(evolution, stage, pool)
-        pool.close()  # every figure drawn before the folder is committed
     if sink.json_mode:
         sink.json(docs[0] if len(docs) == 1 else docs)
     sink.show(view.report(docs, names, flags.out, n_files + len(evolution.files)))

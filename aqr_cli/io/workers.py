@@ -95,9 +95,11 @@ class CallPool:
         messages if any failed. Idempotent."""
         if self._leader is None:
             return
-        os.close(self._calls)
-        pid, self._leader = self._leader, None
-        _, status = os.waitpid(pid, 0)
+        if self._calls >= 0:
+            os.close(self._calls)
+            self._calls = -1
+        _, status = os.waitpid(self._leader, 0)  # interrupted here: abort() still kills them
+        self._leader = None
         message = _read_all(self._errors)
         self._release()
         if message or os.waitstatus_to_exitcode(status) != 0:
@@ -120,18 +122,16 @@ class CallPool:
             os.waitpid(pid, 0)
         except ChildProcessError:
             pass
-        try:
+        if self._calls >= 0:
             os.close(self._calls)
-        except OSError:
-            pass
+            self._calls = -1
         self._release()
 
     def _release(self) -> None:
         for fd in (self._errors, self._memory):
-            try:
+            if fd >= 0:
                 os.close(fd)
-            except OSError:
-                pass
+        self._errors = self._memory = -1
 
     def __enter__(self) -> "CallPool":
         return self
@@ -146,9 +146,9 @@ class CallPool:
 def call_pool(workers: int | None = None, preload: Sequence[str] = ()) -> CallPool:
     """A :class:`CallPool` of ``workers`` processes (default :func:`aqr_cli.io.atomic.figure_workers`);
     ``preload``: ``"module"`` to import or ``"module:function"`` to call in the first worker
-    before it forks the others. Start it before heavy imports; use it as a context manager
-    (leaving with an exception kills the workers) and :meth:`~CallPool.close` it before the
-    output it writes is committed."""
+    before it forks the others. Start it before heavy imports; leave it (``with pool:``, or
+    :meth:`~CallPool.close`) before the output it writes is committed, and inside whatever
+    removes that output on failure: leaving with an exception kills the workers first."""
     from aqr_cli.io.atomic import figure_workers
 
     return CallPool(figure_workers() if workers is None else max(1, int(workers)), preload)
@@ -194,9 +194,10 @@ def _lead(workers: int, preload: list[str], calls: int, errors: int, memory: int
 
 
 def _serve(calls: int, errors: int, memory: int) -> bool:
-    """Run calls until the pipe is closed and drained; False (after reporting it) when one
-    failed."""
-    while len(data := os.read(calls, _MESSAGE.size)) == _MESSAGE.size:
+    """Run calls until the pipe is closed and drained, or this process's parent (the command,
+    or the first worker) has died; False (after reporting it) when one failed."""
+    parent = os.getppid()
+    while os.getppid() == parent and len(data := os.read(calls, _MESSAGE.size)) == _MESSAGE.size:
         offset, length = _MESSAGE.unpack(data)
         try:
             payload = _pread(memory, length, offset)

@@ -25,6 +25,19 @@ DUMP_TRAIN = FIXTURES / "weights_iter_200_train.pth"
 RIG = FIXTURES / "camera_rig_800x320.json"
 
 
+# The modules that take longest (seconds of CPU, most first), handed to the xdist workers first
+# (pyproject: --no-loadscope-reorder keeps this order; xdist would order by test count): with
+# whole files per worker, a long module handed out last leaves the other core idle at the end.
+LONG_FIRST = ("test_output_contract.py", "test_hostile_corpus.py", "test_views_notebook.py",
+              "test_generator.py", "test_compare_cmd.py", "test_render_cmd.py", "test_bias.py",
+              "test_objects_health.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept
+
+
 def pytest_sessionstart(session):
     if not GOLDEN.exists():
         raise pytest.UsageError(f"golden fixtures not found at {FIXTURES} (set AQR_FIXTURES)")

@@ -117,12 +117,19 @@ def test_other_commands_output_refused(outputs, tmp_path):
                                   "choose another folder for 'aqr inspect-checkpoint'")
 
 
-def test_rerun_removes_stale_outputs_of_the_previous_run(tmp_path):
+def test_rerun_removes_stale_outputs_of_the_previous_run(outputs, tmp_path):
+    import shutil
+
+    # the shared run's folder as if that run had also written render_methods.png (--method all
+    # does): a file of the earlier output that this run does not write
     out = tmp_path / "o"
-    assert invoke(["render-weights", DUMP, "--checkpoint", CHECKPOINT, "--method", "all", "-o", out]).exit_code == 0
-    assert (out / "render_methods.png").exists()
+    shutil.copytree(outputs["render-weights"][1], out)
+    (out / "render_methods.png").write_bytes(b"earlier")
+    manifest = json.loads((out / MANIFEST).read_text())
+    manifest["files"] = sorted([*manifest["files"], "render_methods.png"])
+    (out / MANIFEST).write_text(json.dumps(manifest))
     (out / "notes.txt").write_text("mine")
-    res = invoke(["render-weights", DUMP, "--checkpoint", CHECKPOINT, "-o", out])
+    res = invoke(COMMANDS["render-weights"] + ["-o", out])
     assert res.exit_code == 0, res.stderr
     assert not (out / "render_methods.png").exists()  # the earlier output is replaced as a whole
     assert (out / "notes.txt").read_text() == "mine"

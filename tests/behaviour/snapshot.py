@@ -8,6 +8,10 @@ and records the SHA-256 of stdout, stderr and every file written (PNG bytes, JSO
 Text is normalised first (fixture and sample folders become ``$FIX``/``$SAMPLE``, the temporary
 folder ``$TMP``) so a snapshot recorded in one checkout can be checked in another.
 
+Bytes are those of one machine: torch's reductions split work by thread count and CPU, so
+numbers (and the PNGs drawn from them) may differ in the last bits on another machine. Record
+the baseline on the machine you check on, before moving code.
+
 Not a test: it takes about a minute. Run ``check`` after a refactoring; a difference is either
 a bug of the move or an intended change, in which case ``record`` again and say so in the
 commit.

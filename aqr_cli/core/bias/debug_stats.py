@@ -26,14 +26,17 @@ def summary(vals: torch.Tensor, n_total: int, weight: torch.Tensor | None = None
 
     n_zero = n_total - (v.numel() if wt is None else float(wt.sum()))
     mean = total(v) / n_total
-    ss = total((v.double() - mean) ** 2) + n_zero * mean ** 2
+    dev = v.double() - mean
+    ss = total(dev.mul_(dev)) + n_zero * mean ** 2
+    del dev
     lo = float(v.min()) if v.numel() else float("inf")
     hi = float(v.max()) if v.numel() else float("-inf")
     if n_zero > 0:
         lo, hi = min(lo, 0.0), max(hi, 0.0)
 
     def frac(cond: torch.Tensor, zero_counts: bool) -> float:
-        return (total(cond) + (n_zero if zero_counts else 0.0)) / n_total
+        hits = int(cond.sum()) if wt is None else total(cond)  # a count: exact either way
+        return (hits + (n_zero if zero_counts else 0.0)) / n_total
 
     positive = frac(v > 0, False)
     return dict(count=n_total, mean=mean, std=(ss / (n_total - 1)) ** 0.5 if n_total > 1 else nan,

@@ -107,6 +107,18 @@ def render_scene_run(tmp_path_factory):
     return _run_once_per_session(tmp_path_factory, "render_scene", RENDER_SCENE_ARGS)
 
 
+RENDER_BATCH_ARGS = ["render-weights", str(DUMP), str(DUMP_TRAIN), "--checkpoint", str(CHECKPOINT),
+                     "--save-arrays", "--json"]
+
+
+@pytest.fixture(scope="session")
+def render_batch_run(tmp_path_factory):
+    """``render-weights`` on both fixture dumps with the checkpoint, ``--json``, run once per
+    session: ``(result, folder)``; each dump's subfolder holds what a run on that dump alone
+    writes. Read by the batch-mode, warning-format, JSON-mode and notebook tests."""
+    return _run_once_per_session(tmp_path_factory, "render_batch", RENDER_BATCH_ARGS)
+
+
 COMPARE_DUMP_ARGS = ["compare-modes", str(DUMP), "--checkpoint", str(CHECKPOINT), "--scales", ""]
 
 
@@ -114,7 +126,7 @@ COMPARE_DUMP_ARGS = ["compare-modes", str(DUMP), "--checkpoint", str(CHECKPOINT)
 def compare_dump_run(tmp_path_factory):
     """``compare-modes`` on the fixture dump with its checkpoint, run once into a fresh folder at
     80 columns (human output): ``(result, folder)``. It is the costliest command run of the suite
-    (about 20 s), read by the output-contract and the compare-modes tests."""
+    (about 4 s), read by the output-contract, compare-modes and notebook tests."""
     return _run_once_per_session(tmp_path_factory, "compare_dump", COMPARE_DUMP_ARGS)
 
 

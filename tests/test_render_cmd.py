@@ -118,18 +118,17 @@ def test_same_input_same_bytes(synthetic_out, tmp_path, monkeypatch):
         assert (synthetic_out / name).read_bytes() == (out2 / name).read_bytes(), name
 
 
-def test_batch_of_dumps_gets_subfolders_and_evolution(tmp_path):
-    d = tmp_path / "dumps"
-    d.mkdir()
-    shutil.copy(DUMP, d / "weights_iter_100.pth")
-    shutil.copy(DUMP_TRAIN, d / "weights_iter_200.pth")
-    out = tmp_path / "out"
-    res = invoke("render-weights", d, "--checkpoint", CHECKPOINT, "--out", out, "--json")
-    assert res.exit_code == 0
+def test_batch_of_dumps_gets_subfolders_and_evolution(render_batch_run):
+    """Two dumps and --checkpoint (the session's run, conftest.RENDER_BATCH_ARGS): a subfolder
+    per dump, named after it, and the evolution over them."""
+    res, out = render_batch_run
+    assert res.exit_code == 0, res.stderr
     docs = json.loads(res.stdout)
     assert [x["source"]["iteration"] for x in docs] == [100, 200]
     assert (out / "weights_iter_100" / "bev_weights.png").exists()
-    assert (out / "weights_iter_200" / "camera_weights.png").exists()
+    assert (out / "weights_iter_200_train" / "camera_weights.png").exists()
+    assert [json.loads((out / d / "summary.json").read_text()) for d in
+            ("weights_iter_100", "weights_iter_200_train")] == docs
     rows = json.loads((out / "evolution.json").read_text())
     assert [r["iteration"] for r in rows] == [100, 200]
     assert (out / "evolution.png").stat().st_size > 10_000

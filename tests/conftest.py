@@ -95,6 +95,22 @@ def _run_once_per_session(tmp_path_factory, name: str, args: list, prepare=None)
     return SimpleNamespace(**json.loads(record.read_text())), out
 
 
+EARLIER_ONLY = "render_methods.png"  # what an earlier run with --method all also wrote
+
+
+def add_earlier_only_file(out: Path) -> None:
+    """Make ``out`` (an earlier output) look as if its run had also written ``EARLIER_ONLY``,
+    a file the rerun does not write: listed in the manifest and on disk."""
+    import json
+
+    from aqr_cli.io.outdir import MANIFEST
+
+    (out / EARLIER_ONLY).write_bytes(b"earlier")
+    manifest = json.loads((out / MANIFEST).read_text())
+    manifest["files"] = sorted([*manifest["files"], EARLIER_ONLY])
+    (out / MANIFEST).write_text(json.dumps(manifest))
+
+
 RENDER_SCENE_ARGS = ["render-weights", "--synthetic", "--weights", "scene", "--method", "all",
                      "--save-arrays"]
 
@@ -133,7 +149,8 @@ def compare_dump_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def compare_dump_rerun(compare_dump_run, tmp_path_factory):
     """A rerun of ``compare-modes`` on the fixture dump into a copy of ``compare_dump_run``'s
-    folder holding the user's files ``notes.txt``, ``sub/keep.txt`` and ``sub/extra.txt``, with
+    folder holding the user's files ``notes.txt``, ``sub/keep.txt`` and ``sub/extra.txt`` (and
+    ``EARLIER_ONLY``, as if the first run had written it), with
     ``--width skip --json`` and the default scales (the attention measurement and the sweep
     skipped): ``(result, folder)``. It serves both the output-contract rerun and the
     compare-modes ``--width skip`` tests."""
@@ -147,6 +164,7 @@ def compare_dump_rerun(compare_dump_run, tmp_path_factory):
         (out / "sub").mkdir(exist_ok=True)
         (out / "sub" / "keep.txt").write_text("mine too")
         (out / "sub" / "extra.txt").write_text("x")
+        add_earlier_only_file(out)
 
     # the default --scales: a skipped attention must skip the sweep too
     args = ["compare-modes", DUMP, "--checkpoint", CHECKPOINT, "--width", "skip", "--json"]

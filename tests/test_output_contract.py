@@ -17,7 +17,8 @@ import aqr_cli.cli.commands  # noqa: F401  (registers the commands)
 from aqr_cli.cli.app import app
 from aqr_cli.io.outdir import MANIFEST, STAGING_PREFIX, output_folder
 from aqr_cli.io.errors import OutputError
-from conftest import CHECKPOINT, COMPARE_DUMP_ARGS, DUMP, DUMP_TRAIN, FIXTURES
+from conftest import (CHECKPOINT, COMPARE_DUMP_ARGS, DUMP, DUMP_TRAIN, EARLIER_ONLY, FIXTURES,
+                      add_earlier_only_file)
 
 FIXTURE_LOG = FIXTURES / "logs" / "AQRCMT800_320.log"
 
@@ -87,6 +88,8 @@ def test_foreign_folder_refused_and_untouched(tmp_path, name):
 
 @pytest.mark.parametrize("name", list(COMMANDS))
 def test_rerun_replaces_own_output_and_keeps_user_files(outputs, tmp_path, name, request):
+    """A rerun into an earlier output of the same command replaces that output as a whole (a
+    file it listed and this run does not write is removed) and keeps the user's files."""
     if name == "compare-modes":
         # the suite's shared rerun over the same files (conftest.compare_dump_rerun, --width skip)
         res, out = request.getfixturevalue("compare_dump_rerun")
@@ -98,11 +101,13 @@ def test_rerun_replaces_own_output_and_keeps_user_files(outputs, tmp_path, name,
         shutil.copytree(first, out)
         user_files(out)
         (out / "sub" / "extra.txt").write_text("x")
+        add_earlier_only_file(out)
         res = invoke([*COMMANDS[name], "-o", out])
     assert res.exit_code == 0, res.stderr
     assert (out / "notes.txt").read_text() == "mine" and (out / "sub" / "keep.txt").exists()
+    assert not (out / EARLIER_ONLY).exists()
     manifest = json.loads((out / MANIFEST).read_text())
-    assert all((out / f).is_file() for f in manifest["files"])
+    assert all((out / f).is_file() for f in manifest["files"]) and EARLIER_ONLY not in manifest["files"]
 
 
 def test_other_commands_output_refused(outputs, tmp_path):
@@ -115,24 +120,6 @@ def test_other_commands_output_refused(outputs, tmp_path):
     assert res.exit_code == 1
     assert res.stderr.strip() == (f"aqr: error: {out}: holds the output of 'aqr render-weights'; "
                                   "choose another folder for 'aqr inspect-checkpoint'")
-
-
-def test_rerun_removes_stale_outputs_of_the_previous_run(outputs, tmp_path):
-    import shutil
-
-    # the shared run's folder as if that run had also written render_methods.png (--method all
-    # does): a file of the earlier output that this run does not write
-    out = tmp_path / "o"
-    shutil.copytree(outputs["render-weights"][1], out)
-    (out / "render_methods.png").write_bytes(b"earlier")
-    manifest = json.loads((out / MANIFEST).read_text())
-    manifest["files"] = sorted([*manifest["files"], "render_methods.png"])
-    (out / MANIFEST).write_text(json.dumps(manifest))
-    (out / "notes.txt").write_text("mine")
-    res = invoke(COMMANDS["render-weights"] + ["-o", out])
-    assert res.exit_code == 0, res.stderr
-    assert not (out / "render_methods.png").exists()  # the earlier output is replaced as a whole
-    assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_out_dot_is_like_any_folder(tmp_path, monkeypatch):

@@ -38,6 +38,18 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept
 
 
+def pytest_collection_finish(session):
+    """Every test module is imported now (torch, matplotlib, the package: objects that live as
+    long as the session). Freeze them out of the garbage collector, so that a full collection
+    during the tests scans only what the tests made: in a serial run of the render, compare and
+    hostile-corpus tests, full collections took 2.4 s of 36 s (about 100 ms each), and 1.3 s
+    with the imports frozen."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 def pytest_sessionstart(session):
     if not GOLDEN.exists():
         raise pytest.UsageError(f"golden fixtures not found at {FIXTURES} (set AQR_FIXTURES)")

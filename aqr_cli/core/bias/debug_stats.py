@@ -35,7 +35,7 @@ def summary(vals: torch.Tensor, n_total: int, weight: torch.Tensor | None = None
         lo, hi = min(lo, 0.0), max(hi, 0.0)
 
     def frac(cond: torch.Tensor, zero_counts: bool) -> float:
-        hits = int(cond.sum()) if wt is None else total(cond)  # a count: exact either way
+        hits = int(torch.count_nonzero(cond)) if wt is None else total(cond)  # exact counts
         return (hits + (n_zero if zero_counts else 0.0)) / n_total
 
     positive = frac(v > 0, False)

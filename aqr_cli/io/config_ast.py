@@ -622,7 +622,7 @@ class _FileParser:
                         self.refuse(name, "tuple unpacking of a value of another length", stmt)
                     continue
                 for name, v in zip(parts, value):
-                    self.bind(name, copy.deepcopy(v), stmt)
+                    self.bind(name, _plain_copy(v), stmt)
 
     def aug_assign(self, stmt: ast.AugAssign) -> None:
         if not isinstance(stmt.target, ast.Name):

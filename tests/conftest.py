@@ -107,6 +107,14 @@ def _run_once_per_session(tmp_path_factory, name: str, args: list, prepare=None)
     return SimpleNamespace(**json.loads(record.read_text())), out
 
 
+def user_files(folder: Path) -> None:
+    """The user's own files in an output folder: ``notes.txt`` and ``sub/keep.txt``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "notes.txt").write_text("mine")
+    (folder / "sub").mkdir(exist_ok=True)
+    (folder / "sub" / "keep.txt").write_text("mine too")
+
+
 EARLIER_ONLY = "render_methods.png"  # what an earlier run with --method all also wrote
 
 
@@ -172,9 +180,7 @@ def compare_dump_rerun(compare_dump_run, tmp_path_factory):
 
     def prepare(out):
         shutil.copytree(first, out)
-        (out / "notes.txt").write_text("mine")
-        (out / "sub").mkdir(exist_ok=True)
-        (out / "sub" / "keep.txt").write_text("mine too")
+        user_files(out)
         (out / "sub" / "extra.txt").write_text("x")
         add_earlier_only_file(out)
 

@@ -449,6 +449,7 @@ def test_debug_statistics(golden):
     assert allv["count"] == d.numel()
     assert allv["mean"] == pytest.approx(float(dd.mean()), rel=1e-9, abs=1e-12)
     assert allv["std"] == pytest.approx(float(dd.std()), rel=1e-9)
+
     def share(cond):  # an exact count, as a fraction
         return int(torch.count_nonzero(cond)) / d.numel()
 

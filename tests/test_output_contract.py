@@ -18,7 +18,7 @@ from aqr_cli.cli.app import app
 from aqr_cli.io.outdir import MANIFEST, STAGING_PREFIX, output_folder
 from aqr_cli.io.errors import OutputError
 from conftest import (CHECKPOINT, COMPARE_DUMP_ARGS, DUMP, DUMP_TRAIN, EARLIER_ONLY, FIXTURES,
-                      add_earlier_only_file)
+                      add_earlier_only_file, user_files)
 
 FIXTURE_LOG = FIXTURES / "logs" / "AQRCMT800_320.log"
 
@@ -35,13 +35,6 @@ COMMANDS = {
 
 def invoke(args, columns: int = 80):
     return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": str(columns)})
-
-
-def user_files(folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "notes.txt").write_text("mine")
-    (folder / "sub").mkdir(exist_ok=True)
-    (folder / "sub" / "keep.txt").write_text("mine too")
 
 
 @pytest.fixture(scope="module")

@@ -185,6 +185,83 @@ def test_lidar_and_camera_shares_sum_to_one():
         torch.testing.assert_close(st["lidar_share"] + st["camera_share"], torch.ones(2, Q))
 
 
+# ----- biased paths derived from the baseline (attention/derived.py) -----
+
+def count_softmaxes(monkeypatch) -> list:
+    """Patch the engine's dense softmax to record the paths it runs for."""
+    from aqr_cli.analysis.attention import engine
+
+    calls = []
+    real = engine._softmax_mean
+
+    def counted(logits, bias, num_bev, p):
+        calls.append(bias is not None)
+        return real(logits, bias, num_bev, p)
+
+    monkeypatch.setattr(engine, "_softmax_mean", counted)
+    return calls
+
+
+def mha_readout(mha, q, k, dense_bias):
+    """MultiheadAttention's output before out_proj, with the bias on every head's logits."""
+    with torch.no_grad():
+        mask = None if dense_bias is None else dense_bias.repeat_interleave(H, 0)
+        out, _ = mha(q, k, k, attn_mask=mask, need_weights=False)
+        return (out - mha.out_proj.bias) @ torch.linalg.pinv(mha.out_proj.weight).t()
+
+
+def test_biased_paths_are_derived_without_their_own_softmax(monkeypatch):
+    """Additive and swept paths come from the baseline's per-head probabilities: one dense
+    softmax per chunk (the baseline's), and the same rows, statistics and readout as the dense
+    computation (float64 MultiheadAttention and formulas)."""
+    torch.manual_seed(13)
+    mha = torch.nn.MultiheadAttention(C, H, batch_first=True)
+    w = CrossAttentionWeights(mha.in_proj_weight, mha.in_proj_bias, num_heads=H)
+    _, q, k, bias = small_case(13, b=2)
+    swept = [AttentionPath(f"s{s}", bias=bias.with_values(bias.values * s), readout=False)
+             for s in (0.5, 2.5)]
+    calls = count_softmaxes(monkeypatch)
+    res = compute_attention(q, k, w, num_bev=NB, values=k, chunk_size=3, keep_rows=range(Q),
+                            paths=[AttentionPath("baseline"), AttentionPath("additive", bias=bias), *swept])
+    assert calls == [False] * 3  # 3 chunks of 3, 3, 1 queries: the baseline's softmax only
+    for path, scale in (("additive", 1.0), ("s0.5", 0.5), ("s2.5", 2.5)):
+        dense = bias.to_dense(F) * scale
+        torch.testing.assert_close(res.rows[path].double(), dense_reference(w, q, k, dense),
+                                   atol=1e-7, rtol=1e-5)
+    got = res.readout["additive"]["relative_change"]["mean"]
+    r0, r1 = mha_readout(mha, q, k, None), mha_readout(mha, q, k, bias.to_dense(F))
+    assert got == pytest.approx(((r1 - r0).norm(dim=-1) / r0.norm(dim=-1)).mean().item(), rel=1e-4)
+    assert set(res.readout) == {"baseline", "additive"}
+
+
+def test_ill_conditioned_or_unusual_biases_are_computed_densely(monkeypatch):
+    """A window holding nearly all the attention under a strongly negative bias (Z_h ~ 1 - S
+    would lose digits), repeated columns, a global bias and |b| above the bound all take the
+    dense softmax, and still give the dense result."""
+    from aqr_cli.analysis.attention.derived import MAX_DERIVED_BIAS, derivable
+
+    w, q, k, bias = small_case(14)
+    # keys aligned with every query on its window columns: the baseline puts ~all mass there
+    hot = bias.indices[0, 0, :3]
+    k = k.clone()
+    k[0, hot] = 40.0 * q[0].mean(0)
+    window = WindowBias(hot.expand(B, Q, 3), torch.full((B, Q, 3), -30.0), torch.ones(B, Q, 3, dtype=torch.bool))
+    calls = count_softmaxes(monkeypatch)
+    res = run(w, q, k, window, chunk=Q)
+    assert calls == [False, True]
+    torch.testing.assert_close(res.rows["additive"].double(),
+                               dense_reference(w, q, k, window.to_dense(F)), atol=1e-7, rtol=1e-5)
+    dup = bias.indices.clone()
+    dup[..., 1] = dup[..., 0]
+    both = bias.valid.clone()
+    both[..., :2] = True
+    assert not derivable(WindowBias(dup, bias.values, both))
+    assert not derivable(bias.with_values(bias.values * 0 + MAX_DERIVED_BIAS + 1))
+    assert not derivable(WindowBias(bias.indices[..., :2], bias.values[..., :2], bias.valid[..., :2],
+                                    is_global=True))
+    assert derivable(bias) and derivable(WindowBias(dup, bias.values, bias.valid & (dup != dup[..., :1])))
+
+
 def test_topk_by_blocks_equals_full_topk():
     gen = torch.Generator().manual_seed(0)
     for f in (22384, 56400, 64 * 40 + 5, 300):

@@ -19,6 +19,12 @@ from typing import Mapping, Sequence
 
 import torch
 
+from aqr_cli.analysis.attention.derived import (
+    derivable,
+    derived_probabilities,
+    derived_readout,
+    window_terms,
+)
 from aqr_cli.analysis.attention.projections import CrossAttentionWeights
 from aqr_cli.analysis.attention.result import DEFAULT_TOPK, METRICS, AttentionResult
 from aqr_cli.analysis.attention.window_bias import (
@@ -273,48 +279,117 @@ class _Run:
         self.groups, key_sets = _key_groups(paths, keys, reference)
         self.k_t = [s.heads if isinstance(s, ProjectedKeys) else _heads_T(s, weights) for s in key_sets]
         self.v_heads = _value_heads(paths, values, weights) if values is not None else {}
+        self.derived = {gi: self._derivable(members) for gi, members in self.groups.items()}
         self.readouts = {p.name: torch.empty(b, q, h * d) for p in paths if p.name in self.v_heads}
         self.qh = (weights.project_query(query) * (1.0 / math.sqrt(d))).view(b, q, h, d).transpose(1, 2)
-        self.buf = _Chunk(b, h, n_chunk, f, any(len(g) > 1 for g in self.groups.values()))
+        n_dense = max(len(g) - len(self.derived[gi]) for gi, g in self.groups.items())
+        n_derived = max(len(x) for x in self.derived.values())
+        self.buf = _Chunk(b, h, n_chunk, f, n_dense > 1, n_derived)
         self.stats = {p.name: {m: torch.empty(b, q) for m in METRICS} for p in paths}
         self.rows = {p.name: torch.empty(b, len(keep_rows), f) for p in paths}
         self.keep = torch.tensor(keep_rows, dtype=torch.long)
         self.log_f = math.log(f) if f > 1 else float("nan")
 
+    def _derivable(self, members: list[AttentionPath]) -> list[AttentionPath]:
+        """The members of a key group derived from its reference (:mod:`.derived`): the group
+        must hold the unbiased reference; a member's readout must read the reference's values."""
+        ref = members[0]
+        if ref.name != self.reference or ref.bias is not None:
+            return []
+        ref_values = self.v_heads.get(ref.name)
+        return [p for p in members[1:] if derivable(p.bias)
+                and (p.name not in self.v_heads or self.v_heads[p.name] is ref_values)]
+
     def chunk(self, c0: int, c1: int, window: WindowBias | None, num_bev: int, top_k: int) -> None:
         """Queries ``c0..c1-1`` through every path; statistics into :attr:`stats`."""
         n = c1 - c0
         qc = self.qh[:, :, c0:c1]
-        win = window.rows(c0, c1) if window is not None else None
-        ref_state = None
+        ctx = _Ctx(window.rows(c0, c1) if window is not None else None, num_bev, top_k, c0, c1)
         for gi, members in self.groups.items():
+            derived = self.derived[gi]
+            pending = [p for p in members if p not in derived]
             raw = self.buf.view(self.buf.raw, n, True)
             torch.matmul(qc, self.k_t[gi], out=raw)
-            for j, path in enumerate(members):
-                if j < len(members) - 1:
+            intact = True
+            while pending:
+                path = pending.pop(0)
+                if not intact:      # a derived path computed densely after all: its logits again
+                    torch.matmul(qc, self.k_t[gi], out=raw)
+                    logits = raw
+                elif pending:
                     logits = self.buf.view(self.buf.work, n, True)
                     logits.copy_(raw)
                 else:
-                    logits = raw
-                is_ref = path.name == self.reference
-                out = {m: v[:, c0:c1] for m, v in self.stats[path.name].items()}
-                ref_state = _chunk_stats(
-                    logits, path.bias.rows(c0, c1) if path.bias is not None else None, win,
-                    num_bev, top_k, self.log_f, self.buf, n, out, ref_state, is_ref)
-                self._keep(path.name, logits, c0, c1, is_ref)
+                    logits, intact = raw, False
+                self._dense(path, logits, ctx)
+                if derived and path.name == self.reference:
+                    pending += self._derive(derived, logits, ctx)
+                    derived = []
 
-    def _keep(self, name: str, logits: torch.Tensor, c0: int, c1: int, is_ref: bool) -> None:
-        """The readout and the kept rows of one path's chunk (``logits`` now hold per-head
-        probabilities)."""
-        n = c1 - c0
-        if name in self.v_heads:
-            b, h, _, _ = logits.shape
-            r = torch.matmul(logits, self.v_heads[name])                     # [B, h, n, d]
-            self.readouts[name][:, c0:c1] = r.transpose(1, 2).reshape(b, n, h * r.shape[-1])
-        sel = (self.keep >= c0) & (self.keep < c1)
+    def _dense(self, path: AttentionPath, logits: torch.Tensor, ctx: "_Ctx") -> None:
+        """One path through its own softmax; ``logits`` then hold its per-head probabilities."""
+        n = ctx.c1 - ctx.c0
+        is_ref = path.name == self.reference
+        p = self.buf.view(self.buf.p0 if is_ref else self.buf.p, n, False)
+        _softmax_mean(logits, path.bias.rows(ctx.c0, ctx.c1) if path.bias is not None else None,
+                      ctx.num_bev, p)
+        self._stats(path.name, p, ctx, is_ref)
+        self.r0 = self._readout(path.name, logits, ctx)
+        self._keep(path.name, p, ctx)
+
+    def _derive(self, paths: list[AttentionPath], p0h: torch.Tensor, ctx: "_Ctx") -> list[AttentionPath]:
+        """The derived paths of a chunk from the reference's per-head probabilities ``p0h``;
+        returns those to compute densely (ill-conditioned in this chunk)."""
+        n = ctx.c1 - ctx.c0
+        windows = [window_terms(p0h, p.bias.rows(ctx.c0, ctx.c1)) for p in paths]
+        probs = derived_probabilities(p0h, windows, self.buf.derived_view(n, len(paths)))
+        r0, ref_values = self.r0, self.v_heads.get(self.reference)
+        dense = []
+        for j, (path, w) in enumerate(zip(paths, windows)):
+            if not w.ok:
+                dense.append(path)
+                continue
+            p = probs[:, :, j]
+            self._stats(path.name, p, ctx, False)
+            if path.name in self.v_heads and r0 is not None:
+                self.readouts[path.name][:, ctx.c0:ctx.c1] = derived_readout(r0, ref_values, w)
+            self._keep(path.name, p, ctx)
+        return dense
+
+    def _stats(self, name: str, p: torch.Tensor, ctx: "_Ctx", is_ref: bool) -> None:
+        n = ctx.c1 - ctx.c0
+        out = {m: v[:, ctx.c0:ctx.c1] for m, v in self.stats[name].items()}
+        logp = self.buf.view(self.buf.logp0 if is_ref else self.buf.logp, n, False)
+        ctx.ref = _prob_stats(p, logp, self.buf.view(self.buf.tmp, n, False), ctx.window,
+                              ctx.num_bev, ctx.top_k, self.log_f, out, ctx.ref, is_ref)
+
+    def _readout(self, name: str, probs: torch.Tensor, ctx: "_Ctx") -> torch.Tensor | None:
+        """The attention output of one path's chunk from its per-head probabilities ``probs``;
+        returns the per-head output ``[B, h, n, d]`` (None without values)."""
+        if name not in self.v_heads:
+            return None
+        b, h, n, _ = probs.shape
+        r = torch.matmul(probs, self.v_heads[name])                          # [B, h, n, d]
+        self.readouts[name][:, ctx.c0:ctx.c1] = r.transpose(1, 2).reshape(b, n, h * r.shape[-1])
+        return r
+
+    def _keep(self, name: str, p: torch.Tensor, ctx: "_Ctx") -> None:
+        """The kept rows of one path's chunk from its head-averaged probabilities ``p``."""
+        sel = (self.keep >= ctx.c0) & (self.keep < ctx.c1)
         if bool(sel.any()):
-            p_now = self.buf.view(self.buf.p0 if is_ref else self.buf.p, n, False)
-            self.rows[name][:, sel] = p_now[:, self.keep[sel] - c0]
+            self.rows[name][:, sel] = p[:, self.keep[sel] - ctx.c0]
+
+
+@dataclass
+class _Ctx:
+    """What every path of one chunk shares: the window rows, sizes and the reference state."""
+
+    window: WindowBias | None
+    num_bev: int
+    top_k: int
+    c0: int
+    c1: int
+    ref: tuple | None = None
 
 
 def _heads_T(keys: torch.Tensor, weights: CrossAttentionWeights) -> torch.Tensor:
@@ -357,15 +432,21 @@ def block_topk(p: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 class _Chunk:
     """Reusable flat buffers for one chunk size (allocating per chunk costs page faults)."""
 
-    def __init__(self, b: int, h: int, n: int, f: int, need_work: bool):
+    def __init__(self, b: int, h: int, n: int, f: int, need_work: bool, derived: int = 0):
         self.raw = torch.empty(b * h * n * f)
         self.work = torch.empty(b * h * n * f) if need_work else None
+        self.derived = torch.empty(b * n * derived * f) if derived else None
         self.p = torch.empty(b * n * f)
         self.logp = torch.empty(b * n * f)
         self.p0 = torch.empty(b * n * f)
         self.logp0 = torch.empty(b * n * f)
         self.tmp = torch.empty(b * n * f)
         self.shape = (b, h, n, f)
+
+    def derived_view(self, n: int, m: int) -> torch.Tensor:
+        """``[B, n, m, F]`` head-averaged probabilities of m derived paths."""
+        b, _, _, f = self.shape
+        return self.derived[: b * n * m * f].view(b, n, m, f)
 
     def view(self, buf: torch.Tensor, n: int, heads: bool) -> torch.Tensor:
         b, h, _, f = self.shape
@@ -415,24 +496,27 @@ def readout_change(readouts: Mapping[str, torch.Tensor], reference: str) -> dict
     return out
 
 
-def _chunk_stats(logits, bias, window, num_bev, top_k, log_f, buf, n, out, ref_state, is_ref):
-    """Softmax one chunk in place, head-average it and write its statistics into ``out``.
-
-    Returns the reference state ``(p0, logp0, neg_entropy0, topk0)`` (from this path when it is
-    the reference, else the one passed in).
-    """
+def _softmax_mean(logits, bias, num_bev, p) -> None:
+    """Add ``bias``, softmax ``logits [B, h, n, F]`` in place (per-head probabilities) and write
+    their head average into ``p [B, n, F]``."""
     h = logits.shape[1]
     if bias is not None:
         add_bias(logits, bias, num_bev)
     torch.ops.aten._softmax.out(logits, -1, False, out=logits)
-    p = buf.view(buf.p0 if is_ref else buf.p, n, False)
-    logp = buf.view(buf.logp0 if is_ref else buf.logp, n, False)
     torch.sum(logits, 1, out=p)
     p.mul_(1.0 / h)
+
+
+def _prob_stats(p, logp, tmp, window, num_bev, top_k, log_f, out, ref_state, is_ref):
+    """Write the statistics of the head-averaged probabilities ``p [B, n, F]`` into ``out``
+    (``logp``, ``tmp``: buffers of p's shape).
+
+    Returns the reference state ``(p0, logp0, neg_entropy0, topk0)`` (from this path when it is
+    the reference, else the one passed in).
+    """
     top_vals, top_idx = block_topk(p, top_k)
     torch.clamp_min(p, TINY, out=logp)
     logp.log_()
-    tmp = buf.view(buf.tmp, n, False)
     neg_ent = torch.mul(p, logp, out=tmp).sum(-1)
     out["entropy"].copy_(-neg_ent)
     out["entropy_norm"].copy_(-neg_ent / log_f)

@@ -163,7 +163,7 @@ def value_histograms(before: torch.Tensor, after: torch.Tensor, bins: int = DEFA
 
     def count(x):
         return dict(counts=torch.histc(x, bins, lo, hi).long().tolist(),
-                    below=int((x < lo).sum()), above=int((x > hi).sum()))
+                    below=int(torch.count_nonzero(x < lo)), above=int(torch.count_nonzero(x > hi)))
 
     counted = count(flat0)
     return dict(edges=edges.tolist(), before=counted, after=dict(counted) if identical else count(flat1))

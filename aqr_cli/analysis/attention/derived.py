@@ -97,11 +97,14 @@ def derived_probabilities(p0h: torch.Tensor, windows: list[Window], out: torch.T
 
 def derived_readout(r0: torch.Tensor, value_heads: torch.Tensor, w: Window) -> torch.Tensor:
     """Attention output ``[B, n, h * d]`` of a derived path: ``r0 [B, h, n, d]`` the reference's
-    per-head output, ``value_heads [B, h, F, d]`` the projected values."""
+    per-head output, ``value_heads [B, h, F, d]`` the projected values. One head at a time, so
+    the gathered window values stay ``[B, n, K, d]`` (1 MB at 1600x640, not 8)."""
     b, h, n, d = r0.shape
     rows = torch.arange(b).view(b, 1, 1)
-    picked = value_heads.transpose(1, 2)[rows, w.index]                         # [B, n, K, h, d]
-    coef = (w.excess / w.z.unsqueeze(-1)).float()                               # [B, h, n, K]
-    extra = torch.einsum("bhnk,bnkhd->bhnd", coef, picked)
-    out = r0 / w.z.float().unsqueeze(-1) + extra
-    return out.transpose(1, 2).reshape(b, n, h * d)
+    coef = (w.excess / w.z.unsqueeze(-1)).float().unsqueeze(-2)                # [B, h, n, 1, K]
+    scaled = r0 / w.z.float().unsqueeze(-1)                                     # [B, h, n, d]
+    out = torch.empty(b, n, h, d)
+    for i in range(h):
+        picked = value_heads[:, i][rows, w.index]                               # [B, n, K, d]
+        torch.add(scaled[:, i], torch.matmul(coef[:, i], picked).squeeze(-2), out=out[:, :, i])
+    return out.view(b, n, h * d)

@@ -7,7 +7,9 @@ upstream's ``PETRMultiheadAttention``), the softmax runs in place, the head aver
 reduction, and every statistic is read off the head-averaged probabilities (a block-maximum
 top-k also gives the maximum, one log pass serves entropy and KL, products go into a reused
 buffer). Paths that share keys (baseline, additive, the scales of a sweep) share the logits
-matmul of each chunk. Measured (benchmarks/bench_attention.py, 2-core Xeon): 1.1-1.35x the
+matmul of each chunk, and a window-biased path with the unbiased reference's keys is derived
+from the reference's per-head probabilities without a softmax of its own (:mod:`.derived`).
+Measured (benchmarks/bench_attention.py, 2-core Xeon): 1.1-1.35x the
 time of ``scaled_dot_product_attention`` doing the same chunks with a dense mask.
 """
 

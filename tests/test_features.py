@@ -234,3 +234,30 @@ def test_change_stats_leave_inputs_alone_and_ignore_layout():
     strided = after.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
     assert not strided.is_contiguous()
     assert json.dumps(change_stats(before, strided, 2)) == json.dumps(stats)
+
+
+def test_bit_identical_features_give_the_full_computations_numbers():
+    """The additive path's features (a strided read-back of the originals) take the originals'
+    statistics once; forcing the full computation gives the same document, byte for byte.
+    NaN features, a changed element or another layout of other values never take that route."""
+    from aqr_cli.analysis.features import bit_identical, modality_stats
+
+    gen = torch.Generator().manual_seed(6)
+    before = torch.randn(2, 8, 6, 5, generator=gen)
+    readback = before.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    assert not readback.is_contiguous() and bit_identical(before, readback)
+    masks = [torch.zeros(1, 6, 5, dtype=torch.bool).index_fill_(1, torch.tensor([2]), True)] * 2
+    labels = [np.array([CAR])] * 2
+    fast = modality_stats(before, readback, num_samples=2, masks=masks, labels=labels)
+    full = dict(change_stats(before, readback, 2, identical=False),
+                histogram=value_histograms(before, readback, identical=False), gain=None,
+                energy=energy_in_boxes(before, readback, masks, labels), weight_coverage=None)
+    assert json.dumps(fast) == json.dumps(full)
+    assert fast["identical"] is True and fast["cosine_similarity"] == 1.0 and fast["max_change"] == 0.0
+    changed = readback.clone()
+    changed[1, 2, 3, 4] += 1.0
+    assert not bit_identical(before, changed)
+    nan = before.clone()
+    nan[0, 0, 0, 0] = float("nan")
+    st = change_stats(nan, nan.clone(), 2)
+    assert st["mean_change"] is None and st["before"]["mean"] is None   # computed, not assumed 0

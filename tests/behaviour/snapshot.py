@@ -10,7 +10,11 @@ folder ``$TMP``) so a snapshot recorded in one checkout can be checked in anothe
 
 Bytes are those of one machine: torch's reductions split work by thread count and CPU, so
 numbers (and the PNGs drawn from them) may differ in the last bits on another machine. Record
-the baseline on the machine you check on, before moving code.
+the baseline on the machine you check on, before moving code. compare-modes' attention
+statistics also differ in the last bits in a few runs of the same command on one machine
+(measured 2026-12-04: 2 of 30 runs before the derived paths, 4 of 30 after, with ``--scales ""``;
+the baseline path too): a single difference there in ``compare-*`` summary.json and the PNGs
+drawn from it is that, not a moved-code bug, if a second check passes.
 
 Not a test: it takes about a minute. Run ``check`` after a refactoring; a difference is either
 a bug of the move or an intended change, in which case ``record`` again and say so in the

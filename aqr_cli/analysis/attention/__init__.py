@@ -17,7 +17,8 @@ upstream's ``PETRMultiheadAttention`` (the only class with the designed semantic
 given sparsely (per-query window entries) and the dense ``[B, Q, F]`` bias is never built.
 
 The package is cut by concept: :mod:`.projections` (in-projection weights, width alignment),
-:mod:`.window_bias` (the sparse bias), :mod:`.engine` (the chunk engine), :mod:`.paths` (the
+:mod:`.window_bias` (the sparse bias), :mod:`.engine` (the chunk engine), :mod:`.derived`
+(biased paths derived from the baseline's probabilities), :mod:`.paths` (the
 baseline / multiplicative / additive comparison), :mod:`.groups` (query groups) and
 :mod:`.result` (the result and its summaries). This module is its public interface.
 """

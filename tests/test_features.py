@@ -261,3 +261,6 @@ def test_bit_identical_features_give_the_full_computations_numbers():
     nan[0, 0, 0, 0] = float("nan")
     st = change_stats(nan, nan.clone(), 2)
     assert st["mean_change"] is None and st["before"]["mean"] is None   # computed, not assumed 0
+    # same bits, NaN included: the energies computed once are the full computation's
+    assert json.dumps(energy_in_boxes(nan, nan.clone(), masks, labels, identical=True)) == json.dumps(
+        energy_in_boxes(nan, nan.clone(), masks, labels))

@@ -414,9 +414,8 @@ def modality_stats(before: torch.Tensor, after: torch.Tensor, *, num_samples: in
     (:func:`gain_stats`, None without a gain map), ``energy`` (:func:`energy_in_boxes`, None
     without boxes), ``weight_coverage`` (None without a weight map or boxes).
     """
-    same = bit_identical(before, after)
+    same = bit_identical(before, after)   # same bits: histogram and energies computed once too
     out = change_stats(before, after, num_samples, identical=same)
-    same = same and out["before"]["mean"] is not None    # finite: NaN/Inf are counted apart
     out["histogram"] = value_histograms(before, after, bins, identical=same)
     out["gain"] = gain_stats(gain, bins) if gain is not None else None
     have_boxes = masks is not None and labels is not None

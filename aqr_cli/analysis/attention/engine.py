@@ -325,29 +325,32 @@ class _Run:
                     logits.copy_(raw)
                 else:
                     logits, intact = raw, False
-                self._dense(path, logits, ctx)
+                r0 = self._dense(path, logits, ctx)
                 if derived and path.name == self.reference:
-                    pending += self._derive(derived, logits, ctx)
+                    pending += self._derive(derived, logits, r0, ctx)
                     derived = []
 
-    def _dense(self, path: AttentionPath, logits: torch.Tensor, ctx: "_Ctx") -> None:
-        """One path through its own softmax; ``logits`` then hold its per-head probabilities."""
+    def _dense(self, path: AttentionPath, logits: torch.Tensor, ctx: "_Ctx") -> torch.Tensor | None:
+        """One path through its own softmax; ``logits`` then hold its per-head probabilities.
+        Returns its per-head attention output (None without values)."""
         n = ctx.c1 - ctx.c0
         is_ref = path.name == self.reference
         p = self.buf.view(self.buf.p0 if is_ref else self.buf.p, n, False)
         _softmax_mean(logits, path.bias.rows(ctx.c0, ctx.c1) if path.bias is not None else None,
                       ctx.num_bev, p)
         self._stats(path.name, p, ctx, is_ref)
-        self.r0 = self._readout(path.name, logits, ctx)
         self._keep(path.name, p, ctx)
+        return self._readout(path.name, logits, ctx)
 
-    def _derive(self, paths: list[AttentionPath], p0h: torch.Tensor, ctx: "_Ctx") -> list[AttentionPath]:
-        """The derived paths of a chunk from the reference's per-head probabilities ``p0h``;
-        returns those to compute densely (ill-conditioned in this chunk)."""
+    def _derive(self, paths: list[AttentionPath], p0h: torch.Tensor, r0: torch.Tensor | None,
+                ctx: "_Ctx") -> list[AttentionPath]:
+        """The derived paths of a chunk from the reference's per-head probabilities ``p0h`` and
+        per-head output ``r0`` (None without values: then no derived path reads values, see
+        :meth:`_derivable`); returns those to compute densely (ill-conditioned in this chunk)."""
         n = ctx.c1 - ctx.c0
         windows = [window_terms(p0h, p.bias.rows(ctx.c0, ctx.c1)) for p in paths]
         probs = derived_probabilities(p0h, windows, self.buf.derived_view(n, len(paths)))
-        r0, ref_values = self.r0, self.v_heads.get(self.reference)
+        ref_values = self.v_heads.get(self.reference)
         dense = []
         for j, (path, w) in enumerate(zip(paths, windows)):
             if not w.ok:
@@ -355,7 +358,7 @@ class _Run:
                 continue
             p = probs[:, :, j]
             self._stats(path.name, p, ctx, False)
-            if path.name in self.v_heads and r0 is not None:
+            if path.name in self.v_heads:
                 self.readouts[path.name][:, ctx.c0:ctx.c1] = derived_readout(r0, ref_values, w)
             self._keep(path.name, p, ctx)
         return dense

@@ -545,27 +545,51 @@ def test_postprocess_equals_torch_compare(thr, dtype):
     assert got.dtype == dtype and torch.equal(got, want)
 
 
-@pytest.mark.parametrize("shape,column_pass_dims", [
-    ((64, 96), 3), ((96, 64), 3), ((72, 180), 3), ((180, 180), 3), ((20, 100), 2), ((64, 53), 2)])
-def test_block_banded_column_pass_matches_stamps(shape, column_pass_dims):
-    """Tall, wide maps use the block-banded column pass (3-D blocks), others the dense band;
-    an asymmetric separable kernel is stamped exactly like upstream's slicing by both (edges,
-    the blocks' seams, cropping)."""
+@pytest.mark.parametrize("shape", [(64, 96), (96, 64), (72, 180), (180, 180), (20, 100),
+                                   (64, 53), (1, 1), (5, 3), (9, 8)])
+def test_vertical_band_pass_matches_stamps(shape):
+    """An asymmetric separable kernel is stamped exactly like upstream's slicing: edges,
+    cropping, the vertical pass' 8-row block seams, and samples stacked in one tall image
+    (a stamp never leaks into the next sample); the pass is one banded ``[8, 8 + k - 1]``
+    block of the kernel's centre column, the scatter its centre row."""
     h, w = shape
     g = torch.Generator().manual_seed(6)
     kernel = torch.outer(torch.rand(7, generator=g), torch.rand(7, generator=g)) / 10
     r = WeightRenderer(gaussian_sigma=1.0, bev_feature_shape=shape, normalize_weights=False)
     r.load_state_dict({"gaussian_kernel": kernel}, strict=True)
-    weights = torch.rand(2, 300, generator=g)
-    pts = torch.rand(2, 300, 2, generator=g) * torch.tensor([h + 6.0, w + 6.0]) - 3
+    weights = torch.rand(3, 300, generator=g)
+    pts = torch.rand(3, 300, 2, generator=g) * torch.tensor([h + 6.0, w + 6.0]) - 3
     pts[:, :8] = torch.tensor([[0, 0], [0, w - 1], [h - 1, 0], [h - 1, w - 1],
-                               [3, 31], [3, 32], [5, w - 33], [h // 2, w // 2]], dtype=torch.float32)
+                               [3, 31], [7, 32], [8, w - 33], [h // 2, w // 2]], dtype=torch.float32)
     ref = _naive_stamps(kernel, weights, pts, shape)
     ref[ref < 0.01] = 0
     out = r.render_bev_weights(weights, pts)
     assert out.is_contiguous()
     assert _max_err(out, ref) <= 1e-6
-    assert r._separable(h, w, torch.float32)[1].dim() == column_pass_dims
+    row, band = r._separable(torch.float32)
+    assert row.shape == (7,) and band.shape == (8, 14)
+    assert torch.allclose(band[2, 2:9], kernel[:, 3].flip(0))  # output row i: taps u = i..i+6
+
+
+def test_camera_views_stay_apart():
+    """Stamps near a view's top and bottom edges reach neither the neighbouring views nor the
+    next sample (an asymmetric kernel, 3 views of 5 x 9 cells, every row of every view)."""
+    g = torch.Generator().manual_seed(7)
+    kernel = torch.outer(torch.rand(7, generator=g), torch.rand(7, generator=g)) / 10
+    v, h, w = 3, 5, 9
+    r = WeightRenderer(gaussian_sigma=1.0, pers_feature_shape=(v, h, w), normalize_weights=False)
+    r.load_state_dict({"gaussian_kernel": kernel}, strict=True)
+    view, row, col = torch.meshgrid(torch.arange(v), torch.arange(h), torch.tensor([0, 4, 8]),
+                                    indexing="ij")
+    pts = torch.stack([view, row, col], -1).reshape(1, -1, 3).float().repeat(2, 1, 1)
+    weights = torch.rand(2, pts.shape[1], generator=g) + 0.05
+    out = r.render_perspective_weights(weights, pts)
+    for b in range(2):
+        for k in range(v):
+            mine = pts[b, :, 0] == k
+            ref = _naive_stamps(kernel, weights[b:b + 1, mine], pts[b:b + 1, mine, 1:], (h, w))[0]
+            ref[ref < 0.01] = 0
+            assert _max_err(out[b, k], ref) <= 1e-6
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -604,16 +628,19 @@ def test_extreme_and_integer_coordinates_match_naive(method):
 
 
 def test_alternating_shapes_reuse_separable_cache():
-    """BEV and camera calls alternate without recomputing the bands; a kernel edit drops them."""
+    """BEV and camera calls share one cached band (it depends on the kernel and dtype only);
+    a kernel edit drops it."""
     r = _renderer("gaussian")
     w, pb = _edge_bev(128, 128, 1, 30, seed=1)
     wp, pp = _edge_pers(6, 20, 50, 1, 30, seed=2)
     _quiet(r.render_bev_weights, w, pb)
     r.render_perspective_weights(wp, pp)
     bands = dict(r.__dict__["_band_cache"][1])
-    assert len(bands) == 2
+    assert list(bands) == [torch.float32]
     _quiet(r.render_bev_weights, w, pb)
-    assert all(r.__dict__["_band_cache"][1][k] is v for k, v in bands.items())
+    r.render_perspective_weights(wp.double(), pp.double())
+    assert r.__dict__["_band_cache"][1][torch.float32] is bands[torch.float32]
+    assert len(r.__dict__["_band_cache"][1]) == 2
     with torch.no_grad():
         r.gaussian_kernel.mul_(2)
     out = _quiet(r.render_bev_weights, w, pb)

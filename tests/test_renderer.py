@@ -697,3 +697,17 @@ def test_distance_weighted_fractional_centre_takes_box_path():
     weights, pts = torch.tensor([[0.5, 0.7]]), torch.tensor([[[3.0, 4.0], [10.5, 7.0]]])
     out = r.render_bev_weights(weights, pts)
     assert _max_err(out, naive_bev("distance_weighted", weights, pts, (40, 40))) <= TOL
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("thr", [-0.5, 0.0, 0.01])
+def test_bev_clamp_kept_where_it_changes_what_is_drawn(method, thr):
+    """Weights below 0 are clamped to 0 before drawing: with a threshold <= 0 they would be
+    drawn (negative, or as 0) otherwise; weights above 1 are clamped for every threshold."""
+    w, pts = _edge_bev(20, 30, 2, 40, seed=11)
+    w = torch.tanh(3 * torch.randn(2, 40, generator=torch.Generator().manual_seed(12)))
+    for weights in (w, w * 1.5):  # below 0 only; below 0 and above 1
+        r = WeightRenderer(render_method=method, gaussian_sigma=1.0, bev_feature_shape=(20, 30),
+                           min_weight_threshold=thr, normalize_weights=False)
+        ref = naive_bev(method, weights, pts, (20, 30), sigma=1.0, thr=thr, norm=False)
+        assert _max_err(_quiet(r.render_bev_weights, weights, pts), ref) <= TOL

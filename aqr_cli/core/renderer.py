@@ -302,7 +302,10 @@ class WeightRenderer(nn.Module):
             _value_range("pts_bev", pts_bev)
         if _outside_unit(lo, hi):
             self._warn_clamp(weights, lo, hi)
-            weights = weights.clamp(0, 1)
+            # with a positive threshold, weights below 0 are never drawn: only a clamp at 1
+            # changes what is drawn
+            if hi > 1 or not self.min_weight_threshold > 0:
+                weights = weights.clamp(0, 1)
         pts = pts_bev.detach()
         if self.render_method in PERSPECTIVE_METHODS:  # splats at the truncated cell
             maps = self._splat(weights, pts, (1, h, w))[:, 0]

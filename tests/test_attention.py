@@ -234,6 +234,53 @@ def test_biased_paths_are_derived_without_their_own_softmax(monkeypatch):
     assert set(res.readout) == {"baseline", "additive"}
 
 
+@pytest.mark.parametrize("live", [(0,), (1, 2), (), (0, 1, 2, 3)])
+def test_heads_with_zero_values_read_zero(live, monkeypatch):
+    """Values zero-padded like a dump's 16 of 256 channels (identity weights): heads whose
+    values are all zero are skipped and read 0. The readout statistics of the dense and derived
+    paths are those computed with every head, and match a float64 per-head reference."""
+    from aqr_cli.analysis.attention import engine
+
+    gen = torch.Generator().manual_seed(21)
+    heads = 4
+    d = C // heads
+    w = CrossAttentionWeights.identity(C, heads)
+    _, q, k, bias = small_case(21, b=2)
+    mask = torch.zeros(C)
+    for h in live:
+        mask[h * d:(h + 1) * d] = 1.0
+    v0 = torch.randn(2, F, C, generator=gen) * mask
+    v1 = v0 * (1.0 + torch.rand(2, F, 1, generator=gen))
+
+    def attend():
+        return compute_attention(q, k, w, num_bev=NB, values=v0, chunk_size=3, paths=[
+            AttentionPath("baseline"), AttentionPath("additive", bias=bias),
+            AttentionPath("multiplicative", values=v1)]).readout
+
+    got = attend()
+    monkeypatch.setattr(engine, "_live_heads", lambda v: (0, v.shape[1]))
+    every_head = attend()
+    for path in ("additive", "multiplicative"):
+        for stat in ("relative_change", "cosine"):
+            for key in ("mean", "median"):
+                a, b = got[path][stat][key], every_head[path][stat][key]
+                assert (a is None and b is None) or a == pytest.approx(b, rel=1e-6, nan_ok=True)
+    if not live:
+        return
+
+    def readout(dense_bias, v):
+        qh = q.double().view(2, Q, heads, d).transpose(1, 2) / math.sqrt(d)
+        kh = k.double().view(2, F, heads, d).transpose(1, 2)
+        bias_h = 0 if dense_bias is None else dense_bias.double()[:, None]
+        out = (qh @ kh.transpose(-1, -2) + bias_h).softmax(-1) @ v.double().view(2, F, heads, d).transpose(1, 2)
+        return out.transpose(1, 2).reshape(2, Q, C)
+
+    r0 = readout(None, v0)
+    for path, r1 in (("additive", readout(bias.to_dense(F), v0)), ("multiplicative", readout(None, v1))):
+        rel = (r1 - r0).norm(dim=-1) / r0.norm(dim=-1)
+        assert got[path]["relative_change"]["mean"] == pytest.approx(rel.mean().item(), rel=1e-5)
+
+
 def test_ill_conditioned_or_unusual_biases_are_computed_densely(monkeypatch):
     """A window holding nearly all the attention under a strongly negative bias (Z_h ~ 1 - S
     would lose digits), repeated columns, a global bias and |b| above the bound all take the

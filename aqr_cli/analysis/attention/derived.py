@@ -95,16 +95,19 @@ def derived_probabilities(p0h: torch.Tensor, windows: list[Window], out: torch.T
     return out
 
 
-def derived_readout(r0: torch.Tensor, value_heads: torch.Tensor, w: Window) -> torch.Tensor:
+def derived_readout(r0: torch.Tensor, value_heads: torch.Tensor, w: Window,
+                    span: tuple[int, int] | None = None) -> torch.Tensor:
     """Attention output ``[B, n, h * d]`` of a derived path: ``r0 [B, h, n, d]`` the reference's
     per-head output, ``value_heads [B, h, F, d]`` the projected values. One head at a time, so
-    the gathered window values stay ``[B, n, K, d]`` (1 MB at 1600x640, not 8)."""
+    the gathered window values stay ``[B, n, K, d]`` (1 MB at 1600x640, not 8). ``span = (h0,
+    h1)``: only those heads have nonzero values; the others read exactly 0."""
     b, h, n, d = r0.shape
+    h0, h1 = (0, h) if span is None else span
     rows = torch.arange(b).view(b, 1, 1)
     coef = (w.excess / w.z.unsqueeze(-1)).float().unsqueeze(-2)                # [B, h, n, 1, K]
     scaled = r0 / w.z.float().unsqueeze(-1)                                     # [B, h, n, d]
-    out = torch.empty(b, n, h, d)
-    for i in range(h):
+    out = torch.empty(b, n, h, d) if (h0, h1) == (0, h) else torch.zeros(b, n, h, d)
+    for i in range(h0, h1):
         picked = value_heads[:, i][rows, w.index]                               # [B, n, K, d]
         torch.add(scaled[:, i], torch.matmul(coef[:, i], picked).squeeze(-2), out=out[:, :, i])
     return out.view(b, n, h * d)

@@ -283,6 +283,7 @@ class _Run:
         self.groups, key_sets = _key_groups(paths, keys, reference)
         self.k_t = [s.heads if isinstance(s, ProjectedKeys) else _heads_T(s, weights) for s in key_sets]
         self.v_heads = _value_heads(paths, values, weights) if values is not None else {}
+        self.v_span = {name: _live_heads(v) for name, v in self.v_heads.items()}
         self.derived = {gi: self._derivable(members) for gi, members in self.groups.items()}
         self.readouts = {p.name: torch.empty(b, q, h * d) for p in paths if p.name in self.v_heads}
         self.qh = (weights.project_query(query) * (1.0 / math.sqrt(d))).view(b, q, h, d).transpose(1, 2)
@@ -351,6 +352,7 @@ class _Run:
         windows = [window_terms(p0h, p.bias.rows(ctx.c0, ctx.c1)) for p in paths]
         probs = derived_probabilities(p0h, windows, self.buf.derived_view(n, len(paths)))
         ref_values = self.v_heads.get(self.reference)
+        span = self.v_span.get(self.reference)
         dense = []
         for j, (path, w) in enumerate(zip(paths, windows)):
             if not w.ok:
@@ -359,7 +361,7 @@ class _Run:
             p = probs[:, :, j]
             self._stats(path.name, p, ctx, False)
             if path.name in self.v_heads:
-                self.readouts[path.name][:, ctx.c0:ctx.c1] = derived_readout(r0, ref_values, w)
+                self.readouts[path.name][:, ctx.c0:ctx.c1] = derived_readout(r0, ref_values, w, span)
             self._keep(path.name, p, ctx)
         return dense
 
@@ -376,7 +378,12 @@ class _Run:
         if name not in self.v_heads:
             return None
         b, h, n, _ = probs.shape
-        r = torch.matmul(probs, self.v_heads[name])                          # [B, h, n, d]
+        values, (h0, h1) = self.v_heads[name], self.v_span[name]
+        if (h0, h1) == (0, h):
+            r = torch.matmul(probs, values)                                  # [B, h, n, d]
+        else:  # heads whose values are all zero read exactly zero
+            r = probs.new_zeros(b, h, n, values.shape[-1])
+            r[:, h0:h1] = torch.matmul(probs[:, h0:h1], values[:, h0:h1])
         self.readouts[name][:, ctx.c0:ctx.c1] = r.transpose(1, 2).reshape(b, n, h * r.shape[-1])
         return r
 
@@ -480,6 +487,15 @@ def _value_heads(paths, values: torch.Tensor, weights: CrossAttentionWeights) ->
             cache.append((src, hit))
         out[p.name] = hit
     return out
+
+
+def _live_heads(values: torch.Tensor) -> tuple[int, int]:
+    """``(h0, h1)``: the heads ``h0 .. h1-1`` of projected values ``[B, h, F, d]`` span every
+    head with a nonzero value (``(0, 0)``: none). Features a dump keeps 16 of 256 channels of
+    are zero-padded: with identity weights only the first head reads anything, and the
+    readout matmuls of the other seven (each the size of the logits matmul) can only give 0."""
+    live = torch.count_nonzero(values, dim=(0, 2, 3)).nonzero().flatten().tolist()
+    return (live[0], live[-1] + 1) if live else (0, 0)
 
 
 def readout_change(readouts: Mapping[str, torch.Tensor], reference: str) -> dict:

@@ -135,7 +135,7 @@ class _Canvas(NamedTuple):
 
     def real_maps(self, tall: torch.Tensor, b: int) -> torch.Tensor:
         """The real cells ``[B, V, h, w]`` (a view) of a contiguous tall image whose row 0 is
-        row 0 of sample 0 (``[B, length]`` or longer)."""
+        row 0 of sample 0 (``[B, length]`` or longer), past each row's ``pad`` padding columns."""
         rows = (b, self.views, self.h, self.w)
         strides = (self.sample_rows * self.width, self.period * self.width, self.width, 1)
         return tall.as_strided(rows, strides, tall.storage_offset() + self.pad)

@@ -177,8 +177,12 @@ def output_folder(out: str | os.PathLike, command: str) -> Iterator[Path]:
         remove_stale_staging(target)
     shown = os.fspath(out)
     manifest, keep = _plan(target, command, shown)
-    staging = _make_staging(target, parent)
+    staging: Path | None = None
     try:
+        # a signal right after the folder is made (when a watcher sees it appear) must not
+        # strand it before `staging` is set: held here, raised below, inside this try
+        with _HeldSignals():
+            staging = _make_staging(target, parent)
         lock_fd = _lock(staging)
         try:
             yield staging
@@ -195,7 +199,7 @@ def output_folder(out: str | os.PathLike, command: str) -> Iterator[Path]:
         finally:
             os.close(lock_fd)
     finally:
-        if staging.exists():
+        if staging is not None and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
 
 

@@ -12,6 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+# loaded with this module, before a command makes its output folder, not on the first
+# np.random use in a synthetic scene: a Ctrl-C landing in the lazy import of its Cython
+# modules was swallowed there and the run went on (exit 0; seen under load)
+import numpy.random  # noqa: F401
 import torch
 
 from aqr_cli.core.configs import CLASS_NAMES, ReferenceConfig

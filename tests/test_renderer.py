@@ -647,6 +647,8 @@ def test_alternating_shapes_reuse_separable_cache():
     assert len(r.__dict__["_band_cache"][1]) == 1
     ref = naive_bev("gaussian", w, pb, (128, 128), sigma=1.0)
     assert float(out.max()) > float(ref.max()) + 1e-3  # the doubled kernel is used
+    r.gaussian_kernel = r.gaussian_kernel / 2  # a new buffer object, version 0 again
+    torch.testing.assert_close(_quiet(r.render_bev_weights, w, pb).double(), ref.double(), atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("seed", range(6))

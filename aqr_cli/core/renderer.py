@@ -411,11 +411,7 @@ class WeightRenderer(nn.Module):
         """
         v, h, w = shape
         b = weights.shape[0]
-        separable = None
-        if self.render_method == "gaussian":
-            separable = self._separable(weights.dtype)
-        pad = separable[0].shape[0] // 2 if separable is not None else 0
-        canvas = _canvas(v, h, w, pad, weights.device)
+        separable, canvas = self._plan(shape, weights.dtype, weights.device)
         if coords.shape[-1] == 3:
             clamped = coords.clamp(canvas.low, canvas.high)
             # upstream draws a row only where view == v exactly for some v in 0..V-1
@@ -436,6 +432,26 @@ class WeightRenderer(nn.Module):
         flat.scatter_add_(1, index, drawn)  # delta maps for a non-separable kernel
         delta = canvas.real_maps(flat, b).reshape(b * v, h, w)
         return self._filter_conv(delta).view(b, v, h, w)
+
+    def _plan(self, shape: tuple, dtype: torch.dtype, device: torch.device):
+        """``(separable or None, canvas)`` of :meth:`_splat` for maps ``shape = (V, h, w)``.
+
+        One dict lookup per call (it runs for every map: a fifth of a 1600x640 stamp's Python
+        time was the band and canvas caches' own checks). Cached per instance, method, shape,
+        dtype and device; dropped when the kernel buffer is replaced (``.to()``, assignment) or
+        edited in place (its version counter: ``load_state_dict`` copies into it)."""
+        kernel = self._buffers.get("gaussian_kernel")
+        version = None if kernel is None else kernel._version
+        plans = self.__dict__.setdefault("_plans", {})
+        key = (shape, dtype, device, self.render_method)
+        hit = plans.get(key)
+        if hit is not None and hit[0] is kernel and hit[1] == version:
+            return hit[2]
+        separable = self._separable(dtype) if self.render_method == "gaussian" else None
+        pad = separable[0].shape[0] // 2 if separable is not None else 0
+        plan = (separable, _canvas(*shape, pad, device))
+        plans[key] = (kernel, version, plan)
+        return plan
 
     def _filter_conv(self, delta: torch.Tensor) -> torch.Tensor:
         """Stamp a non-separable kernel (e.g. edited in a checkpoint) at every cell of the

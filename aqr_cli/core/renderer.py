@@ -436,10 +436,11 @@ class WeightRenderer(nn.Module):
     def _plan(self, shape: tuple, dtype: torch.dtype, device: torch.device):
         """``(separable or None, canvas)`` of :meth:`_splat` for maps ``shape = (V, h, w)``.
 
-        One dict lookup per call (it runs for every map: a fifth of a 1600x640 stamp's Python
-        time was the band and canvas caches' own checks). Cached per instance, method, shape,
-        dtype and device; dropped when the kernel buffer is replaced (``.to()``, assignment) or
-        edited in place (its version counter: ``load_state_dict`` copies into it)."""
+        One dict lookup per call: the band and canvas caches' own checks took 4-10 us of the
+        ~30 us of Python in a 1600x640 BEV stamp (measured A/B). Cached per instance, method,
+        shape, dtype and device; dropped when the kernel buffer is replaced (``.to()``,
+        assignment) or edited in place (its version counter: ``load_state_dict`` copies into
+        it)."""
         kernel = self._buffers.get("gaussian_kernel")
         version = None if kernel is None else kernel._version
         plans = self.__dict__.setdefault("_plans", {})

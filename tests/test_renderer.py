@@ -635,20 +635,22 @@ def test_alternating_shapes_reuse_separable_cache():
     wp, pp = _edge_pers(6, 20, 50, 1, 30, seed=2)
     _quiet(r.render_bev_weights, w, pb)
     r.render_perspective_weights(wp, pp)
-    bands = dict(r.__dict__["_band_cache"][1])
+    bands = dict(r.__dict__["_band_cache"][2])
     assert list(bands) == [torch.float32]
     _quiet(r.render_bev_weights, w, pb)
     r.render_perspective_weights(wp.double(), pp.double())
-    assert r.__dict__["_band_cache"][1][torch.float32] is bands[torch.float32]
-    assert len(r.__dict__["_band_cache"][1]) == 2
+    assert r.__dict__["_band_cache"][2][torch.float32] is bands[torch.float32]
+    assert len(r.__dict__["_band_cache"][2]) == 2
     with torch.no_grad():
         r.gaussian_kernel.mul_(2)
     out = _quiet(r.render_bev_weights, w, pb)
-    assert len(r.__dict__["_band_cache"][1]) == 1
+    assert len(r.__dict__["_band_cache"][2]) == 1
     ref = naive_bev("gaussian", w, pb, (128, 128), sigma=1.0)
     assert float(out.max()) > float(ref.max()) + 1e-3  # the doubled kernel is used
     r.gaussian_kernel = r.gaussian_kernel / 2  # a new buffer object, version 0 again
     torch.testing.assert_close(_quiet(r.render_bev_weights, w, pb).double(), ref.double(), atol=1e-6, rtol=1e-5)
+    r.gaussian_kernel.data = r.gaussian_kernel * 2  # same object and version, new storage
+    torch.testing.assert_close(_quiet(r.render_bev_weights, w, pb).double(), out.double(), atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("seed", range(6))

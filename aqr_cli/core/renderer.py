@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -436,23 +436,27 @@ class WeightRenderer(nn.Module):
     def _plan(self, shape: tuple, dtype: torch.dtype, device: torch.device):
         """``(separable or None, canvas)`` of :meth:`_splat` for maps ``shape = (V, h, w)``.
 
-        One dict lookup per call: the band and canvas caches' own checks took 4-10 us of the
-        ~30 us of Python in a 1600x640 BEV stamp (measured A/B). Cached per instance, method,
-        shape, dtype and device; dropped when the kernel buffer is replaced (``.to()``,
-        assignment) or edited in place (its version counter: ``load_state_dict`` copies into
-        it)."""
-        kernel = self._buffers.get("gaussian_kernel")
-        version = None if kernel is None else kernel._version
-        plans = self.__dict__.setdefault("_plans", {})
+        One dict lookup per call: the band and canvas caches' own lookups took 4-10 us of the
+        ~30 us of Python in a 1600x640 BEV stamp (measured A/B). Cached per method, shape,
+        dtype and device in a :meth:`_kernel_cache`."""
+        plans = self._kernel_cache("_plans")
         key = (shape, dtype, device, self.render_method)
-        hit = plans.get(key)
-        if hit is not None and hit[0] is kernel and hit[1] == version:
-            return hit[2]
-        separable = self._separable(dtype) if self.render_method == "gaussian" else None
-        pad = separable[0].shape[0] // 2 if separable is not None else 0
-        plan = (separable, _canvas(*shape, pad, device))
-        plans[key] = (kernel, version, plan)
-        return plan
+        if key not in plans:
+            separable = self._separable(dtype) if self.render_method == "gaussian" else None
+            pad = separable[0].shape[0] // 2 if separable is not None else 0
+            plans[key] = (separable, _canvas(*shape, pad, device))
+        return plans[key]
+
+    def _kernel_cache(self, name: str) -> dict:
+        """The instance's cache ``name``, emptied whenever the kernel buffer may have changed:
+        replaced (``.to()``, assignment), edited in place (its version counter:
+        ``load_state_dict`` copies into it) or given other storage (``.data = ...``)."""
+        kernel = self._buffers.get("gaussian_kernel")
+        token = None if kernel is None else (kernel._version, kernel.data_ptr())
+        held = self.__dict__.get(name)
+        if held is None or held[0] is not kernel or held[1] != token:
+            held = self.__dict__[name] = (kernel, token, {})
+        return held[2]
 
     def _filter_conv(self, delta: torch.Tensor) -> torch.Tensor:
         """Stamp a non-separable kernel (e.g. edited in a checkpoint) at every cell of the
@@ -464,21 +468,11 @@ class WeightRenderer(nn.Module):
 
     def _separable(self, dtype: torch.dtype):
         """``(r [k], C [s, s + k - 1])`` (see :func:`_separate`) if the kernel is
-        ``K = c r^T``, else None.
-
-        Cached per dtype; the cache is dropped when the buffer's version counter or storage
-        changes, so ``load_state_dict`` or an in-place edit of ``gaussian_kernel`` invalidates
-        it.
-        """
-        kernel = self.gaussian_kernel
-        version = (kernel._version, kernel.data_ptr(), kernel.device)
-        cached = self.__dict__.get("_band_cache")
-        if cached is None or cached[0] != version:
-            by_dtype: dict[torch.dtype, Any] = {}
-            cached = self.__dict__["_band_cache"] = (version, by_dtype)
-        if dtype not in cached[1]:
-            cached[1][dtype] = _separate(kernel.to(dtype))
-        return cached[1][dtype]
+        ``K = c r^T``, else None. Cached per dtype in a :meth:`_kernel_cache`."""
+        bands = self._kernel_cache("_band_cache")
+        if dtype not in bands:
+            bands[dtype] = _separate(self.gaussian_kernel.to(dtype))
+        return bands[dtype]
 
     def _render_bilinear(self, weights, rows, cols, shape) -> torch.Tensor:
         """Bilinear deposit around base cell ``(int(y), int(x))`` -> ``[B, H, W]`` (BEV only).

@@ -1,7 +1,7 @@
 """Shared figure conventions: Agg figures, fixed sizes, signed/unsigned colour scales, camera grid.
 
-Builders return :class:`matplotlib.figure.Figure`; they never save or show. Saving with
-``metadata={"Software": None}`` (see :func:`aqr_cli.io.atomic.atomic_save_figure`) makes the
+Builders return :class:`matplotlib.figure.Figure`; they never save or show. Saving them with
+:func:`aqr_cli.io.atomic.atomic_save_figure` (a PNG with no version string in it) makes the
 same input give byte-identical PNGs.
 """
 
@@ -54,9 +54,9 @@ def warm_up() -> None:
     """Draw a small throw-away figure in the house style: loads the fonts, the Agg renderer
     and the PNG writer, and builds the mathtext parser (log-scale tick labels are mathtext;
     0.1 s), so a worker's first real figure does not pay for them."""
-    import io
-
     from matplotlib.colors import LogNorm
+
+    from aqr_cli.io.png import figure_png
 
     with figure_style():
         fig = new_figure(2.0, 1.5, layout=None)
@@ -65,7 +65,7 @@ def warm_up() -> None:
         image = ax.imshow(np.arange(1.0, 13.0).reshape(3, 4), cmap="magma", norm=LogNorm(1.0, 12.0))
         fig.colorbar(image, ax=ax, label="x")
         ax.set(title="up", xlabel="x (m)", ylabel="y (m)")
-        fig.savefig(io.BytesIO(), format="png")
+        figure_png(fig)
 
 
 def styled(builder: F) -> F:

@@ -104,19 +104,14 @@ def atomic_write_json(path: str | os.PathLike, doc: Any, *, indent: int = 2) -> 
     return atomic_write_text(path, text)
 
 
-# zlib level of the PNGs (:mod:`aqr_cli.io.png`): 3 compresses a 1760x2211 report page in 20 ms;
-# 1 is no faster on these pages and 5% larger, 6 twice as slow for 10% fewer bytes.
-PNG_COMPRESS_LEVEL = 3
-
-
 def atomic_save_figure(fig: Any, path: str | os.PathLike, *, dpi: float | None = None) -> Path:
     """Save a matplotlib Figure as PNG atomically, with byte-identical output for identical input.
 
     ``fig`` may also be a deferred figure (an object with ``build()`` returning the Figure, such
     as :class:`aqr_cli.views.outputs.LazyFigure`): it is built here, in the process that saves
     it. The figure is drawn by ``savefig`` and encoded by :func:`aqr_cli.io.png.figure_png`
-    (no text chunk, so no version string; zlib level :data:`PNG_COMPRESS_LEVEL`). Only ``.png``
-    paths are accepted.
+    (no text chunk, so no version string; zlib level
+    :data:`aqr_cli.io.png.PNG_COMPRESS_LEVEL`). Only ``.png`` paths are accepted.
     """
     from aqr_cli.io.png import figure_png
 
@@ -125,7 +120,7 @@ def atomic_save_figure(fig: Any, path: str | os.PathLike, *, dpi: float | None =
         raise ValueError(f"atomic_save_figure writes PNG only; got {target.name!r}")
     if not hasattr(fig, "savefig"):
         fig = fig.build()
-    return atomic_write_bytes(target, figure_png(fig, dpi=dpi, level=PNG_COMPRESS_LEVEL))
+    return atomic_write_bytes(target, figure_png(fig, dpi=dpi))
 
 
 def figure_workers() -> int:
